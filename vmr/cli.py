@@ -1,0 +1,351 @@
+"""The `vmr` command line. Every command imports its heavy machinery lazily, inside the command,
+so `vmr --help` answers at once. Failures a user can cause raise VmrError and end here as a
+one-line `error: ...` with exit status 1, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vmr import __version__
+from vmr.errors import VmrError
+
+MODALITIES = ("video", "image", "text")
+
+
+class MultiValueOption(click.Option):
+    """An option that takes one or more values: `--k 5 10` as well as `--k 5 --k 10`.
+
+    Click rejects nargs=-1 on options, so this option consumes the following non-option tokens
+    itself."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("multiple", True)
+        super().__init__(*args, **kwargs)
+        self._previous_parser_process = None
+        self._eat_all_parser = None
+
+    def add_to_parser(self, parser, ctx):
+        def parser_process(value, state):
+            values = [value]
+            while state.rargs and not state.rargs[0].startswith("-"):
+                values.append(state.rargs.pop(0))
+            for v in values:
+                self._previous_parser_process(v, state)
+
+        retval = super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            our_parser = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if our_parser:
+                self._eat_all_parser = our_parser
+                self._previous_parser_process = our_parser.process
+                our_parser.process = parser_process
+                break
+        return retval
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vmr")
+def cli():
+    """vmr: multimodal sequential recommendation on frozen pretrained features.
+
+    \b
+    The pipeline, one command per step:
+      vmr prepare   raw interaction logs (+ item table)  -> validated dataset directory
+      vmr extract   video / image / text per item        -> HDF5 feature cache
+      vmr train     cached features + sequences          -> run directory with checkpoints
+      vmr eval      run directory                        -> HR@K / NDCG@K / MRR table
+      vmr report    several run directories              -> Markdown table + bar chart
+      vmr recommend run directory + a user or history    -> top items
+    `vmr demo` runs all of it on a generated catalogue.
+    """
+
+
+# --------------------------------------------------------------------------------------- prepare
+@cli.command()
+@click.option("--interactions", "interactions", required=True, type=click.Path(dir_okay=False),
+              help="Interaction log: a table (CSV, TSV, Parquet, JSONL) or a sequences text file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "sequences"]), default="table",
+              show_default=True,
+              help="'table': one interaction per row with user, item and time columns. "
+                   "'sequences': one user per line, `user item item ...` already in time order.")
+@click.option("--user-col", default="user", show_default=True, help="User id column (table format).")
+@click.option("--item-col", default="item", show_default=True, help="Item id column (table format).")
+@click.option("--time-col", default="time", show_default=True,
+              help="Timestamp column (table format): numbers, or dates/datetimes in ISO form.")
+@click.option("--items", "items", type=click.Path(dir_okay=False), default=None,
+              help="Optional item table (CSV, TSV, Parquet, JSONL): item id plus side columns.")
+@click.option("--items-id-col", default=None,
+              help="Item id column of the items table (default: the --item-col name, else 'item_id').")
+@click.option("--text-columns", default=None,
+              help="Comma-separated item-table columns joined (in this order) into the item text.")
+@click.option("--image-column", default=None,
+              help="Item-table column with image file paths (relative to the items file).")
+@click.option("--video-column", default=None,
+              help="Item-table column with video file paths (relative to the items file).")
+@click.option("--kcore", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Keep only users and items with at least K interactions, repeated until stable.")
+@click.option("--drop-unknown", is_flag=True,
+              help="Drop (and count) interactions whose item is absent from the items table "
+                   "instead of failing.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory to write (interactions.parquet, items.parquet, dataset.json).")
+def prepare(interactions, fmt, user_col, item_col, time_col, items, items_id_col, text_columns,
+            image_column, video_column, kcore, drop_unknown, out):
+    """Turn raw interaction logs into a validated dataset directory (k-core, time order,
+    leave-one-out split)."""
+    from vmr.data.prepare import PrepareOptions, prepare_dataset
+
+    opts = PrepareOptions(
+        interactions=interactions, fmt=fmt, user_col=user_col, item_col=item_col,
+        time_col=time_col, items=items, items_id_col=items_id_col,
+        text_columns=_csv_list(text_columns), image_column=image_column,
+        video_column=video_column, kcore=kcore, drop_unknown=drop_unknown, out=out,
+    )
+    summary = prepare_dataset(opts)
+    click.echo(summary)
+
+
+# ------------------------------------------------------------------------------------------ demo
+@cli.command()
+@click.option("--out", "out", default="demo_out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the generated catalogue, the dataset, the cache and the runs.")
+@click.option("--items", "n_items", default=240, show_default=True, type=click.IntRange(min=20),
+              help="Number of items in the synthetic catalogue.")
+@click.option("--users", "n_users", default=1200, show_default=True, type=click.IntRange(min=20),
+              help="Number of synthetic users.")
+@click.option("--topics", "n_topics", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Number of latent topics that drive content and behaviour.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (reproducible).")
+@click.option("--quick", is_flag=True, help="Tiny sizes and few epochs (for smoke tests).")
+def demo(out, n_items, n_users, n_topics, seed, quick):
+    """Generate a synthetic multimodal catalogue (videos, cover images, text) and run the whole
+    pipeline on it: prepare, extract, train, eval, report."""
+    from vmr.pipeline import run_demo
+
+    run_demo(out=out, n_items=n_items, n_users=n_users, n_topics=n_topics, seed=seed, quick=quick)
+
+
+# --------------------------------------------------------------------------------------- extract
+@cli.command()
+@click.option("--data", "data", required=True, type=click.Path(file_okay=False, exists=False),
+              help="Dataset directory written by `vmr prepare`.")
+@click.option("--modality", required=True, type=click.Choice(MODALITIES),
+              help="Which item content to encode.")
+@click.option("--model", "model", default=None,
+              help="Encoder: 'efficientnet-lite0' (visual default, real ImageNet weights), "
+                   "'open_clip:ARCH:PRETRAINED' (an open_clip tag or a local .pt/.safetensors "
+                   "file; ARCH may be a JSON model config file), 'minilm' (text default, "
+                   "all-MiniLM-L6-v2) or 'st:PATH' (a local sentence-transformers directory).")
+@click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
+              help="HDF5 feature cache [default: DATA/features.h5].")
+@click.option("--fps", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Video: frames sampled per second.")
+@click.option("--max-frames", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Video: at most this many frames, evenly spread over longer videos.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
+              help="Text: hidden state at [CLS] (paper eq. 2) or mean over tokens.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images (frames) or texts per encoder batch.")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process].")
+@click.option("--timeout", "timeout", default=60.0, show_default=True, type=float,
+              help="Seconds after which a hanging decode is killed and recorded as a failure.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="Storage type of the cached features.")
+@click.option("--device", default="auto", show_default=True, help="'auto', 'cpu' or 'cuda[:N]'.")
+@click.option("--shard", default=None, help="I/N: process only the I-th of N deterministic shards "
+              "into its own shard file (merge with `vmr cache merge`).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a modality already cached with different encoder settings.")
+def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, workers, timeout,
+            dtype, device, shard, overwrite):
+    """Encode every item's video, image or text with a frozen pretrained model into the HDF5
+    cache. Resumable: rerun the same command after a crash and it finishes the job."""
+    from vmr.extract.runner import ExtractOptions, run_extract
+
+    opts = ExtractOptions(
+        data=data, modality=modality, model=model, cache=cache, fps=fps, max_frames=max_frames,
+        pooling=pooling, batch_size=batch_size, workers=workers, timeout=timeout, dtype=dtype,
+        device=device, shard=shard, overwrite=overwrite,
+    )
+    click.echo(run_extract(opts))
+
+
+@cli.command("import-features")
+@click.option("--data", "data", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory written by `vmr prepare`.")
+@click.option("--modality", required=True, type=click.Choice(MODALITIES),
+              help="Which modality these features represent.")
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False),
+              help="A .npy matrix, or a raw float32 matrix (e.g. UniSRec/MISSRec `.feat*` files).")
+@click.option("--ids", "ids", required=True, type=click.Path(dir_okay=False),
+              help="Text file, one item id per line: row k of the features is the k-th id.")
+@click.option("--dim", default=None, type=click.IntRange(min=1),
+              help="Feature dimension (required for raw matrices, checked for .npy).")
+@click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
+              help="HDF5 feature cache [default: DATA/features.h5].")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="Storage type of the cached features.")
+@click.option("--overwrite", is_flag=True, help="Replace the modality if it is already cached.")
+def import_features(data, modality, features, ids, dim, cache, dtype, overwrite):
+    """Bring in item features computed elsewhere."""
+    from vmr.extract.importer import import_features as do_import
+
+    click.echo(do_import(data=data, modality=modality, features=features, ids=ids, dim=dim,
+                         cache=cache, dtype=dtype, overwrite=overwrite))
+
+
+@cli.group()
+def cache():
+    """Inspect and assemble feature caches."""
+
+
+@cache.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+def cache_info(path):
+    """Print what a cache holds: modalities, encoder, coverage, failures."""
+    from vmr.cache.store import describe
+
+    click.echo(describe(path))
+
+
+@cache.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The merged cache file to write.")
+def cache_merge(shards, out):
+    """Check that shard files agree (encoder, settings, dataset) and cover every item exactly
+    once, then assemble them into one cache."""
+    from vmr.cache.merge import merge_shards
+
+    click.echo(merge_shards(list(shards), out))
+
+
+# ----------------------------------------------------------------------------------------- train
+@cli.command()
+@click.option("--data", "data", required=True, type=click.Path(file_okay=False),
+              help="Dataset directory written by `vmr prepare`.")
+@click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
+              help="HDF5 feature cache [default: DATA/features.h5]. Not needed for model = sasrec.")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="TOML config file (unknown keys are errors). See docs/CONFIG.md.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value, e.g. --set train.lr=0.002 (repeatable).")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Run directory [default: runs/<model>-<time>].")
+@click.option("--stage", type=click.Choice(["all", "pretrain", "sequence"]), default="all",
+              show_default=True, help="Which training stages to run.")
+@click.option("--modalities", default=None,
+              help="Comma-separated subset of text,video,image to use [default: all cached].")
+@click.option("--seed", default=None, type=int, help="Random seed (overrides train.seed).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def train(data, cache, config, overrides, out, stage, modalities, seed, resume):
+    """Train the multimodal recommender (or the SASRec baseline) on cached features."""
+    from vmr.train.trainer import train_from_cli
+
+    run_dir = train_from_cli(data=data, cache=cache, config=config, overrides=list(overrides),
+                             out=out, stage=stage, modalities=_csv_list(modalities), seed=seed,
+                             resume=resume)
+    click.echo(f"run directory: {run_dir}")
+
+
+# ------------------------------------------------------------------------------------------ eval
+@cli.command("eval")
+@click.option("--run", "run", required=True, type=click.Path(file_okay=False),
+              help="Run directory written by `vmr train`.")
+@click.option("--k", "ks", cls=MultiValueOption, type=click.IntRange(min=1),
+              help="Cut-offs for HR@K and NDCG@K: `--k 5 10` or `--k 5 --k 10` [default: 5 10].")
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
+              help="Which leave-one-out target to rank.")
+@click.option("--include-history", is_flag=True,
+              help="Rank items the user already interacted with too (excluded by default).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which checkpoint of the run to evaluate.")
+def eval_cmd(run, ks, split, include_history, checkpoint):
+    """Full-ranking leave-one-out evaluation: HR@K, NDCG@K and MRR over all items."""
+    from vmr.evaluate.run_eval import evaluate_run
+
+    ks = sorted(set(ks)) if ks else [5, 10]
+    click.echo(evaluate_run(run, ks=ks, split=split, include_history=include_history,
+                            checkpoint=checkpoint))
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for report.md and report.png.")
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
+              help="Which metrics_<split>.json of each run to compare.")
+def report(runs, out, split):
+    """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
+    bar chart."""
+    from vmr.evaluate.report import write_report
+
+    click.echo(write_report(list(runs), out=out, split=split))
+
+
+# ------------------------------------------------------------------------------------- recommend
+@cli.command()
+@click.option("--run", "run", required=True, type=click.Path(file_okay=False),
+              help="Run directory written by `vmr train`.")
+@click.option("--user", "user", default=None, help="A user id of the dataset (history = all "
+              "of the user's interactions).")
+@click.option("--history", "history", default=None,
+              help='Space-separated item ids, oldest first, e.g. "i1 i2 i3".')
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many items to return.")
+@click.option("--exclude-history/--include-history", default=True, show_default=True,
+              help="Leave out items already in the history.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def recommend(run, user, history, top, exclude_history, fmt):
+    """Recommend the next items for a known user or an ad-hoc history."""
+    from vmr.serve.recommend import recommend_cli
+
+    if (user is None) == (history is None):
+        raise VmrError("give exactly one of --user or --history")
+    click.echo(recommend_cli(run=run, user=user, history=history, top=top,
+                             exclude_history=exclude_history, fmt=fmt))
+
+
+@cli.command()
+@click.option("--run", "run", required=True, type=click.Path(file_okay=False),
+              help="Run directory written by `vmr train`.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for item embeddings and the user-tower model.")
+def export(run, out):
+    """Write item embeddings and the user-tower model for serving."""
+    from vmr.serve.export import export_run
+
+    click.echo(export_run(run, out))
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="vmr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except VmrError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
