@@ -28,3 +28,16 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info
+
+# RecBole's SASRec as the peer baseline (bench/recbole_peer.py) lives in its own environment.
+RB_VENV  ?= .venv-recbole
+RB_STAMP := $(RB_VENV)/.installed-stamp
+.PHONY: recbole-env
+
+$(RB_STAMP): constraints.txt
+	python3 -m venv $(RB_VENV)
+	$(RB_VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt \
+		'torch==2.14.1' 'recbole==1.2.1' 'numpy<2' 'pandas<2.3' polars
+	touch $(RB_STAMP)
+
+recbole-env: $(RB_STAMP)

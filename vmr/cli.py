@@ -321,11 +321,14 @@ def recommend(run, user, history, top, exclude_history, fmt):
               help="Run directory written by `vmr train`.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Directory for item embeddings and the user-tower model.")
-def export(run, out):
+@click.option("--index", "index", type=click.Choice(["exact", "faiss"]), default="exact",
+              show_default=True, help="'faiss' also writes an HNSW inner-product index "
+              "(needs the optional extra: pip install 'vmr[ann]').")
+def export(run, out, index):
     """Write item embeddings and the user-tower model for serving."""
     from vmr.serve.export import export_run
 
-    click.echo(export_run(run, out))
+    click.echo(export_run(run, out, index=index))
 
 
 def main(argv=None):

@@ -1,0 +1,186 @@
+"""Model exploration and training throughput on a GPU, for a lent accelerator session.
+
+Inputs are carried as plain files (the device has torch and h5py, not polars): the Beauty
+sequences (npz), item ids, and the text feature caches extracted here. It trains each config
+of a grid to early stopping (validation NDCG@10 only is used to choose), evaluates the best
+checkpoint on test, and measures training throughput with and without bf16 autocast.
+
+    python bench/gpu_explore.py --inputs .gpu --out $OUT --workers 4
+Prepare the inputs with `python bench/gpu_explore.py --export DATASET_DIR CACHE... --inputs .gpu`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+GRID = {
+    "sasrec": ["model.kind=sasrec"],
+    "vmr-id-cls": ["model.kind=vmr", "model.item_id_emb=true", "data.modalities=['text_cls']"],
+    "vmr-id-mean": ["model.kind=vmr", "model.item_id_emb=true", "data.modalities=['text_mean']"],
+    "vmr-noid-cls": ["model.kind=vmr", "model.item_id_emb=false", "data.modalities=['text_cls']"],
+    "vmr-id-cls-masked": ["model.kind=vmr", "model.item_id_emb=true", "model.objective=masked",
+                          "data.modalities=['text_cls']"],
+    "vmr-id-cls-none": ["model.kind=vmr", "model.item_id_emb=true", "model.share=none",
+                        "data.modalities=['text_cls']"],
+    "vmr-id-cls-pre": ["model.kind=vmr", "model.item_id_emb=true", "pretrain.epochs=10",
+                       "data.modalities=['text_cls']"],
+    "vmr-id-cls-t07": ["model.kind=vmr", "model.item_id_emb=true", "model.temperature=0.07",
+                       "data.modalities=['text_cls']"],
+    "vmr-id-mean-t07": ["model.kind=vmr", "model.item_id_emb=true", "model.temperature=0.07",
+                        "data.modalities=['text_mean']"],
+    "vmr-id-cls-d128": ["model.kind=vmr", "model.item_id_emb=true", "model.d_model=128",
+                        "data.modalities=['text_cls']"],
+    "vmr-id-cls-do3": ["model.kind=vmr", "model.item_id_emb=true", "model.dropout=0.3",
+                       "data.modalities=['text_cls']"],
+    "sasrec-t07": ["model.kind=sasrec", "model.temperature=0.07"],
+}
+
+
+def export(dataset_dir: str, caches: list[str], inputs: Path) -> None:
+    import shutil
+
+    import numpy as np
+
+    from vmr.data.dataset import load_dataset
+
+    ds = load_dataset(dataset_dir)
+    inputs.mkdir(parents=True, exist_ok=True)
+    lens = np.array([len(s) for s in ds.sequences])
+    np.savez(inputs / "seqs.npz", items=np.concatenate(ds.sequences), lens=lens)
+    (inputs / "item_ids.txt").write_text("\n".join(ds.item_ids) + "\n")
+    for c in caches:
+        shutil.copy(c, inputs / Path(c).name)
+
+
+def load_inputs(inputs: Path, modalities: list[str]):
+    import numpy as np
+
+    from vmr.train.trainer import TrainData, load_features
+
+    z = np.load(inputs / "seqs.npz")
+    seqs = np.split(z["items"].astype(np.int64), np.cumsum(z["lens"])[:-1])
+    item_ids = (inputs / "item_ids.txt").read_text().splitlines()
+    feats, present = {}, {}
+    for m in modalities:                      # "text_cls" -> cache beauty_cls.h5, modality text
+        pooling = m.split("_", 1)[1]
+        f, p, _ = load_features(inputs / f"beauty_{pooling}.h5", item_ids, ["text"])
+        feats["text"], present["text"] = f["text"], p["text"]
+    return TrainData(item_ids, seqs, feats, present, {})
+
+
+def run_one(args) -> dict:
+    name, sets, inputs, out, seed = args
+    import torch
+
+    from vmr.train.batches import eval_pairs
+    from vmr.train.config import load_config
+    from vmr.train.trainer import TowerView, build_model, train
+    from vmr.evaluate.metrics import evaluate_model
+
+    mods = [s for s in sets if s.startswith("data.modalities")]
+    modalities = eval(mods[0].split("=", 1)[1]) if mods else []
+    sets = [s for s in sets if not s.startswith("data.modalities")]
+    cfg = load_config(None, sets + [f"train.seed={seed}", f"train.epochs={os.environ.get('EXPLORE_EPOCHS', '200')}", "train.patience=8",
+                                  f"train.max_minutes={os.environ.get('EXPLORE_MINUTES', '0')}",
+                                  f"train.threads={os.environ.get('EXPLORE_THREADS', '2')}"])
+    data = load_inputs(Path(inputs), modalities)
+    run_dir = Path(out) / f"{name}-s{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    summary = train(cfg, data, run_dir, quiet=True)
+    from vmr.train.trainer import resolve_device
+    dev = resolve_device("auto")
+    model = build_model(cfg, data).to(dev)
+    ck = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    hist, tgt, _ = eval_pairs(data.sequences, "test")
+    test = evaluate_model(TowerView(model.eval(), dev), hist, tgt, [5, 10])
+    import csv
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    seq_rows = [r for r in rows if r["stage"] == "sequence"]
+    res = {"name": name, "seed": seed, "sets": sets, "modalities": modalities,
+           "best_epoch": summary.get("best_epoch"), "valid": summary.get("best_valid"),
+           "test": {k: v for k, v in test.items() if "@" in k or k == "MRR"},
+           "epochs_run": len(seq_rows), "wall_s": round(time.time() - t0, 1),
+           "s_per_epoch": round(sum(float(r["seconds"]) for r in seq_rows) / max(len(seq_rows), 1), 3),
+           "valid_curve": [float(r.get("valid_NDCG@10") or 0) for r in seq_rows]}
+    for f in ("checkpoint.pt", "best.pt", "pretrain.pt"):
+        (run_dir / f).unlink(missing_ok=True)
+    print(json.dumps({k: res[k] for k in ("name", "seed", "best_epoch", "valid", "test", "s_per_epoch")}),
+          flush=True)
+    return res
+
+
+def throughput(inputs: Path) -> dict:
+    """Sequences/s of the training step, sasrec vs vmr, fp32 vs bf16 autocast (5 epochs each)."""
+    import torch
+
+    from vmr.train.config import load_config
+    from vmr.train.trainer import train
+
+    out = {}
+    for name, sets, mods in (("sasrec", ["model.kind=sasrec"], []),
+                             ("vmr", ["model.kind=vmr", "model.item_id_emb=true"], ["text_cls"])):
+        for amp in (False, True):
+            cfg = load_config(None, sets + ["train.epochs=3", "train.eval_every=100",
+                                            f"train.amp={'true' if amp else 'false'}"])
+            data = load_inputs(inputs, mods)
+            d = Path("/tmp/tp") / f"{name}-{amp}"
+            d.mkdir(parents=True, exist_ok=True)
+            torch.cuda.reset_peak_memory_stats()
+            train(cfg, data, d, quiet=True)
+            import csv
+            rows = [r for r in csv.DictReader(open(d / "metrics.csv"))][1:]   # skip warm-up epoch
+            sps = sum(float(r["seq_per_s"]) for r in rows) / len(rows)
+            sec = sum(float(r["seconds"]) for r in rows) / len(rows)
+            out[f"{name}{'-amp' if amp else ''}"] = {
+                "seq_per_s": round(sps, 1), "s_per_epoch": round(sec, 3),
+                "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+            print(name, amp, out[f"{name}{'-amp' if amp else ''}"], flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inputs", default=".gpu")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench/out/gpu"))
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--export", nargs="+", default=None, help="DATASET_DIR CACHE...")
+    ap.add_argument("--skip-throughput", action="store_true")
+    a = ap.parse_args()
+    if a.export:
+        export(a.export[0], a.export[1:], Path(a.inputs))
+        return
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    result = {"device": None}
+    import torch
+    result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if not a.skip_throughput:
+        result["throughput"] = throughput(Path(a.inputs))
+    jobs = [(n, s, a.inputs, "/tmp/explore", seed) for seed in a.seeds for n, s in GRID.items()
+            if a.only is None or n in a.only]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(a.workers) as pool:
+        result["runs"] = []
+        for r in pool.imap_unordered(run_one, jobs):
+            result["runs"].append(r)
+            (out / "explore.json").write_text(json.dumps(result, indent=1))
+    result["wall_s"] = round(time.time() - t0, 1)
+    (out / "explore.json").write_text(json.dumps(result, indent=1))
+    print("total", result["wall_s"], "s")
+
+
+if __name__ == "__main__":
+    main()

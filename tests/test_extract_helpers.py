@@ -1,0 +1,122 @@
+"""Shared helpers for the extraction and cache tests: hand-written dataset directories (per
+docs/DESIGN.md), generated videos and images, a tiny open_clip model with seeded random weights.
+Imported by the other test_extract_* / test_cache* modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
+}
+
+
+def make_video(path, n_frames: int = 12, fps: float = 4.0, size=(64, 48), seed: int = 0) -> str:
+    """An mp4v clip whose frames differ (a moving square on a seeded background colour)."""
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 256, 3)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(n_frames):
+        f = np.empty((h, w, 3), np.uint8)
+        f[:] = bg
+        x = (i * 5) % max(1, w - 12)
+        f[10:22, x:x + 12] = 255 - bg
+        vw.write(f)
+    vw.release()
+    return str(path)
+
+
+def make_image(path, size=(80, 60), seed: int = 0) -> str:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(str(path))
+    return str(path)
+
+
+def write_dataset(root, ids, text=None, image=None, video=None) -> str:
+    """A dataset directory as `vmr prepare` writes it (items, interactions, dataset.json)."""
+    import polars as pl
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(ids)
+    none = [None] * n
+    pl.DataFrame({"item": list(ids), "text": text or none, "title": text or none,
+                  "image": image or none, "video": video or none},
+                 schema={c: pl.Utf8 for c in ("item", "text", "title", "image", "video")}
+                 ).write_parquet(root / "items.parquet")
+    users = [f"u{k}" for k in range(3) for _ in range(n)]
+    pl.DataFrame({"user": users, "item": list(ids) * 3, "time": [float(t) for t in range(3 * n)],
+                  "split": ["train"] * (3 * n)}).write_parquet(root / "interactions.parquet")
+    (root / "dataset.json").write_text(json.dumps({"format": 1, "users": 3, "items": n,
+                                                   "interactions": 3 * n}))
+    return str(root)
+
+
+def tiny_open_clip(tmp, fmt: str = "pt") -> tuple[str, str]:
+    """A tiny open_clip config (JSON) and a checkpoint of seeded random weights for it."""
+    import open_clip
+    import torch
+
+    tmp = Path(tmp)
+    cfg = tmp / "vmr-tiny-clip.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(cfg))
+    torch.manual_seed(0)
+    model = open_clip.create_model("vmr-tiny-clip", pretrained=None)
+    sd = model.state_dict()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        ckpt = tmp / "tiny.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt))
+    else:
+        ckpt = tmp / "tiny.pt"
+        torch.save(sd, str(ckpt))
+    return str(cfg), str(ckpt)
+
+
+def vmr(*args, check: bool = True, env=None, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess."""
+    e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+    p = subprocess.run([PY, "-m", "vmr", *map(str, args)], capture_output=True, text=True,
+                       env=e, cwd=str(REPO), **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"vmr {' '.join(map(str, args))} failed ({p.returncode}):\n"
+                             f"{p.stdout}\n{p.stderr}")
+    return p
+
+
+def read_group(path, modality):
+    """(item ids, features, present, done, failures, attrs) straight from the HDF5 file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        g = f[modality]
+        return ([s for s in f["item_ids"].asstr()[...]], g["features"][...], g["present"][...],
+                g["done"][...], list(zip(g["failure_ids"].asstr()[...],
+                                         g["failure_reasons"].asstr()[...])), dict(g.attrs))
+
+
+def test_helpers_write_a_readable_dataset(tmp_path):
+    from vmr.extract.items import load_items
+
+    d = write_dataset(tmp_path / "ds", ["007", "7"], text=["a", None])
+    t = load_items(d)
+    assert t.ids == ["007", "7"] and t.text == ["a", None] and t.video == [None, None]

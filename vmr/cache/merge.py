@@ -1,0 +1,109 @@
+"""`vmr cache merge`: assemble the shard files of a sharded extraction into one cache.
+
+The shards must agree (same dataset item ids, same encoder and settings per modality) and,
+for every modality they hold, cover each item exactly once (their `done` masks). The merged file
+is written atomically (store.publish); other modalities of an existing --out file are kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vmr.errors import VmrError
+
+CHUNK = 4096
+
+
+def merge_shards(paths: list[str], out: str) -> str:
+    import numpy as np
+
+    from vmr.cache import store
+
+    if not paths:
+        raise VmrError("give at least one shard file")
+    absolute = [os.path.abspath(p) for p in paths]
+    if len(set(absolute)) != len(absolute):
+        dup = next(p for p in absolute if absolute.count(p) > 1)
+        raise VmrError(f"shard {dup} is given twice")
+    if os.path.abspath(out) in absolute:
+        raise VmrError(f"--out {out} is one of the shards; write the merged cache elsewhere")
+
+    ids = store.read_item_ids(paths[0])
+    n = len(ids)
+    info: dict[str, list[tuple[str, dict, np.ndarray]]] = {}  # modality -> (path, attrs, done)
+    for p in paths:
+        with store.open_cache(p) as f:
+            other = store.read_ids_from(f, p)
+            if other != ids:
+                raise VmrError(f"shards {paths[0]} and {p} were made for different datasets "
+                               f"(item ids differ: {len(ids)} vs {len(other)} items or order)")
+            mods = [m for m in store.MODALITIES if m in f]
+            if not mods:
+                raise VmrError(f"shard {p} holds no features")
+            for m in mods:
+                info.setdefault(m, []).append((p, store.group_attrs(f[m]), f[m]["done"][...]))
+
+    groups = {}
+    lines = []
+    for m, held in info.items():
+        p0, a0, _ = held[0]
+        for p, a, _ in held[1:]:
+            diff = store.settings_diff(a0, a)
+            if a0.get("shard_unit") != a.get("shard_unit"):
+                diff.append(f"shard_unit {a0.get('shard_unit')!r} -> {a.get('shard_unit')!r} "
+                            "(text shards must use the same --batch-size)")
+            if diff:
+                raise VmrError(f"{m} shards {p0} and {p} were made with different settings: "
+                               f"{'; '.join(diff)}")
+        count = np.zeros(n, np.int64)
+        owner = np.full(n, -1, np.int64)
+        for k, (p, _, done) in enumerate(held):
+            twice = np.flatnonzero(done & (count > 0))
+            if len(twice):
+                r = twice[0]
+                raise VmrError(f"{m} shards overlap: item {ids[r]!r} is in both "
+                               f"{held[owner[r]][0]} and {p} ({len(twice):,} items in common); "
+                               "were two shards given the same --shard?")
+            count += done
+            owner[done] = k
+        gap = np.flatnonzero(count == 0)
+        if len(gap):
+            specs = {a.get("shard", "") for _, a, _ in held}
+            totals = {s.split("/")[1] for s in specs if "/" in s}
+            missing = ""
+            if len(totals) == 1:
+                total = int(totals.pop())
+                have = {int(s.split("/")[0]) for s in specs if "/" in s}
+                lost = [f"{i}/{total}" for i in range(1, total + 1) if i not in have]
+                missing = f"; missing shard(s): {', '.join(lost)}" if lost else ""
+            first = ", ".join(repr(ids[r]) for r in gap[:3])
+            raise VmrError(f"{m} shards leave {len(gap):,} of {n:,} items uncovered (e.g. "
+                           f"{first}){missing}")
+
+        present = np.zeros(n, bool)
+        failures = []
+        for p, _, done in held:
+            with store.open_cache(p) as f:
+                present |= f[m]["present"][...].astype(bool) & done
+                failures += store.read_failures(f[m])
+        index = {i: r for r, i in enumerate(ids)}
+        failures.sort(key=lambda x: index.get(x[0], n))
+
+        def write_features(ds, held=held, m=m) -> None:
+            for p, _, done in held:
+                with store.open_cache(p) as f:
+                    src = f[m]["features"]
+                    rows = np.flatnonzero(done)
+                    for a in range(0, len(rows), CHUNK):
+                        chunk = rows[a:a + CHUNK].tolist()
+                        ds[chunk] = src[chunk]
+
+        attrs = {k: v for k, v in a0.items() if k not in ("shard", "shard_unit")}
+        attrs.update(store.base_attrs())
+        groups[m] = store.ModalityData(attrs=attrs, present=present, done=np.ones(n, bool),
+                                       failures=failures, write_features=write_features,
+                                       dtype=str(a0.get("dtype")), dim=int(a0.get("dim")))
+        lines.append(f"{m}: {len(held)} shards, {int(present.sum()):,} of {n:,} items present, "
+                     f"{len(failures):,} failures")
+    store.publish(out, ids, groups, replace=False)
+    return "\n".join([f"merged {len(paths)} shard file(s) into {out}"] + lines)

@@ -1,0 +1,350 @@
+"""The feature cache file: one HDF5 file, readable with plain h5py / h5ls.
+
+Layout::
+
+    /                     attrs: format = 1
+    /item_ids             variable-length UTF-8 strings, the dataset's item order
+    /<modality>/          modality in text, image, video; attrs: encoder, weights, dim, dtype, fps,
+                          max_frames, pooling, batch_size, vmr_version, created (+ shard, shard_unit
+                          in shard files)
+        features          n_items x dim, float16 or float32, uncompressed; rows of items that are
+                          not present are 0
+        present           bool n_items: the item has a vector
+        done              bool n_items: the item was processed (success or failure)
+        failure_ids       UTF-8 strings: items that failed ...
+        failure_reasons   ... and why (missing file, decode error, timeout, empty text)
+
+A cache file is never modified in place: `publish` writes a complete new file next to it and
+renames it over the old one, so a reader (or a crash) only ever sees a whole file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import glob
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from vmr import __version__
+from vmr.errors import VmrError
+
+FORMAT = 1
+MODALITIES = ("text", "image", "video")
+# attributes that must agree for two runs to produce interchangeable features
+SETTING_KEYS = ("encoder", "weights", "dim", "dtype", "fps", "max_frames", "pooling")
+
+
+def _py(value):
+    """An HDF5 attribute value as a plain Python value."""
+    import numpy as np
+
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+@contextlib.contextmanager
+def open_cache(path: str) -> Iterator["h5py.File"]:  # noqa: F821
+    """Open a cache file for reading; every way it can be unusable becomes a one-line VmrError."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise VmrError(f"cache {path} does not exist")
+    if os.path.isdir(path):
+        raise VmrError(f"cache {path} is a directory, not an HDF5 file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
+        raise VmrError(f"cache {path} is not a readable HDF5 file ({reason}); it may be truncated "
+                       "or not a vmr cache: move it away and extract again") from None
+    try:
+        if _py(f.attrs.get("format")) != FORMAT or "item_ids" not in f:
+            raise VmrError(f"cache {path} is not a vmr feature cache (format {FORMAT}): no "
+                           "'format' attribute or 'item_ids' dataset")
+        yield f
+    finally:
+        f.close()
+
+
+def read_ids_from(f, path: str) -> list[str]:
+    try:
+        return [str(s) for s in f["item_ids"].asstr()[...]]
+    except (OSError, TypeError, ValueError) as e:
+        raise VmrError(f"cache {path}: cannot read item_ids ({e})") from None
+
+
+def read_item_ids(cache_path: str) -> list[str]:
+    """The cache's item ids, in its (= the dataset's) order."""
+    with open_cache(cache_path) as f:
+        return read_ids_from(f, cache_path)
+
+
+def check_item_ids(cache_path: str, cache_ids: list[str], item_ids: list[str]) -> None:
+    """Raise unless the cache was built for exactly these item ids, in this order."""
+    if list(cache_ids) == list(item_ids):
+        return
+    if len(cache_ids) != len(item_ids):
+        raise VmrError(f"cache {cache_path} holds {len(cache_ids)} items but the dataset has "
+                       f"{len(item_ids)}: it was built for another dataset (use another --cache)")
+    k = next(i for i, (a, b) in enumerate(zip(cache_ids, item_ids)) if a != b)
+    raise VmrError(f"cache {cache_path} was built for another dataset: item {k + 1} is "
+                   f"{cache_ids[k]!r} in the cache but {item_ids[k]!r} in the dataset "
+                   "(use another --cache)")
+
+
+def list_modalities(cache_path: str) -> list[str]:
+    """Modalities the cache holds a group for (complete or not), in text, image, video order."""
+    with open_cache(cache_path) as f:
+        return [m for m in MODALITIES if m in f]
+
+
+def group_attrs(group) -> dict:
+    return {k: _py(v) for k, v in group.attrs.items()}
+
+
+def modality_attrs(cache_path: str, modality: str) -> dict | None:
+    """The attributes of one modality group, or None when the cache has no such group."""
+    with open_cache(cache_path) as f:
+        return group_attrs(f[modality]) if modality in f else None
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two attribute dicts on the SETTING_KEYS."""
+    out = []
+    for k in SETTING_KEYS:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, float) or isinstance(b, float):
+            same = a is not None and b is not None and abs(float(a) - float(b)) < 1e-9
+        else:
+            same = a == b
+        if not same:
+            out.append(f"{k} {a!r} -> {b!r}")
+    return out
+
+
+def read_modality(cache_path: str, item_ids: list[str], modality: str):
+    """Features of one modality for training.
+
+    Returns (features float32 [n, d], present bool [n], attrs dict). Raises VmrError when the
+    cache belongs to other item ids, lacks the modality, or the modality is incomplete."""
+    import numpy as np
+
+    with open_cache(cache_path) as f:
+        check_item_ids(cache_path, read_ids_from(f, cache_path), item_ids)
+        if modality not in f:
+            have = ", ".join(m for m in MODALITIES if m in f) or "none"
+            raise VmrError(f"cache {cache_path} has no {modality} features (it has: {have}); "
+                           f"run `vmr extract --modality {modality}`")
+        g = f[modality]
+        attrs = group_attrs(g)
+        done = g["done"][...].astype(bool)
+        if attrs.get("shard"):
+            raise VmrError(f"cache {cache_path} is shard {attrs['shard']} of a sharded "
+                           f"{modality} extraction; merge the shards with `vmr cache merge`")
+        if not done.all():
+            raise VmrError(f"{modality} features in {cache_path} are incomplete ({int(done.sum())} "
+                           f"of {done.size} items done); rerun `vmr extract --modality {modality}`")
+        try:
+            feats = g["features"][...].astype(np.float32)
+            present = g["present"][...].astype(bool)
+        except OSError as e:
+            raise VmrError(f"cache {cache_path}: cannot read {modality} features ({e})") from None
+        return feats, present, attrs
+
+
+def read_failures(group) -> list[tuple[str, str]]:
+    """(item id, reason) pairs of one modality group."""
+    if "failure_ids" not in group:
+        return []
+    ids = [str(s) for s in group["failure_ids"].asstr()[...]]
+    reasons = [str(s) for s in group["failure_reasons"].asstr()[...]]
+    return list(zip(ids, reasons))
+
+
+def describe(path: str, max_failures: int = 5) -> str:
+    """What `vmr cache info` prints: modalities, encoder, coverage, the first failures."""
+    with open_cache(path) as f:
+        ids = read_ids_from(f, path)
+        n = len(ids)
+        size = os.path.getsize(path)
+        lines = [f"cache {path}: format {FORMAT}, {n:,} items, {size / 1e6:.1f} MB"]
+        mods = [m for m in MODALITIES if m in f]
+        if not mods:
+            lines.append("  no modalities yet")
+        for m in mods:
+            g = f[m]
+            a = group_attrs(g)
+            present = g["present"][...].astype(bool)
+            done = g["done"][...].astype(bool)
+            head = (f"{m}: encoder {a.get('encoder')} (weights {a.get('weights')}), dim "
+                    f"{a.get('dim')}, {a.get('dtype')}")
+            if m == "video":
+                head += f", fps {a.get('fps')}, max_frames {a.get('max_frames')}"
+            if m == "text":
+                head += f", pooling {a.get('pooling')}"
+            if a.get("shard"):
+                head += f", shard {a['shard']} ({a.get('shard_unit')})"
+            lines.append(head)
+            pct = 100.0 * present.sum() / max(n, 1)
+            lines.append(f"  present {int(present.sum()):,} / {n:,} ({pct:.1f}%), done "
+                         f"{int(done.sum()):,} / {n:,}; created {a.get('created')} by vmr "
+                         f"{a.get('vmr_version')}")
+            fails = read_failures(g)
+            if fails:
+                shown = "; ".join(f"{i!r}: {r}" for i, r in fails[:max_failures])
+                more = f" (first {max_failures})" if len(fails) > max_failures else ""
+                lines.append(f"  failures {len(fails):,}{more}: {shown}")
+            if g["features"].shape != (n, a.get("dim")):
+                lines.append(f"  WARNING: features shape {g['features'].shape} does not match "
+                             f"{n} items x dim {a.get('dim')}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- writing
+@dataclass
+class ModalityData:
+    """Everything `publish` needs to write one modality group.
+
+    `write_features(ds)` fills the (n_items x dim) dataset `ds`, which starts all zeros; it can
+    stream rows in from anywhere (progress files, another cache, a memory-mapped matrix)."""
+
+    attrs: dict
+    present: "np.ndarray"  # noqa: F821
+    done: "np.ndarray"  # noqa: F821
+    failures: list[tuple[str, str]]
+    write_features: Callable[["h5py.Dataset"], None]  # noqa: F821
+    dtype: str = "float16"
+    dim: int = 0
+
+
+def base_attrs() -> dict:
+    """Attributes every modality group carries besides the encoder settings."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return {"vmr_version": __version__, "created": now.isoformat()}
+
+
+@contextlib.contextmanager
+def cache_lock(path: str):
+    """An exclusive lock on the cache's directory while a new version is being published, so
+    two extractions finishing at once (say text and video) cannot drop each other's group."""
+    import fcntl
+
+    d = os.path.dirname(os.path.abspath(path))
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # file systems without flock: go on unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def os_reason(e: OSError) -> str:
+    """A short reason for a failed write; h5py often hides the errno inside its message."""
+    text = str(e)
+    if e.errno == errno.ENOSPC or "errno = 28" in text or "No space left" in text:
+        return "the disk is full (no space left on device)"
+    if e.errno == errno.EFBIG or "errno = 27" in text or "File too large" in text:
+        return "file too large for this file system or limit"
+    return e.strerror or text.splitlines()[0][:200]
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))  # noqa: SIM115
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_group(f, modality: str, n: int, data: ModalityData) -> None:
+    import h5py
+    import numpy as np
+
+    g = f.create_group(modality)
+    for k, v in data.attrs.items():
+        g.attrs[k] = v
+    ds = g.create_dataset("features", shape=(n, data.dim), dtype=data.dtype, fillvalue=0)
+    data.write_features(ds)
+    g.create_dataset("present", data=np.asarray(data.present, dtype=bool))
+    g.create_dataset("done", data=np.asarray(data.done, dtype=bool))
+    s = h5py.string_dtype()
+    g.create_dataset("failure_ids", data=np.array([i for i, _ in data.failures], dtype=object),
+                     dtype=s)
+    g.create_dataset("failure_reasons",
+                     data=np.array([r for _, r in data.failures], dtype=object), dtype=s)
+
+
+def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
+            replace: bool = True) -> None:
+    """Write a new version of the cache at `path` with each modality in `groups` set to its data.
+
+    Other modality groups of an existing cache are copied over unchanged (with replace=False a
+    modality already there is an error). The new HDF5 file is built in memory -- HDF5 can crash
+    outright when a write fails half-way (disk full), so it never touches the disk itself --
+    then written to `path.tmp-<pid>` with plain file I/O, synced, and renamed over `path`: at
+    every moment `path` is either the old complete file or the new complete file. Any failure
+    (a full disk, Ctrl-C) removes the temporary file and leaves the old cache as it was."""
+    import io
+
+    import h5py
+    import numpy as np
+
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with cache_lock(path):
+        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed publisher
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+        old = None
+        try:
+            if os.path.exists(path):
+                with open_cache(path) as of:
+                    check_item_ids(path, read_ids_from(of, path), item_ids)
+                    clash = [m for m in groups if m in of]
+                    if clash and not replace:
+                        raise VmrError(f"cache {path} already holds {', '.join(clash)} features; "
+                                       "remove the file or write to another path")
+                old = h5py.File(path, "r")
+            image = io.BytesIO()
+            with h5py.File(image, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.create_dataset("item_ids", data=np.array(item_ids, dtype=object),
+                                 dtype=h5py.string_dtype())
+                for m in MODALITIES:
+                    if m in groups:
+                        _write_group(f, m, len(item_ids), groups[m])
+                    elif old is not None and m in old:
+                        old.copy(old[m], f, name=m)
+            buf = image.getbuffer()
+            with open(tmp, "wb") as out:
+                for a in range(0, len(buf), 1 << 24):
+                    out.write(buf[a:a + (1 << 24)])
+                out.flush()
+                os.fsync(out.fileno())
+            del buf
+            os.replace(tmp, path)
+            _fsync_path(os.path.dirname(path), directory=True)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+                raise VmrError(f"cannot write cache {path}: {os_reason(e)}; the previous cache is "
+                               "unchanged") from None
+            raise
+        finally:
+            if old is not None:
+                old.close()

@@ -1,0 +1,138 @@
+"""The prepared dataset in memory: `load_dataset(path) -> Dataset` (see docs/DESIGN.md).
+
+Items are indexed 0..m-1 in `items.parquet` row order; users 0..n-1 in the order their rows
+appear in `interactions.parquet`. Indices are for in-process use only, never written out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmr.errors import VmrError
+
+FILES = ("dataset.json", "interactions.parquet", "items.parquet")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset: ids, item side data, and every user's time-ordered item indices."""
+
+    item_ids: list[str]
+    user_ids: list[str]
+    items: Any  # polars DataFrame: item, text, title, image, video (row k = item index k)
+    sequences: list  # list[np.ndarray[int64]], one per user, same order as user_ids
+    item_index: dict[str, int]
+    meta: dict
+    path: Path | None = None
+    # from the `split` column; when None (a Dataset built by hand) the leave-one-out rule applies
+    n_train: Any = field(default=None, repr=False)  # np.ndarray: train rows per user
+    has_valid: Any = field(default=None, repr=False)  # np.ndarray[bool]: user has a valid row
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        if self.n_train is None:
+            self.n_train = np.where(lengths >= 3, lengths - 2, np.where(lengths == 2, 1, lengths))
+        if self.has_valid is None:
+            self.has_valid = lengths >= 3
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    def split_users(self, split: str):
+        """Indices (into user_ids) of the users that `split_sequences(split)` returns, in order."""
+        import numpy as np
+
+        _check_split(split)
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        if split == "train":
+            return np.arange(self.n_users, dtype=np.int64)
+        if split == "valid":
+            return np.flatnonzero(self.has_valid).astype(np.int64)
+        return np.flatnonzero(lengths >= 2).astype(np.int64)
+
+    def split_sequences(self, split: str) -> list:
+        """Leave-one-out views of the sequences.
+
+        - `train`: per user (same order as user_ids) the training prefix (int64 array);
+        - `valid`: (history, target) for users with a valid item: history = every item before it;
+        - `test`: (history, target) for users with a test item: history = every item before it
+          (so it includes the valid item).
+        Targets are item indices (int); the matching users are `split_users(split)`."""
+        _check_split(split)
+        if split == "train":
+            return [s[:n] for s, n in zip(self.sequences, self.n_train)]
+        users = self.split_users(split)
+        if split == "valid":
+            return [(self.sequences[u][:-2], int(self.sequences[u][-2])) for u in users]
+        return [(self.sequences[u][:-1], int(self.sequences[u][-1])) for u in users]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise VmrError(f"unknown split '{split}' (use train, valid or test)")
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Load a dataset directory written by `vmr prepare`."""
+    import numpy as np
+    import polars as pl
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise VmrError(f"{path}: dataset directory not found (run `vmr prepare --out {path}`)")
+    for name in FILES:
+        if not (root / name).is_file():
+            raise VmrError(f"{path}: not a prepared dataset: {name} is missing "
+                           f"(run `vmr prepare --out {path}`)")
+    try:
+        meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VmrError(f"{root / 'dataset.json'}: unreadable ({e.__class__.__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != 1:
+        raise VmrError(f"{root / 'dataset.json'}: unknown dataset format "
+                       f"{meta.get('format') if isinstance(meta, dict) else None!r} (expected 1)")
+    try:
+        items = pl.read_parquet(root / "items.parquet")
+        inter = pl.read_parquet(root / "interactions.parquet", columns=["user", "item", "split"])
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise VmrError(f"{path}: cannot read the dataset's parquet files: "
+                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    item_ids = items["item"].to_list()
+    item_index = {it: k for k, it in enumerate(item_ids)}
+    codes = inter["item"].replace_strict(item_index, default=None, return_dtype=pl.Int64)
+    if codes.null_count():
+        bad = inter["item"][int(codes.is_null().arg_true()[0])]
+        raise VmrError(f"{root / 'interactions.parquet'}: item '{bad}' is not in items.parquet")
+    users = inter["user"]
+    change = (users != users.shift(1)).fill_null(True).to_numpy()
+    starts = np.flatnonzero(change)
+    user_ids = users.gather(starts).to_list()
+    if len(set(user_ids)) != len(user_ids):
+        raise VmrError(f"{root / 'interactions.parquet'}: rows are not grouped by user")
+    bounds = np.r_[starts, len(users)]
+    sequences = np.split(codes.to_numpy().astype(np.int64), starts[1:])
+    split = inter["split"]
+    train_rows = (split == "train").to_numpy()
+    valid_rows = (split == "valid").to_numpy()
+    n_train = np.add.reduceat(train_rows.astype(np.int64), starts)
+    has_valid = np.add.reduceat(valid_rows.astype(np.int64), starts) > 0
+    lengths = np.diff(bounds)
+    if meta.get("users") not in (None, len(user_ids)) or meta.get("interactions") not in (
+            None, int(lengths.sum())) or meta.get("items") not in (None, len(item_ids)):
+        raise VmrError(f"{path}: dataset.json counts do not match the parquet files "
+                       f"(rerun `vmr prepare`)")
+    return Dataset(item_ids=item_ids, user_ids=user_ids, items=items, sequences=sequences,
+                   item_index=item_index, meta=meta, path=root.resolve(), n_train=n_train,
+                   has_valid=has_valid)

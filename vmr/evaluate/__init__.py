@@ -1,0 +1,2 @@
+"""Evaluation: full-ranking metrics (`metrics`), `vmr eval` (`run_eval`), `vmr report`
+(`report`)."""

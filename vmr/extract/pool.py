@@ -1,0 +1,243 @@
+"""Decode worker processes with a per-item timeout.
+
+Each worker is a separate process (it opens its own files) that decodes one task at a time. A
+dispatcher thread in the main process feeds idle workers, collects results into a bounded queue
+(so at most a few items' pixels are in memory, however long the item list), and kills a worker
+whose task runs past the timeout -- decoders can hang in native code where no Python exception
+reaches them -- recording that item as a failure and starting a fresh worker. The encoder
+consumes results in completion order while the workers keep decoding ahead of it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+_DONE = object()
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn, quiet: bool) -> None:
+    """Worker process: decode tasks from `conn` until told to stop or the parent goes away."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    _die_with_parent()
+    if quiet:  # native decoders print warnings straight to fd 2; keep the progress bar clean
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    import cv2
+
+    cv2.setNumThreads(1)
+    from vmr.extract.decode import DecodeFailure, run_task
+
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            msg = ("ok", run_task(task))
+        except DecodeFailure as e:
+            msg = ("fail", str(e))
+        except MemoryError:
+            msg = ("fail", "out of memory while decoding")
+        except Exception as e:  # an unexpected decoder error is still this item's failure
+            msg = ("fail", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+        try:
+            conn.send(msg)
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Any
+    ready: bool = False
+    key: Any = None
+    busy: bool = False
+    started: float = 0.0
+
+
+class DecodePool:
+    """`run(tasks)` yields (key, ok, payload) per (key, task): payload is the decoded array when
+    ok, else the failure reason. With workers=0 tasks run in the calling thread (no timeout)."""
+
+    def __init__(self, workers: int, timeout: float, quiet: bool = True):
+        self.n = workers
+        self.timeout = timeout
+        self.quiet = quiet
+        self._ctx = None
+        self._workers: list[_Worker] = []
+        if workers > 0:
+            import multiprocessing as mp
+
+            # spawn, not fork: the parent holds torch thread pools and CUDA state
+            self._ctx = mp.get_context("spawn")
+            self._workers = [self._start() for _ in range(workers)]
+
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        p = self._ctx.Process(target=_worker_main, args=(child, self.quiet), daemon=True)
+        p.start()
+        child.close()
+        return _Worker(proc=p, conn=parent)
+
+    def _kill(self, w: _Worker) -> None:
+        try:
+            w.proc.kill()
+            w.proc.join(5)
+        except Exception:
+            pass
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Stop every worker (idle ones politely, busy ones by force)."""
+        for w in self._workers:
+            if not w.busy and w.proc.is_alive():
+                try:
+                    w.conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+        deadline = time.monotonic() + 2.0
+        for w in self._workers:
+            if not w.busy:
+                w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                self._kill(w)
+            else:
+                try:
+                    w.conn.close()
+                except OSError:
+                    pass
+        self._workers = []
+
+    def run(self, tasks: Iterable[tuple[Any, Any]], max_pending: int | None = None
+            ) -> Iterator[tuple[Any, bool, Any]]:
+        if self.n == 0:
+            yield from self._run_inline(tasks)
+            return
+        out: queue.Queue = queue.Queue(maxsize=max_pending or 2 * self.n + 2)
+        stop = threading.Event()
+        t = threading.Thread(target=self._dispatch, args=(iter(tasks), out, stop), daemon=True,
+                             name="vmr-decode-dispatch")
+        t.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, tuple) and item and item[0] is _DONE:
+                    raise item[1]  # the dispatcher crashed: surface its exception
+                yield item
+        finally:
+            stop.set()
+            while t.is_alive():  # unblock a dispatcher waiting on a full queue
+                try:
+                    out.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            t.join()
+
+    def _run_inline(self, tasks):
+        from vmr.extract.decode import DecodeFailure, run_task
+
+        for key, task in tasks:
+            try:
+                yield key, True, run_task(task)
+            except DecodeFailure as e:
+                yield key, False, str(e)
+
+    def _dispatch(self, tasks: Iterator, out: queue.Queue, stop: threading.Event) -> None:
+        from multiprocessing.connection import wait
+
+        def emit(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            exhausted = False
+            while not stop.is_set():
+                for w in self._workers:  # feed idle workers
+                    if exhausted:
+                        break
+                    if w.ready and not w.busy:
+                        nxt = next(tasks, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        w.key, task = nxt
+                        w.busy, w.started = True, time.monotonic()
+                        try:
+                            w.conn.send(task)
+                        except (BrokenPipeError, OSError):
+                            pass  # dead worker: noticed below as EOF
+                busy = [w for w in self._workers if w.busy]
+                if exhausted and not busy:
+                    break
+                now = time.monotonic()
+                wait_s = 0.2
+                if busy:
+                    wait_s = min(wait_s, max(0.0, min(w.started for w in busy) + self.timeout - now))
+                ready = set(wait([w.conn for w in self._workers], timeout=wait_s))
+                for i, w in enumerate(list(self._workers)):
+                    if w.conn in ready:
+                        try:
+                            kind, payload = w.conn.recv()
+                        except (EOFError, OSError):
+                            code = w.proc.exitcode
+                            self._kill(w)
+                            self._workers[i] = self._start()
+                            if w.busy and not emit((w.key, False,
+                                                    f"decoder process died (exit code {code})")):
+                                return
+                            continue
+                        if kind == "ready":
+                            w.ready = True
+                            continue
+                        key, w.key, w.busy = w.key, None, False
+                        if not emit((key, kind == "ok", payload)):
+                            return
+                    elif w.busy and time.monotonic() - w.started > self.timeout:
+                        self._kill(w)
+                        self._workers[i] = self._start()
+                        if not emit((w.key, False, f"timed out after {self.timeout:g} s")):
+                            return
+            emit(_DONE)
+        except BaseException as e:  # a bug here must not hang the consumer
+            emit((_DONE, e))
+
+
+def default_workers() -> int:
+    """CPU count - 1, at least 1 (the encoder's process needs a core too)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 2
+    return max(1, n - 1)

@@ -1,0 +1,425 @@
+"""`vmr extract`: encode every item's video, image or text into the HDF5 cache.
+
+Flow: check the cache and any interrupted run (progress.py) -> start decode workers (pool.py)
+while the encoder loads -> encode in batches, committing each batch to a progress part ->
+assemble the parts into a new cache file and swap it in atomically (vmr.cache.store.publish).
+
+Batches are deterministic, so an interrupted and resumed run (or a sharded one) gives the same
+vectors as an uninterrupted run: text batches are fixed groups of items (shard.text_units);
+visual batches always have exactly --batch-size frames (the last one is zero-padded), and a
+frame's features do not depend on what else is in a batch of fixed shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from vmr.errors import VmrError
+
+
+@dataclass
+class ExtractOptions:
+    data: str
+    modality: str
+    model: str | None = None
+    cache: str | None = None
+    fps: float = 1.0
+    max_frames: int = 32
+    pooling: str = "cls"
+    batch_size: int = 64
+    workers: int | None = None
+    timeout: float = 60.0
+    dtype: str = "float16"
+    device: str = "auto"
+    shard: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class _Stats:
+    items: int = 0  # vectors made in this run
+    failed: int = 0  # failures recorded in this run
+    frames: int = 0  # frames (video/image) or texts encoded in this run
+    encoder_s: float = 0.0  # time spent inside encoder.encode
+    started: float = 0.0  # time.monotonic() when the encoding loop started
+
+
+def _validate(opts: ExtractOptions) -> None:
+    from vmr.cache.store import MODALITIES
+
+    if opts.modality not in MODALITIES:
+        raise VmrError(f"--modality {opts.modality!r}: expected video, image or text")
+    if not opts.fps > 0:
+        raise VmrError(f"--fps {opts.fps}: must be > 0")
+    if opts.max_frames < 1:
+        raise VmrError(f"--max-frames {opts.max_frames}: must be >= 1")
+    if opts.batch_size < 1:
+        raise VmrError(f"--batch-size {opts.batch_size}: must be >= 1")
+    if not opts.timeout > 0:
+        raise VmrError(f"--timeout {opts.timeout}: must be > 0 seconds")
+    if opts.dtype not in ("float16", "float32"):
+        raise VmrError(f"--dtype {opts.dtype!r}: expected float16 or float32")
+    if opts.pooling not in ("cls", "mean"):
+        raise VmrError(f"--pooling {opts.pooling!r}: expected cls or mean")
+    if opts.workers is not None and opts.workers < 0:
+        raise VmrError(f"--workers {opts.workers}: must be >= 0")
+
+
+def _settings(ident, opts: ExtractOptions) -> dict:
+    """The cache attributes that identify what the features are (dim added once loaded)."""
+    video, text = opts.modality == "video", opts.modality == "text"
+    return {
+        "encoder": ident.name,
+        "weights": ident.weights,
+        "dtype": opts.dtype,
+        "fps": float(opts.fps) if video else 0.0,
+        "max_frames": int(opts.max_frames) if video else 0,
+        "pooling": opts.pooling if text else ("mean" if video else "none"),
+    }
+
+
+def run_extract(opts: ExtractOptions) -> str:
+    """Run one extraction; returns the summary the CLI prints."""
+    from vmr.cache import store
+    from vmr.extract import shard as sharding
+    from vmr.extract.encoders import identify
+    from vmr.extract.items import ids_digest, load_items
+    from vmr.extract.progress import Progress
+
+    _validate(opts)
+    items = load_items(opts.data)
+    ids = items.ids
+    cache = opts.cache or os.path.join(opts.data, "features.h5")
+    shard = sharding.parse_shard(opts.shard)
+    target = sharding.shard_path(cache, *shard) if shard else cache
+    ident = identify(opts.model, opts.modality)
+    settings = _settings(ident, opts)
+
+    if opts.modality == "text":
+        units = sharding.text_units(items.text, opts.batch_size)
+        unit_kind = f"text-batch-{opts.batch_size}"
+    else:
+        units = [[r] for r in range(len(ids))]
+        unit_kind = "item"
+    mine = sharding.take(units, shard)
+    scope = sorted(r for u in mine for r in u)
+
+    if os.path.exists(target):
+        store.check_item_ids(target, store.read_item_ids(target), ids)
+        old = store.modality_attrs(target, opts.modality)
+        if old is not None and not opts.overwrite:
+            diff = [d for d in store.settings_diff(old, settings) if not d.startswith("dim ")]
+            if diff:
+                raise VmrError(f"{target} already holds {opts.modality} features made with other "
+                               f"settings ({'; '.join(diff)}); pass --overwrite to replace them "
+                               "or use another --cache")
+            if old.get("shard", "") == (f"{shard[0]}/{shard[1]}" if shard else ""):
+                Progress(f"{target}.partial-{opts.modality}").remove()  # killed after publishing
+                return f"{opts.modality}: already in {target}, nothing to do\n" + \
+                    store.describe(target)
+
+    progress = Progress(f"{target}.partial-{opts.modality}")
+    progress.open({**settings, "modality": opts.modality, "items_sha256": ids_digest(ids),
+                   "shard": f"{shard[0]}/{shard[1]}" if shard else "", "shard_unit": unit_kind,
+                   "batch_size": opts.batch_size}, overwrite=opts.overwrite)
+    done_ids, _, _ = progress.done()
+    todo = [u for u in mine if not all(ids[r] in done_ids for r in u)]
+
+    stats = _Stats()
+    t0 = time.monotonic()
+    encoder = None
+    with _stop_on_sigterm():
+        try:
+            if todo:
+                encoder = _extract(opts, items, ident, todo, progress, len(scope),
+                                   len(scope) - sum(len(u) for u in todo), stats)
+        except KeyboardInterrupt:
+            saved = len(progress.done()[0])
+            print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
+                  f"{progress.path}; rerun the same command to resume", file=sys.stderr)
+            raise
+    dim = encoder.dim if encoder is not None else _dim_from_parts(progress)
+    attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, **store.base_attrs()}
+    if shard:
+        attrs.update(shard=f"{shard[0]}/{shard[1]}", shard_unit=unit_kind)
+    _publish(target, ids, opts.modality, progress, scope, attrs, opts.dtype, dim)
+    progress.remove()
+    started = stats.started or t0
+    wall = time.monotonic() - started
+    return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
+            + store.describe(target))
+
+
+def _extract(opts, items, ident, todo, progress, total, initial, stats):
+    """Load the encoder, run the loop; returns the encoder."""
+    from tqdm import tqdm
+
+    from vmr.extract.encoders import load_encoder, resolve_device
+    from vmr.extract.pool import DecodePool, default_workers
+
+    device = resolve_device(opts.device)
+    pool = None
+    try:
+        if opts.modality != "text":  # workers start (spawn) while the model loads
+            n_workers = default_workers() if opts.workers is None else opts.workers
+            pool = DecodePool(n_workers, opts.timeout)
+        encoder = load_encoder(ident, pooling=opts.pooling, device=device)
+        _check_part_dims(progress, encoder.dim)
+        if opts.modality != "text":
+            encoder.warmup(opts.batch_size)
+        bar = tqdm(total=total, initial=initial, unit="item", desc=opts.modality,
+                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty()
+                   else 10.0, smoothing=0.05)
+        stats.started = time.monotonic()
+        try:
+            if opts.modality == "text":
+                _run_text(encoder, items, todo, progress, bar, stats, opts.dtype)
+            else:
+                _run_visual(encoder, items, opts, todo, progress, pool, bar, stats)
+        finally:
+            bar.close()
+        return encoder
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+# ------------------------------------------------------------------------------------- loops
+def _check_finite(feats, ids: list[str], modality: str, dtype: str):
+    """Split a batch into finite vectors and failures; refuse float16 overflow."""
+    import numpy as np
+
+    ok = np.isfinite(feats).all(axis=1)
+    if dtype == "float16" and ok.any() and np.abs(feats[ok]).max() > 65504:
+        bad = ids[int(np.flatnonzero(ok & (np.abs(feats).max(axis=1) > 65504))[0])]
+        raise VmrError(f"item {bad!r}: {modality} features exceed the float16 range; rerun with "
+                       "--dtype float32 --overwrite")
+    good = [i for i, k in zip(ids, ok) if k]
+    bad = [i for i, k in zip(ids, ok) if not k]
+    return good, feats[ok], bad
+
+
+def _prefetch(gen, depth: int = 4):
+    """Run a generator in a background thread, `depth` items ahead of the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for x in gen:
+                while not stop.is_set():
+                    try:
+                        q.put(("ok", x), timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(("ok", end))
+        except BaseException as e:
+            q.put(("err", e))
+
+    t = threading.Thread(target=work, daemon=True, name="vmr-prefetch")
+    t.start()
+    try:
+        while True:
+            kind, x = q.get()
+            if kind == "err":
+                raise x
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
+
+
+def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
+    import numpy as np
+
+    ids = items.ids
+
+    def batches():  # tokenizing runs ahead in a thread (the fast tokenizer releases the GIL)
+        for unit in todo:
+            good = [r for r in unit if (items.text[r] or "").strip()]
+            empty = [r for r in unit if not (items.text[r] or "").strip()]
+            tok = encoder.tokenize([items.text[r] for r in good]) if good else None
+            yield good, empty, tok
+
+    for good, empty, tok in _prefetch(batches()):
+        feats = np.zeros((0, encoder.dim), np.float32)
+        if good:
+            t = time.monotonic()
+            feats = encoder.encode(tok)
+            stats.encoder_s += time.monotonic() - t
+            stats.frames += len(good)
+        ok_ids, feats, bad_ids = _check_finite(feats, [ids[r] for r in good], "text", dtype)
+        fail_ids = [ids[r] for r in empty] + bad_ids
+        reasons = ["empty text"] * len(empty) + ["encoder returned non-finite values"] * len(bad_ids)
+        progress.commit(ok_ids, feats, fail_ids, reasons)
+        stats.items += len(ok_ids)
+        stats.failed += len(fail_ids)
+        bar.update(len(good) + len(empty))
+
+
+def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
+    import numpy as np
+
+    from vmr.extract.decode import DecodeTask
+
+    ids = items.ids
+    paths = items.column(opts.modality)
+    rows = [u[0] for u in todo]
+    no_file = [r for r in rows if not paths[r]]
+    bar.update(len(no_file))  # no file listed: done, not present, not a failure
+    tasks = ((r, DecodeTask(opts.modality, paths[r], encoder.pixels, opts.fps, opts.max_frames))
+             for r in rows if paths[r])
+    B = opts.batch_size
+    chunks: collections.deque = collections.deque()  # (row, frames not yet encoded)
+    buffered = 0
+    per_item: dict[int, list] = {}  # row -> [frames expected, feature chunks]
+    fail_ids: list[str] = []
+    reasons: list[str] = []
+    crop = encoder.pixels.crop
+
+    def encode_batch() -> None:
+        nonlocal buffered
+        take, parts = 0, []
+        while chunks and take < B:
+            row, fr = chunks[0]
+            k = min(B - take, len(fr))
+            parts.append((row, fr[:k]))
+            if k == len(fr):
+                chunks.popleft()
+            else:
+                chunks[0] = (row, fr[k:])
+            take += k
+        buffered -= take
+        batch = np.zeros((B, crop, crop, 3), np.uint8)  # fixed shape: see the module docstring
+        np.concatenate([p[1] for p in parts], out=batch[:take])
+        t = time.monotonic()
+        feats = encoder.encode(batch)[:take]
+        stats.encoder_s += time.monotonic() - t
+        stats.frames += take
+        done_rows, at = [], 0
+        for row, fr in parts:
+            entry = per_item[row]
+            entry[1].append(feats[at:at + len(fr)])
+            at += len(fr)
+            if sum(len(c) for c in entry[1]) == entry[0]:
+                done_rows.append(row)
+        vecs = [np.concatenate(per_item.pop(r)[1]).mean(axis=0, dtype=np.float64) for r in done_rows]
+        vecs = (np.stack(vecs).astype(np.float32) if vecs
+                else np.zeros((0, encoder.dim), np.float32))
+        ok_ids, vecs, bad = _check_finite(vecs, [ids[r] for r in done_rows], opts.modality,
+                                          opts.dtype)
+        commit(ok_ids, vecs, bad, ["encoder returned non-finite values"] * len(bad), take)
+
+    def commit(ok_ids, vecs, bad_ids, bad_reasons, frames) -> None:
+        fail_ids.extend(bad_ids)
+        reasons.extend(bad_reasons)
+        progress.commit(ok_ids, vecs, fail_ids, reasons, frames=frames)
+        stats.items += len(ok_ids)
+        stats.failed += len(fail_ids)
+        bar.update(len(ok_ids) + len(fail_ids))
+        fail_ids.clear()
+        reasons.clear()
+        elapsed = max(bar.format_dict.get("elapsed", 0) or 0, 1e-6)
+        bar.set_postfix_str(f"{stats.frames / elapsed:.1f} frames/s", refresh=False)
+
+    for row, ok, payload in pool.run(tasks):
+        if not ok:
+            fail_ids.append(ids[row])
+            reasons.append(payload)
+            continue
+        per_item[row] = [len(payload), []]
+        chunks.append((row, payload))
+        buffered += len(payload)
+        while buffered >= B:
+            encode_batch()
+    while buffered > 0:
+        encode_batch()
+    if fail_ids:
+        commit([], np.zeros((0, 0), np.float32), [], [], 0)
+
+
+# ----------------------------------------------------------------------------------- publish
+def _check_part_dims(progress, dim: int) -> None:
+    for p in progress.parts(with_features=True):
+        if len(p["ids"]) and p["features"].shape[1] != dim:
+            raise VmrError(f"{progress.path} holds {p['features'].shape[1]}-d features but the "
+                           f"encoder gives {dim}-d; pass --overwrite to start over")
+        break
+
+
+def _dim_from_parts(progress) -> int:
+    for p in progress.parts(with_features=True):
+        if len(p["ids"]):
+            return int(p["features"].shape[1])
+    raise VmrError(f"nothing was encoded and {progress.path} holds no vectors; pass --overwrite "
+                   "to start over")
+
+
+def _publish(target, ids, modality, progress, scope, attrs, dtype, dim) -> None:
+    import numpy as np
+
+    from vmr.cache.store import ModalityData, publish
+
+    index = {i: r for r, i in enumerate(ids)}
+    n = len(ids)
+    present = np.zeros(n, bool)
+    done = np.zeros(n, bool)
+    done[np.asarray(scope, dtype=np.int64)] = True
+    failures: dict[int, str] = {}
+    for p in progress.parts():
+        present[[index[i] for i in p["ids"].tolist()]] = True
+        for i, reason in zip(p["fail_ids"].tolist(), p["fail_reasons"].tolist()):
+            failures[index[i]] = reason
+
+    def write_features(ds) -> None:
+        for p in progress.parts(with_features=True):
+            if not len(p["ids"]):
+                continue
+            rows = np.array([index[i] for i in p["ids"].tolist()])
+            order = np.argsort(rows)
+            ds[rows[order].tolist()] = p["features"][order].astype(dtype)
+
+    fails = [(ids[r], failures[r]) for r in sorted(failures) if not present[r]]
+    data = ModalityData(attrs=attrs, present=present, done=done, failures=fails,
+                        write_features=write_features, dtype=dtype, dim=dim)
+    publish(target, ids, {modality: data}, replace=True)
+
+
+def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: float) -> str:
+    unit = "texts" if modality == "text" else "frames"
+    wall = max(wall, 1e-9)
+    enc = (f"encoder busy {s.encoder_s:.1f} s = {s.frames / s.encoder_s:.1f} {unit}/s"
+           if s.encoder_s > 0 else "encoder idle")
+    return (f"{modality}: {s.items:,} items encoded, {s.failed:,} failed in this run; {s.frames:,} "
+            f"{unit} in {wall:.1f} s ({(s.items + s.failed) / wall:.1f} items/s, "
+            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (a scheduler's preemption) stops as cleanly as Ctrl-C: progress is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

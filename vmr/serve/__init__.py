@@ -1,0 +1,1 @@
+"""Serving: `vmr recommend` (`recommend`) and `vmr export` (`export`)."""

@@ -1,0 +1,246 @@
+"""`vmr export`: item embeddings and the user tower of a run, for serving outside vmr.
+
+The export directory holds
+- `item_embeddings.npy`  float32 [N, d]; row k is the item on line k of `item_ids.txt`
+- `item_ids.txt`         one item id per line (UTF-8)
+- `user_tower.pt`        {"format", "kind", "config", "model" (state dict), "dims"}: enough to
+                         rebuild the sequence tower with `load_export(dir).user_vectors(...)`
+- `index.faiss`          only with --index faiss: an HNSW inner-product index over the rows
+- `manifest.json`        what was exported from where, sizes and sha256 of every file.
+It is written into a temporary sibling directory and renamed into place, so an interrupted export
+leaves the previous export (or none), never a partial one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vmr.errors import VmrError
+
+FORMAT = 1
+INDEXES = ("exact", "faiss")
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def import_faiss():
+    """faiss is the optional extra `ann`; a clear error when it is missing."""
+    try:
+        import faiss
+    except ImportError:
+        raise VmrError("--index faiss needs the optional faiss package: "
+                       "pip install 'vmr[ann]' (or faiss-cpu)") from None
+    return faiss
+
+
+def build_faiss_index(vectors: np.ndarray):
+    """An HNSW graph over the rows for approximate maximum-inner-product search."""
+    faiss = import_faiss()
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
+def _tower_state(loaded, run_dir: Path, checkpoint_file: str) -> dict:
+    """The checkpoint's model state and config, plus the modality input widths."""
+    import torch
+
+    ckpt = torch.load(run_dir / checkpoint_file, map_location="cpu", weights_only=False)
+    state = ckpt["model"]
+    dims = {k.split(".")[2]: int(v.shape[1]) for k, v in state.items()
+            if k.startswith("items.proj.") and k.endswith(".weight")}
+    config = ckpt.get("config")
+    if config is None:
+        config = loaded.config.to_dict() if hasattr(loaded.config, "to_dict") else loaded.config
+    kind = config.get("model", {}).get("kind", "vmr")
+    return {"format": FORMAT, "kind": kind, "config": config, "model": state, "dims": dims,
+            "n_items": len(loaded.dataset.item_ids)}
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` to `out`, replacing a previous export there."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
+    """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
+    import torch
+
+    from vmr import __version__
+    from vmr.evaluate.run_eval import CHECKPOINT_FILES, open_run
+
+    if index not in INDEXES:
+        raise VmrError(f"--index: unknown index '{index}' (use {' or '.join(INDEXES)})")
+    if index == "faiss":
+        import_faiss()  # fail before any work
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise VmrError(f"--out {out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / "manifest.json").is_file():
+            raise VmrError(f"--out {out}: exists and is not a vmr export (no manifest.json); "
+                           "choose another directory")
+    run_dir = Path(run)
+    loaded = open_run(run_dir, "auto", device="cpu")
+    ckpt_file = CHECKPOINT_FILES["best" if (run_dir / "best.pt").is_file() else "last"]
+    item_ids = list(loaded.dataset.item_ids)
+    bad = next((i for i in item_ids if "\n" in i or "\r" in i), None)
+    if bad is not None:
+        raise VmrError(f"item id {bad!r} contains a line break; item_ids.txt cannot hold it")
+    with torch.no_grad():
+        emb = loaded.item_embeddings().detach().float().cpu().numpy()
+    if emb.shape[0] != len(item_ids):
+        raise VmrError(f"{run_dir}: the model has {emb.shape[0]} item embeddings but the "
+                       f"dataset has {len(item_ids)} items")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is a normal dir
+        np.save(tmp / "item_embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
+        (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+        if hasattr(loaded, "export_user_tower"):
+            loaded.export_user_tower(tmp / "user_tower.pt")
+        else:
+            torch.save(_tower_state(loaded, run_dir, ckpt_file), tmp / "user_tower.pt")
+        if index == "faiss":
+            import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.iterdir())}
+        manifest = {
+            "format": FORMAT, "vmr_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run": str(run_dir.resolve()), "checkpoint": ckpt_file,
+            "dataset": str(getattr(loaded.dataset, "path", "") or ""),
+            "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
+            "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
+            "index": ("faiss-hnsw" if index == "faiss" else "exact"),
+            "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
+                       "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return (f"exported {emb.shape[0]} items (d={emb.shape[1]}) from {run_dir} ({ckpt_file}) to "
+            f"{out}: item_embeddings.npy, item_ids.txt, user_tower.pt"
+            + (", index.faiss" if index == "faiss" else "") + ", manifest.json")
+
+
+class Export:
+    """A loaded export: item ids and embeddings, the user tower, and top-k search."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.is_file():
+            raise VmrError(f"{self.path}: not a vmr export (no manifest.json)")
+        self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        if self.manifest.get("format") != FORMAT:
+            raise VmrError(f"{mpath}: unknown export format {self.manifest.get('format')!r}")
+        self.item_ids = (self.path / "item_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        self.item_index = {x: i for i, x in enumerate(self.item_ids)}
+        self.item_embeddings = np.load(self.path / "item_embeddings.npy")
+        self._tower = None
+        self._faiss = None
+
+    def user_vectors(self, histories: list[list[str]]) -> np.ndarray:
+        """User vectors [B, d] for histories of item ids (oldest first)."""
+        import torch
+
+        idx = []
+        for h in histories:
+            unknown = next((x for x in h if x not in self.item_index), None)
+            if unknown is not None:
+                raise VmrError(f"unknown item id '{unknown}' (not in {self.path / 'item_ids.txt'})")
+            idx.append(np.array([self.item_index[x] for x in h], dtype=np.int64))
+        tower = self._load_tower()
+        if tower is None:  # popularity: every user is the same constant vector
+            return np.ones((len(histories), self.item_embeddings.shape[1]), dtype=np.float32)
+        from vmr.train.batches import trim_padding
+        from vmr.train.model import pad_histories
+
+        cfg = tower.cfg
+        seq = trim_padding(pad_histories(idx, cfg.max_len, cfg.objective == "masked"))
+        with torch.no_grad():
+            return tower.user_vectors(seq, torch.from_numpy(self.item_embeddings)).float().numpy()
+
+    def _load_tower(self):
+        import torch
+
+        if self._tower is None:
+            state = torch.load(self.path / "user_tower.pt", map_location="cpu", weights_only=False)
+            if state.get("kind") == "pop":
+                return None
+            from vmr.train.config import config_from_dict
+            from vmr.train.model import Recommender
+
+            cfg = config_from_dict(state["config"])
+            model = Recommender(cfg.model, int(state["n_items"]), state.get("dims") or {})
+            model.load_state_dict(state["model"])
+            self._tower = model.eval()
+        return self._tower
+
+    def search(self, user_vectors: np.ndarray, k: int, exact: bool | None = None):
+        """Top-k (indices [B, k], scores [B, k]) by inner product; faiss when the export has an
+        index and exact is not True."""
+        q = np.ascontiguousarray(user_vectors, dtype=np.float32)
+        k = min(k, len(self.item_ids))
+        use_faiss = (self.path / "index.faiss").is_file() if exact is None else not exact
+        if use_faiss:
+            if self._faiss is None:
+                self._faiss = import_faiss().read_index(str(self.path / "index.faiss"))
+            scores, idx = self._faiss.search(q, k)
+            return idx, scores
+        return exact_search(self.item_embeddings, q, k)
+
+
+def exact_search(items: np.ndarray, queries: np.ndarray, k: int, chunk: int | None = None):
+    """Exact maximum-inner-product top-k, chunked over items so that one score block stays
+    around 64 M floats: (indices [B, k], scores [B, k]), best first."""
+    import torch
+
+    items_t = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    chunk = chunk or max(4096, (1 << 26) // max(1, q.shape[0]))
+    best_s = torch.full((q.shape[0], 0), -float("inf"))
+    best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
+    for s in range(0, items_t.shape[0], chunk):
+        sc = q @ items_t[s:s + chunk].T
+        top = torch.topk(sc, min(k, sc.shape[1]), dim=1)
+        cand_s = torch.cat([best_s, top.values], dim=1)
+        cand_i = torch.cat([best_i, top.indices + s], dim=1)
+        keep = torch.topk(cand_s, min(k, cand_s.shape[1]), dim=1)
+        best_s, best_i = keep.values, torch.gather(cand_i, 1, keep.indices)
+    return best_i.numpy(), best_s.numpy()
+
+
+def load_export(path: str | Path) -> Export:
+    return Export(path)

@@ -1,0 +1,227 @@
+"""One typed config for training: dataclasses, loaded from TOML, overridden with `--set a.b=v`.
+
+Unknown keys and wrongly typed values are errors. The resolved config is saved into the run
+directory as `config.toml`, so a run can always be reproduced from its directory alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmr.errors import VmrError
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vmr"            # vmr (multimodal) | sasrec (ID-only baseline) | pop (popularity)
+    d_model: int = 64            # width of every token (modality tokens and sequence positions)
+    n_heads: int = 2
+    n_layers: int = 2            # transformer blocks of the sequence encoder
+    item_layers: int = 1         # transformer blocks of the item (modality-fusion) encoder
+    ffn_mult: int = 4            # feed-forward width = ffn_mult * d_model
+    dropout: float = 0.5         # dropout on embeddings, residual branches and attention weights
+    max_len: int = 50            # keep the last N items of a history
+    share: str = "tie"           # item/sequence transformer blocks: tie | init | none
+    item_id_emb: bool = True     # learn a per-item ID embedding besides the content
+    id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
+    item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
+    item_norm: bool = True       # L2-normalise the projected modality tokens before max-pooling
+    objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
+    mask_rate: float = 0.2       # masked objective: share of positions that become targets
+    temperature: float = 0.0     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 0              # item-level pre-training epochs (0 = no pre-training stage)
+    batch_size: int = 512
+    lr: float = 1e-3
+    w_pwc: float = 1.0           # pair-wise contrastive (visual vs text), symmetric InfoNCE
+    w_pwm: float = 1.0           # pair-wise matching head with hard negatives, BCE
+    w_i: float = 1.0             # fused view vs visual-only view (VALOR-style grouping)
+    w_s: float = 1.0             # fused view vs text-only view
+    w_is: float = 1.0            # fused view vs itself under dropout + random modality masking
+    modality_drop: float = 0.3   # L_{I-S}: probability of masking each present modality per view
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200            # upper bound; early stopping usually ends sooner
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10           # epochs without a better valid NDCG@10 before stopping
+    loss: str = "full"           # full (softmax over all items) | sampled (shared sampled negatives)
+    n_negatives: int = 1024      # sampled loss: negatives shared across the batch
+    eval_every: int = 1          # validate every N epochs
+    eval_batch: int = 1024
+    seed: int = 42
+    device: str = "auto"         # auto | cpu | cuda[:N]
+    threads: int = 0             # torch CPU threads (0 = all cores)
+    amp: bool = False            # CUDA only: bfloat16 autocast
+    compile: bool = False        # CUDA only: torch.compile the model
+    max_minutes: float = 0.0     # stop after this wall-clock budget (0 = none); the best checkpoint is kept
+
+
+@dataclass
+class DataConfig:
+    modalities: list[str] = field(default_factory=list)   # empty = every modality in the cache
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    ("model", "kind"): ("vmr", "sasrec", "pop"),
+    ("model", "share"): ("tie", "init", "none"),
+    ("model", "objective"): ("causal", "masked"),
+    ("model", "id_fusion"): ("token", "residual"),
+    ("train", "loss"): ("full", "sampled"),
+}
+
+
+def _coerce(section: str, name: str, value, typ, where: str):
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise VmrError(f"{where}: {section}.{name} must be a list of strings, got {value!r}")
+        return list(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise VmrError(f"{where}: {section}.{name} must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VmrError(f"{where}: {section}.{name} must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VmrError(f"{where}: {section}.{name} must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise VmrError(f"{where}: {section}.{name} must be a string, got {value!r}")
+        allowed = CHOICES.get((section, name))
+        if allowed and value not in allowed:
+            raise VmrError(f"{where}: {section}.{name} must be one of {', '.join(allowed)}, "
+                           f"got {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {typ}")
+
+
+def _section_types(section_obj) -> dict[str, type]:
+    hints = typing.get_type_hints(type(section_obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_obj)}
+
+
+def apply_dict(cfg: Config, data: dict, where: str) -> Config:
+    """Overlay a nested dict (as read from TOML) onto cfg; unknown keys are errors."""
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    for section, values in data.items():
+        if section not in sections:
+            raise VmrError(f"{where}: unknown config section [{section}] "
+                           f"(known: {', '.join(sorted(sections))})")
+        if not isinstance(values, dict):
+            raise VmrError(f"{where}: [{section}] must be a table of keys")
+        obj = getattr(cfg, section)
+        types = _section_types(obj)
+        for name, value in values.items():
+            if name not in types:
+                raise VmrError(f"{where}: unknown config key {section}.{name} "
+                               f"(known: {', '.join(sorted(types))})")
+            setattr(obj, name, _coerce(section, name, value, types[name], where))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise VmrError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise VmrError(f"{p}: not valid TOML: {e}") from None
+        apply_dict(cfg, data, str(p))
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    if "=" not in item:
+        raise VmrError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.002")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise VmrError(f"--set {item!r}: the key must be SECTION.NAME, e.g. model.d_model")
+    section, name = key.split(".")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw                      # a bare word is a string: --set model.kind=sasrec
+    apply_dict(cfg, {section: {name: value}}, f"--set {key}")
+
+
+def validate(cfg: Config) -> None:
+    m, t = cfg.model, cfg.train
+    if m.d_model <= 0 or m.d_model % m.n_heads:
+        raise VmrError(f"model.d_model ({m.d_model}) must be a positive multiple of "
+                       f"model.n_heads ({m.n_heads})")
+    for name in ("dropout", "item_dropout"):
+        if not 0 <= getattr(m, name) < 1:
+            raise VmrError(f"model.{name} must be in [0, 1), got {getattr(m, name)}")
+    if not 0 < m.mask_rate < 1:
+        raise VmrError(f"model.mask_rate must be in (0, 1), got {m.mask_rate}")
+    if m.max_len < 2:
+        raise VmrError(f"model.max_len must be at least 2, got {m.max_len}")
+    for name in ("n_layers", "item_layers", "ffn_mult", "n_heads"):
+        if getattr(m, name) < 1:
+            raise VmrError(f"model.{name} must be at least 1")
+    if m.share == "tie" and m.item_layers > m.n_layers:
+        raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
+    if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
+        raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
+    for mod in cfg.data.modalities:
+        if mod not in ("text", "image", "video"):
+            raise VmrError(f"data.modalities: unknown modality {mod!r} (text, image, video)")
+
+
+def to_toml(cfg: Config) -> str:
+    """Serialise the resolved config (flat tables of scalars/lists of strings)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if isinstance(v, bool):
+                s = "true" if v else "false"
+            elif isinstance(v, (int, float)):
+                s = repr(v)
+            elif isinstance(v, list):
+                s = "[" + ", ".join(_toml_str(x) for x in v) + "]"
+            else:
+                s = _toml_str(v)
+            lines.append(f"{k} = {s}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_from_dict(data: dict) -> Config:
+    return apply_dict(Config(), data, "checkpoint config")

@@ -1,0 +1,77 @@
+"""Loading a trained run for evaluation, recommendation and export: `load_run(run_dir)`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vmr.errors import VmrError
+from vmr.train.config import config_from_dict
+from vmr.train.model import Recommender, pad_histories
+
+
+class LoadedRun:
+    """A trained model in eval mode as a dual tower: score(u, j) = <user_vectors[u], item_embeddings[j]>."""
+
+    def __init__(self, run_dir: Path, config, dataset, model: Recommender | None,
+                 popularity: torch.Tensor | None, device: torch.device, info: dict):
+        self.run_dir, self.config, self.dataset = run_dir, config, dataset
+        self.model, self.popularity, self.device, self.info = model, popularity, device, info
+        self._table: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            if self.popularity is not None:
+                self._table = self.popularity.view(-1, 1).float()
+            else:
+                self._table = self.model.item_embeddings().detach().float()
+        return self._table
+
+    @torch.no_grad()
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
+        if self.popularity is not None:
+            return torch.ones(len(histories), 1)
+        cfg = self.model.cfg
+        from vmr.train.batches import trim_padding
+
+        seq = trim_padding(pad_histories(histories, cfg.max_len, cfg.objective == "masked"))
+        return self.model.user_vectors(seq.to(self.device), self.item_embeddings()).float()
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not run_dir.is_dir():
+        raise VmrError(f"run directory not found: {run_dir}")
+    if not info_path.exists():
+        raise VmrError(f"{run_dir}: not a vmr run directory (no run.json)")
+    name = {"best": "best.pt", "last": "checkpoint.pt"}[checkpoint]
+    path = run_dir / name
+    if not path.exists():
+        raise VmrError(f"{run_dir}: no {name} yet (has training reached its first validation?)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise VmrError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    info = json.loads(info_path.read_text())
+    cfg = config_from_dict(ckpt["config"])
+    from vmr.data.dataset import load_dataset
+
+    dataset = load_dataset(info["data"])
+    dev = torch.device(device)
+    if cfg.model.kind == "pop":
+        return LoadedRun(run_dir, cfg, dataset, None, ckpt["model"]["popularity"], dev, info)
+    from vmr.train.trainer import build_model, load_features, TrainData
+
+    feats, present = {}, {}
+    if cfg.model.kind == "vmr" and info.get("modalities"):
+        feats, present, _ = load_features(Path(info["cache"]), dataset.item_ids, info["modalities"])
+    data = TrainData(dataset.item_ids, [], feats, present, {})
+    model = build_model(cfg, data)
+    model.load_state_dict(ckpt["model"])
+    model.to(dev).eval()
+    return LoadedRun(run_dir, cfg, dataset, model, None, dev, info)

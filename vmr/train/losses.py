@@ -1,0 +1,109 @@
+"""Training objectives as small modules, each testable on its own (paper 3.1.3 and 3.2.3).
+
+Pre-training (items alone): L = w_pwc*L_PWC + w_pwm*L_PWM + w_i*L_I + w_s*L_S + w_is*L_{I-S}.
+Sequence stage: full-softmax or sampled-softmax cross-entropy over items."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class InfoNCE(nn.Module):
+    """Symmetric InfoNCE between two aligned batches of vectors: row j of `a` and row j of `b`
+    are a positive pair, every other row of the batch a negative. Logits are tau * cos(a, b) with
+    tau learnable, stored on log scale and clamped at 100 (as CLIP does). Used for L_PWC, L_I,
+    L_S and L_{I-S}."""
+
+    def __init__(self, init_tau: float = 1 / 0.07, max_tau: float = 100.0):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.tensor(math.log(init_tau)))
+        self.max_tau = max_tau
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return self.log_tau.exp().clamp(max=self.max_tau)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = self.tau * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def mine_hard_negatives(sim: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row j pick a negative column k != j, drawn with probability softmax(sim[j]) over
+    the other columns: the harder (more similar) the more likely. Returns [B] column indices."""
+    B = sim.shape[0]
+    if B < 2:
+        raise ValueError("hard negatives need a batch of at least 2")
+    eye = torch.eye(B, dtype=torch.bool, device=sim.device)
+    w = sim.detach().float().masked_fill(eye, float("-inf")).softmax(dim=1)
+    return torch.multinomial(w, 1, generator=generator).squeeze(1)
+
+
+class MatchingLoss(nn.Module):
+    """L_PWM: a binary head on the fused encoding of a (visual, text) pair says whether they
+    belong to the same item. Binary cross-entropy over positives (label 1) and mined hard
+    negatives (label 0), averaged over all pairs."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.head = nn.Linear(d, 1)
+
+    def forward(self, fused_pos: torch.Tensor, fused_neg: torch.Tensor) -> torch.Tensor:
+        logits = self.head(torch.cat([fused_pos, fused_neg])).squeeze(-1)
+        labels = torch.cat([torch.ones(len(fused_pos)), torch.zeros(len(fused_neg))]).to(logits)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """mean_i CE(softmax(u_i @ T^T), t_i) with the [n, N] logits matrix turned into
+    probabilities in place and reused as the gradient: elementwise passes over that matrix
+    dominate a CPU step, and this needs about half of what log_softmax + nll do."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, u, table, target):
+        p = u @ table.T
+        m = p.max(1, keepdim=True).values
+        p.sub_(m).exp_()
+        s = p.sum(1, keepdim=True)
+        p.div_(s)
+        loss = (s.log().squeeze(1) + m.squeeze(1) - (u * table[target]).sum(1)).mean()
+        ctx.save_for_backward(u, table, target, p)
+        return loss
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, g):
+        u, table, target, p = ctx.saved_tensors
+        p[torch.arange(len(target), device=p.device), target] -= 1.0
+        p.mul_(g / len(target))
+        return p @ table, p.T @ u, None
+
+
+def full_softmax_loss(out: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
+                      temperature: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of each user vector `out` [n, d] over all items `table` [N, d]."""
+    if temperature > 0:
+        out = F.normalize(out, dim=-1) / temperature
+    if out.dtype != table.dtype:           # autocast: compute the softmax in float32
+        out, table = out.float(), table.float()
+    return _FullSoftmaxCE.apply(out, table, target)
+
+
+def sampled_softmax_loss(out: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                         target: torch.Tensor, neg_idx: torch.Tensor,
+                         temperature: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of the target against negatives shared by the whole batch: out [n, d],
+    pos [n, d] target embeddings, neg [K, d]. A negative equal to the row's target is masked."""
+    if temperature > 0:
+        out = F.normalize(out, dim=-1) / temperature
+    pos_logit = (out * pos).sum(-1, keepdim=True)
+    neg_logit = out @ neg.T
+    neg_logit = neg_logit.masked_fill(neg_idx.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+    logits = torch.cat([pos_logit, neg_logit], 1)
+    return F.cross_entropy(logits, torch.zeros(len(out), dtype=torch.long, device=out.device))

@@ -1,0 +1,277 @@
+"""The models, in one file: the multimodal item encoder, the sequence encoder, and the ID-only
+SASRec and popularity baselines that share the same interface.
+
+Every model is a dual tower: `item_embeddings()` gives one vector per item, `user_vectors()` one
+vector per history, and score(u, j) = <u, h_j>. Paper sections 3.1.2 (item encoder) and 3.2
+(sequence encoder); METHOD.md fixes the vague parts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vmr.train.config import ModelConfig
+
+MODALITY_ORDER = ("video", "image", "text")
+VISUAL = ("video", "image")
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout drawn with torch.rand: on these CPUs bernoulli_ (nn.Dropout's sampler)
+    costs several times a uniform draw of the same size."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand_like(x) >= p
+    return x * keep * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, p: float | None = None) -> torch.Tensor:
+        return dropout(x, self.p if p is None else p, self.training)
+
+
+class Block(nn.Module):
+    """A post-LayerNorm transformer block: self-attention then a GELU feed-forward."""
+
+    def __init__(self, d: int, n_heads: int, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln1 = nn.LayerNorm(d, eps=1e-12)
+        self.ff1 = nn.Linear(d, ffn_mult * d)
+        self.ff2 = nn.Linear(ffn_mult * d, d)
+        self.ln2 = nn.LayerNorm(d, eps=1e-12)
+        self.drop = Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                p: float | None = None) -> torch.Tensor:
+        """x [B, L, d]; mask [L, L] or [B, 1, L, L] additive (0 / -inf) or None; p overrides
+        the dropout rate (the item encoder runs the shared blocks with its own rate)."""
+        B, L, d = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(x).view(B, L, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h))
+        if mask is not None:
+            att = att + mask
+        att = self.attn_drop(att.softmax(dim=-1), p)
+        y = (att @ v).transpose(1, 2).reshape(B, L, d)
+        x = self.ln1(x + self.drop(self.out(y), p))
+        return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x))), p))
+
+
+def make_blocks(cfg: ModelConfig, n: int) -> nn.ModuleList:
+    return nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.ffn_mult, cfg.dropout)
+                         for _ in range(n))
+
+
+class ItemEncoder(nn.Module):
+    """Modality tokens -> fusion transformer -> shared projection -> L2 norm -> max-pool (eq. 3).
+
+    E_m = Linear_m(x_m) + ModalityEmb[m]; an absent modality gets a learned [mask] token instead
+    of its projection. Features are frozen buffers, not parameters. With item_id_emb the item's
+    ID embedding is added to every token (id_fusion = "token", METHOD.md 2) or to the fused
+    output, h_j = s * content_j + ID_j (id_fusion = "residual": the model is then at least an
+    ID model, and content adds what IDs of rare items cannot learn)."""
+
+    def __init__(self, cfg: ModelConfig, n_items: int, dims: dict[str, int],
+                 blocks: nn.ModuleList):
+        super().__init__()
+        self.modalities = [m for m in MODALITY_ORDER if m in dims]
+        if not self.modalities and not cfg.item_id_emb:
+            raise ValueError("the item encoder needs at least one modality or item_id_emb")
+        d = cfg.d_model
+        self.d = d
+        self.n_items = n_items
+        self.proj = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in self.modalities})
+        n_tok = max(1, len(self.modalities))
+        self.mod_emb = nn.Parameter(torch.randn(n_tok, d) * 0.02)
+        self.mask_tok = nn.Parameter(torch.randn(n_tok, d) * 0.02)
+        self.id_emb = nn.Embedding(n_items, d) if cfg.item_id_emb else None
+        if self.id_emb is not None:
+            nn.init.normal_(self.id_emb.weight, std=0.02)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = Dropout(cfg.item_dropout)
+        self.p = cfg.item_dropout
+        self.norm = cfg.item_norm
+        self.id_fusion = cfg.id_fusion
+        self.content_scale = nn.Parameter(torch.tensor(1.0))
+        self.blocks = blocks
+        self.n_blocks = cfg.item_layers
+        self.head = nn.Linear(d, d)
+        for m in self.modalities:       # frozen features, filled by set_features()
+            self.register_buffer(f"feat_{m}", torch.zeros(n_items, dims[m]), persistent=False)
+            self.register_buffer(f"present_{m}", torch.ones(n_items, dtype=torch.bool),
+                                 persistent=False)
+
+    def set_features(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
+        for m in self.modalities:
+            getattr(self, f"feat_{m}").copy_(feats[m])
+            getattr(self, f"present_{m}").copy_(present[m])
+
+    def present(self, idx: torch.Tensor) -> torch.Tensor:
+        """[n, M] bool: which modality of each item has content."""
+        if not self.modalities:
+            return torch.ones(len(idx), 1, dtype=torch.bool, device=idx.device)
+        return torch.stack([getattr(self, f"present_{m}")[idx] for m in self.modalities], 1)
+
+    def tokens(self, idx: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, M, d] modality tokens; keep [n, M] bool further masks modalities (views)."""
+        keep_all = self.present(idx) if keep is None else keep & self.present(idx)
+        if self.modalities:
+            cols = [self.proj[m](getattr(self, f"feat_{m}")[idx]) for m in self.modalities]
+            x = torch.stack(cols, 1)
+            x = torch.where(keep_all.unsqueeze(-1), x, self.mask_tok.unsqueeze(0))
+        else:
+            x = self.mask_tok.unsqueeze(0).expand(len(idx), 1, self.d)
+        x = x + self.mod_emb.unsqueeze(0)
+        if self.id_emb is not None and (self.id_fusion == "token" or not self.modalities):
+            x = x + self.id_emb(idx).unsqueeze(1)
+        return x
+
+    def fuse(self, tok: torch.Tensor) -> torch.Tensor:
+        """[n, M, d] tokens -> [n, d] item embedding (transformer, projection, L2, max-pool)."""
+        x = self.drop(self.ln(tok))
+        for blk in self.blocks[: self.n_blocks]:
+            x = blk(x, None, self.p)
+        x = self.head(x)
+        if self.norm:
+            x = F.normalize(x, dim=-1)
+        return x.max(dim=1).values
+
+    def forward(self, idx: torch.Tensor | None = None, keep: torch.Tensor | None = None):
+        if idx is None:
+            idx = torch.arange(self.n_items, device=self.mod_emb.device)
+        h = self.fuse(self.tokens(idx, keep))
+        if self.id_emb is not None and self.id_fusion == "residual" and self.modalities:
+            h = self.content_scale * h + self.id_emb(idx)
+        return h
+
+
+class SequenceEncoder(nn.Module):
+    """Item embeddings + learnable positions -> transformer blocks -> a vector per position."""
+
+    def __init__(self, cfg: ModelConfig, blocks: nn.ModuleList):
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.pos = nn.Embedding(cfg.max_len, d)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = blocks
+        self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)   # the [mask] item (masked objective)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d] item embeddings (left-padded), pad [B, L] bool -> [B, L, d]."""
+        B, L, _ = x.shape
+        x = self.drop(self.ln(x + self.pos.weight[-L:].unsqueeze(0)))
+        mask = attention_mask(pad, causal=self.cfg.objective == "causal")
+        for blk in self.blocks:
+            x = blk(x, mask)
+        return x
+
+
+def attention_mask(pad: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Additive mask [B, 1, L, L]: a query never sees padding keys (nor, if causal, the future),
+    but always sees itself, so no row is empty."""
+    B, L = pad.shape
+    allowed = ~pad.unsqueeze(1).expand(B, L, L)
+    if causal:
+        allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
+    allowed = allowed | torch.eye(L, dtype=torch.bool, device=pad.device)
+    zero = torch.zeros((), device=pad.device)
+    return torch.where(allowed, zero, torch.tensor(float("-inf"), device=pad.device)).unsqueeze(1)
+
+
+class Recommender(nn.Module):
+    """An item tower (multimodal encoder or ID table) and a sequence tower on top of it."""
+
+    def __init__(self, cfg: ModelConfig, n_items: int, dims: dict[str, int] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.n_items = n_items
+        self.seq_blocks = make_blocks(cfg, cfg.n_layers)
+        if cfg.kind == "vmr":
+            item_blocks = self.seq_blocks if cfg.share == "tie" else make_blocks(cfg, cfg.item_layers)
+            self.items = ItemEncoder(cfg, n_items, dims or {}, item_blocks)
+            self.item_table = None
+        else:
+            self.items = None
+            self.item_table = nn.Embedding(n_items, cfg.d_model)
+            nn.init.normal_(self.item_table.weight, std=0.02)
+        self.seq = SequenceEncoder(cfg, self.seq_blocks)
+        self.apply(_init_linear)
+
+    # -- item tower
+    def item_embeddings(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        if self.items is not None:
+            return self.items(idx)
+        return self.item_table.weight if idx is None else self.item_table(idx)
+
+    def copy_item_blocks_into_sequence(self) -> None:
+        """share = init: start the sequence blocks from the (pre-trained) item blocks."""
+        if self.items is None or self.cfg.share != "init":
+            return
+        for src, dst in zip(self.items.blocks, self.seq_blocks):
+            dst.load_state_dict(src.state_dict())
+
+    # -- sequence tower
+    def encode(self, seq: torch.Tensor, table: torch.Tensor,
+               replace_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """seq [B, L] item indices, -1 = padding; table [N, d] item embeddings.
+        replace_mask [B, L] bool marks positions whose input is the [mask] item."""
+        pad = seq < 0
+        x = table[seq.clamp(min=0)]
+        if replace_mask is not None:
+            x = torch.where(replace_mask.unsqueeze(-1), self.seq.mask_emb.expand_as(x), x)
+        x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+        return self.seq(x, pad)
+
+    def logits(self, out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        if self.cfg.temperature > 0:
+            out = F.normalize(out, dim=-1) / self.cfg.temperature
+        return out @ table.T
+
+    def user_vectors(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """seq [B, L] left-padded histories (masked objective: last slot is the [mask])."""
+        if self.cfg.objective == "masked":
+            rm = torch.zeros_like(seq, dtype=torch.bool)
+            rm[:, -1] = True
+            out = self.encode(seq, table, rm)[:, -1]
+        else:
+            out = self.encode(seq, table)[:, -1]
+        if self.cfg.temperature > 0:
+            out = F.normalize(out, dim=-1) / self.cfg.temperature
+        return out
+
+
+def _init_linear(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
+    """Left-pad item-index histories to [B, max_len] with -1; the masked objective keeps the
+    last max_len-1 items and appends a slot (index 0, replaced by [mask] in the encoder)."""
+    keep = max_len - 1 if masked else max_len
+    out = torch.full((len(histories), max_len), -1, dtype=torch.long)
+    for i, h in enumerate(histories):
+        h = torch.as_tensor(h[-keep:], dtype=torch.long) if len(h) else torch.zeros(0, dtype=torch.long)
+        if masked:
+            out[i, max_len - 1] = 0
+            if len(h):
+                out[i, max_len - 1 - len(h): max_len - 1] = h
+        elif len(h):
+            out[i, max_len - len(h):] = h
+    return out

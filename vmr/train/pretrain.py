@@ -1,0 +1,85 @@
+"""Item-level pre-training (paper 3.1.3): the losses of one batch of items.
+
+Views of an item: z_IS (every present modality), z_I (text masked: visual only), z_S (visual
+masked: text only). Terms whose modalities the data lacks are skipped and reported once."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from vmr.train.config import PretrainConfig
+from vmr.train.losses import InfoNCE, MatchingLoss, mine_hard_negatives
+from vmr.train.model import VISUAL, ItemEncoder
+
+
+class PretrainHeads(nn.Module):
+    """The parameters that exist only for pre-training: one temperature per InfoNCE term and the
+    matching head."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.pwc = InfoNCE()
+        self.i = InfoNCE()
+        self.s = InfoNCE()
+        self.is_ = InfoNCE()
+        self.pwm = MatchingLoss(d)
+
+
+def active_terms(enc: ItemEncoder, cfg: PretrainConfig) -> dict[str, float]:
+    """Which weighted terms apply to these modalities (cross-modal ones need visual + text)."""
+    has_vis = any(m in VISUAL for m in enc.modalities)
+    has_txt = "text" in enc.modalities
+    terms = {"is": cfg.w_is}
+    if has_vis and has_txt:
+        terms.update(pwc=cfg.w_pwc, pwm=cfg.w_pwm, i=cfg.w_i, s=cfg.w_s)
+    return {k: w for k, w in terms.items() if w > 0}
+
+
+def pretrain_losses(enc: ItemEncoder, heads: PretrainHeads, idx: torch.Tensor,
+                    cfg: PretrainConfig, terms: dict[str, float]) -> dict[str, torch.Tensor]:
+    present = enc.present(idx)
+    out: dict[str, torch.Tensor] = {}
+    tok = enc.tokens(idx)                                   # absent modalities already [mask]
+    z_is = enc.fuse(tok)
+    if "is" in terms:
+        v1 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop)))
+        v2 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop)))
+        out["is"] = heads.is_(v1, v2)
+    cross = [k for k in ("pwc", "pwm", "i", "s") if k in terms]
+    if cross:
+        vis = torch.tensor([m in VISUAL for m in enc.modalities], device=idx.device)
+        both = (present & vis).any(1) & (present & ~vis).any(1)
+        if int(both.sum()) >= 2:
+            rows = both.nonzero().squeeze(1)
+            keep_i = present[rows] & vis                    # text masked
+            keep_s = present[rows] & ~vis                   # visual masked
+            z_i = enc.fuse(enc.tokens(idx[rows], keep_i))
+            z_s = enc.fuse(enc.tokens(idx[rows], keep_s))
+            if "pwc" in terms:
+                out["pwc"] = heads.pwc(z_i, z_s)
+            if "i" in terms:
+                out["i"] = heads.i(z_is[rows], z_i)
+            if "s" in terms:
+                out["s"] = heads.s(z_is[rows], z_s)
+            if "pwm" in terms:
+                sim = z_i @ z_s.T
+                neg = mine_hard_negatives(sim)
+                t = tok[rows]
+                mixed = torch.where(vis.view(1, -1, 1), t, t[neg])   # visual of j, text of neg(j)
+                out["pwm"] = heads.pwm(enc.fuse(t), enc.fuse(mixed))
+    return out
+
+
+def _random_keep(present: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop each present modality with probability p, but keep at least one present one."""
+    keep = present & (torch.rand(present.shape, device=present.device) >= p)
+    empty = ~keep.any(1) & present.any(1)
+    if empty.any():
+        # restore one random present modality in rows that lost all of them
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        pick = scores.argmax(1)
+        restore = torch.zeros_like(keep)
+        restore[torch.arange(len(keep), device=keep.device), pick] = True
+        keep = keep | (restore & empty.unsqueeze(1))
+    return keep

@@ -1,0 +1,549 @@
+"""The trainer: item-level pre-training, then the sequence stage, with validation every epoch,
+early stopping on valid NDCG@10, checkpoints after every epoch, and exact resume on CPU.
+
+A checkpoint is a plain dict: model, heads, optimizer, stage, epoch, best, bad_epochs, config,
+rng (torch, numpy, python). `checkpoint.pt` is the latest, `best.pt` the best on validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vmr import __version__
+from vmr.errors import VmrError
+from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
+                               train_prefixes, trim_padding, window_rows)
+from vmr.train.config import Config, config_from_dict, load_config, to_toml
+from vmr.train.losses import full_softmax_loss, sampled_softmax_loss
+from vmr.train.model import Recommender, pad_histories
+from vmr.train.pretrain import PretrainHeads, active_terms, pretrain_losses
+
+METRIC = "NDCG@10"
+
+
+# ------------------------------------------------------------------------------- data loading
+@dataclass
+class TrainData:
+    item_ids: list[str]
+    sequences: list[np.ndarray]
+    feats: dict[str, torch.Tensor]          # standardised float32 [N, d_m] per modality
+    present: dict[str, torch.Tensor]        # bool [N] per modality
+    feature_attrs: dict[str, dict]
+
+
+def load_features(cache: Path, item_ids: list[str], modalities: list[str] | None):
+    from vmr.cache.store import list_modalities, read_modality
+
+    if not cache.is_file():
+        raise VmrError(f"feature cache not found: {cache} (run `vmr extract` or "
+                       "`vmr import-features` first, or pass --cache)")
+    cached = list_modalities(cache)
+    wanted = modalities or cached
+    if not wanted:
+        raise VmrError(f"{cache}: the cache holds no modality; run `vmr extract` first")
+    feats, present, attrs = {}, {}, {}
+    for m in wanted:
+        if m not in cached:
+            raise VmrError(f"{cache}: modality {m!r} is not in the cache (cached: "
+                           f"{', '.join(cached) or 'none'}); run `vmr extract --modality {m}`")
+        x, p, a = read_modality(cache, item_ids, m)
+        x = np.asarray(x, dtype=np.float32)
+        p = np.asarray(p, dtype=bool)
+        bad = ~np.isfinite(x).all(1) & p
+        if bad.any():
+            first = item_ids[int(np.flatnonzero(bad)[0])]
+            raise VmrError(f"{cache}: modality {m!r} has NaN/inf features for {int(bad.sum())} "
+                           f"items (first: item {first!r}); re-extract with --overwrite")
+        if not p.any():
+            raise VmrError(f"{cache}: modality {m!r} is present for no item")
+        mu = x[p].mean(0)
+        sd = x[p].std(0) + 1e-6
+        x = np.where(p[:, None], (x - mu) / sd, 0.0).astype(np.float32)
+        feats[m], present[m], attrs[m] = torch.from_numpy(x), torch.from_numpy(p), dict(a)
+    return feats, present, attrs
+
+
+def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config) -> TrainData:
+    from vmr.data.dataset import load_dataset
+
+    ds = load_dataset(data_dir)
+    if cfg.model.kind == "vmr":
+        cache_path = Path(cache) if cache else Path(data_dir) / "features.h5"
+        feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None)
+    else:
+        feats, present, attrs = {}, {}, {}
+    seqs = [np.asarray(s, dtype=np.int64) for s in ds.sequences]
+    data = TrainData(ds.item_ids, seqs, feats, present, attrs)
+    check_fits(data, cfg)
+    return data
+
+
+def check_fits(data: TrainData, cfg: Config) -> None:
+    prefixes = train_prefixes(data.sequences)
+    if not any(len(p) >= 2 for p in prefixes):
+        raise VmrError("the training split is empty: no user has 2 or more training items "
+                       "(check the dataset's k-core and sequence lengths)")
+    if not eval_pairs(data.sequences, "valid")[0]:
+        raise VmrError("the validation split is empty: no user has 3 or more interactions")
+    if cfg.train.loss == "sampled" and cfg.train.n_negatives >= len(data.item_ids):
+        raise VmrError(f"train.n_negatives ({cfg.train.n_negatives}) must be smaller than the "
+                       f"number of items ({len(data.item_ids)}); use train.loss = \"full\"")
+
+
+def build_model(cfg: Config, data: TrainData) -> Recommender:
+    dims = {m: int(x.shape[1]) for m, x in data.feats.items()}
+    if cfg.model.kind == "vmr" and not dims and not cfg.model.item_id_emb:
+        raise VmrError("model.kind = vmr needs at least one cached modality or "
+                       "model.item_id_emb = true")
+    model = Recommender(cfg.model, len(data.item_ids), dims)
+    if model.items is not None and dims:
+        model.items.set_features(data.feats, data.present)
+    return model
+
+
+# -------------------------------------------------------------------------- evaluation adapter
+class TowerView:
+    """Wraps a Recommender as the dual tower `vmr.evaluate.metrics.evaluate_model` expects."""
+
+    def __init__(self, model: Recommender, device: torch.device, batch: int = 1024):
+        self.model, self.device, self.batch = model, device, batch
+        self._table: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            self.model.eval()
+            self._table = self.model.item_embeddings().float()
+        return self._table
+
+    @torch.no_grad()
+    def user_vectors(self, histories) -> torch.Tensor:
+        table = self.item_embeddings()
+        cfg = self.model.cfg
+        seq = pad_histories(histories, cfg.max_len, cfg.objective == "masked").to(self.device)
+        seq = trim_padding(seq)
+        return self.model.user_vectors(seq, table).float()
+
+
+def validate(model: Recommender, data: TrainData, device, ks=(5, 10), split="valid") -> dict:
+    from vmr.evaluate.metrics import evaluate_model
+
+    hist, tgt, _ = eval_pairs(data.sequences, split)
+    return evaluate_model(TowerView(model, device), hist, tgt, ks)
+
+
+# ----------------------------------------------------------------------------------- the loop
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VmrError(f"train.device = {name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Run:
+    """Everything that belongs to one training run on disk."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.ckpt = run_dir / "checkpoint.pt"
+        self.best = run_dir / "best.pt"
+        self.csv = run_dir / "metrics.csv"
+        self.info = run_dir / "run.json"
+
+    def log_row(self, row: dict) -> None:
+        new = not self.csv.exists()
+        with open(self.csv, "a") as f:
+            if new:
+                f.write(",".join(row) + "\n")
+            f.write(",".join(_fmt(v) for v in row.values()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_log(self, stage: str, epoch: int) -> None:
+        """On resume, forget log rows written after the checkpoint we resume from."""
+        if not self.csv.exists():
+            return
+        lines = self.csv.read_text().splitlines()
+        order = {"pretrain": 0, "sequence": 1}
+        keep = lines[:1]
+        for ln in lines[1:]:
+            st, ep = ln.split(",")[:2]
+            if (order[st], int(ep)) <= (order[stage], epoch):
+                keep.append(ln)
+        self.csv.write_text("\n".join(keep) + "\n")
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resume: bool = False,
+          meta: dict | None = None, quiet: bool = False) -> dict:
+    """Train per cfg into run_dir; returns the run summary (also written to run.json)."""
+    run = Run(run_dir)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+    random.seed(t.seed)
+    model = build_model(cfg, data).to(device)
+    heads = PretrainHeads(cfg.model.d_model).to(device)
+    summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
+               **(meta or {})}
+    if cfg.model.kind == "pop":
+        return _train_popularity(cfg, data, model, run, summary)
+
+    state = None
+    if resume:
+        if not run.ckpt.exists():
+            raise VmrError(f"{run_dir}: nothing to resume (no checkpoint.pt); start without --resume")
+        state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
+        summary = {**json.loads(run.info.read_text()), "status": "running"} if run.info.exists() else summary
+        run.truncate_log(state["stage"], state["epoch"])
+    write_json(run.info, summary)
+
+    stages = []
+    if stage in ("all", "pretrain") and cfg.model.kind == "vmr" and cfg.pretrain.epochs > 0:
+        stages.append("pretrain")
+    if stage in ("all", "sequence"):
+        stages.append("sequence")
+    if stage == "sequence" and cfg.model.kind == "vmr" and cfg.pretrain.epochs > 0 and not resume:
+        pre = run_dir / "pretrain.pt"
+        if pre.exists():
+            model.load_state_dict(torch.load(pre, map_location="cpu", weights_only=False)["model"])
+    t0 = time.time()
+    for st in stages:
+        if state is not None and state["stage"] == "sequence" and st == "pretrain":
+            continue
+        resume_state = state if (state is not None and state["stage"] == st) else None
+        if st == "pretrain":
+            _pretrain(cfg, data, model, heads, run, device, resume_state, quiet)
+        else:
+            summary.update(_sequence_stage(cfg, data, model, heads, run, device, resume_state,
+                                           quiet, t0))
+    summary["status"] = "finished"
+    summary["train_seconds"] = round(time.time() - t0, 2)
+    write_json(run.info, summary)
+    plot_curves(run)
+    return summary
+
+
+def _train_popularity(cfg, data, model, run, summary) -> dict:
+    counts = np.zeros(len(data.item_ids), dtype=np.float64)
+    for p in train_prefixes(data.sequences):
+        np.add.at(counts, p, 1.0)
+    pop = torch.from_numpy(np.log1p(counts)).float()
+    ckpt = {"model": {"popularity": pop}, "config": cfg.to_dict(), "stage": "sequence",
+            "epoch": 0, "best": None, "vmr_version": __version__}
+    atomic_save(ckpt, run.best)
+    atomic_save(ckpt, run.ckpt)
+    summary.update(status="finished", best_epoch=0, train_seconds=0.0)
+    write_json(run.info, summary)
+    return summary
+
+
+def _make_optimizer(params, lr, wd):
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+
+def _save(run: Run, model, heads, opt, stage, epoch, best, bad, cfg: Config, extra=None) -> None:
+    ckpt = {"model": model.state_dict(), "heads": heads.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": None, "stage": stage, "epoch": epoch,
+            "best": best, "bad_epochs": bad, "config": cfg.to_dict(), "rng": rng_state(),
+            "vmr_version": __version__, **(extra or {})}
+    atomic_save(ckpt, run.ckpt)
+
+
+def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
+    from tqdm import tqdm
+
+    p = cfg.pretrain
+    enc = model.items
+    terms = active_terms(enc, p)
+    if not quiet:
+        print(f"pre-training terms: {', '.join(f'{k}×{w:g}' for k, w in terms.items()) or 'none'}")
+    if not terms:
+        return
+    params = list(enc.parameters()) + list(heads.parameters())
+    opt = _make_optimizer(params, p.lr, 0.0)
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = state["epoch"] + 1
+    n = len(data.item_ids)
+    for epoch in range(start, p.epochs):
+        model.train(); heads.train()
+        g = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 7919 * epoch + 1)
+        perm = torch.randperm(n, generator=g)
+        tot, steps, t0 = {}, 0, time.time()
+        bar = tqdm(range(0, n, p.batch_size), desc=f"pretrain {epoch + 1}/{p.epochs}",
+                   disable=quiet, leave=False, unit="batch", mininterval=1.0)
+        for s in bar:
+            idx = perm[s: s + p.batch_size].to(device)
+            if len(idx) < 2:
+                continue
+            losses = pretrain_losses(enc, heads, idx, p, terms)
+            if not losses:
+                continue
+            loss = sum(terms[k] * v for k, v in losses.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in losses.items():
+                tot[k] = tot.get(k, 0.0) + float(v)
+            steps += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        row = {"stage": "pretrain", "epoch": epoch,
+               "loss": sum(tot.values()) / max(steps, 1), "seconds": time.time() - t0}
+        for k in ("pwc", "pwm", "i", "s", "is"):
+            row[f"L_{k}"] = tot.get(k, 0.0) / max(steps, 1)
+        run.log_row(row)
+        _save(run, model, heads, opt, "pretrain", epoch, None, 0, cfg)
+        if not quiet:
+            print(f"pretrain epoch {epoch + 1}: loss {row['loss']:.4f} ({row['seconds']:.1f}s)")
+    atomic_save({"model": model.state_dict(), "config": cfg.to_dict()}, run.dir / "pretrain.pt")
+
+
+def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start) -> dict:
+    from tqdm import tqdm
+
+    t, m = cfg.train, cfg.model
+    masked = m.objective == "masked"
+    width = m.max_len if masked else m.max_len + 1
+    rows = window_rows(train_prefixes(data.sequences), width, 1 if masked else 2)
+    opt = _make_optimizer(model.parameters(), t.lr, t.weight_decay)
+    start, best, bad = 0, None, 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start, best, bad = state["epoch"] + 1, state["best"], state["bad_epochs"]
+    else:
+        model.copy_item_blocks_into_sequence()
+    fwd = model
+    if t.compile and device.type == "cuda":
+        fwd = torch.compile(model)
+    n_items = len(data.item_ids)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (t.amp and device.type == "cuda") \
+        else _nullcontext()
+    for epoch in range(start, t.epochs):
+        model.train()
+        g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * epoch)
+        batches = length_bucketed_batches(rows, t.batch_size, g)
+        # Batches are bucketed by length, so their target counts differ a lot: weight every
+        # target equally by dividing each batch's summed loss by the mean count per batch.
+        per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) if not masked else None
+        total, steps, t0 = 0.0, 0, time.time()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", disable=quiet, leave=False,
+                   unit="batch", mininterval=1.0)
+        for b in bar:
+            x = trim_padding(rows[b]).to(device)
+            with autocast:
+                loss, n_tgt = _sequence_loss(fwd, x, masked, m, t, n_items, device)
+                if per_batch:
+                    loss = loss * (n_tgt / per_batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        secs = time.time() - t0
+        row = {"stage": "sequence", "epoch": epoch, "loss": total / max(steps, 1),
+               "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
+        improved = False
+        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            te = time.time()
+            res = validate(model, data, device)
+            row.update({f"valid_{k}": v for k, v in res.items() if "@" in k or k == "MRR"})
+            row["eval_seconds"] = time.time() - te
+            if best is None or res[METRIC] > best[METRIC]:
+                best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
+                bad, improved = 0, True
+                atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch,
+                             "best": best, "vmr_version": __version__}, run.best)
+            else:
+                bad += 1
+        run.log_row(row)
+        _save(run, model, heads, opt, "sequence", epoch, best, bad, cfg)
+        if not quiet:
+            v = row.get(f"valid_{METRIC}")
+            print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  {secs:.1f}s "
+                  f"({row['seq_per_s']:.0f} seq/s)" + (f"  valid {METRIC} {v:.4f}" if v is not None else "")
+                  + ("  *" if improved else ""), flush=True)
+        if bad >= t.patience:
+            break
+        if t.max_minutes and time.time() - t_start > 60 * t.max_minutes:
+            if not quiet:
+                print(f"stopping: train.max_minutes = {t.max_minutes} reached")
+            break
+    return {"best_epoch": best["epoch"] if best else None,
+            "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _sequence_loss(model, x, masked, m, t, n_items, device):
+    """One batch of the sequence stage. x [B, W] left-padded item rows."""
+    if t.loss == "sampled":
+        neg_idx = torch.randint(0, n_items, (t.n_negatives,), device=device)
+    if masked:
+        inp, rm, tgt = mask_for_prediction(x.cpu(), m.mask_rate, n_items)
+        inp, rm, tgt = inp.to(device), rm.to(device), tgt.to(device)
+    else:
+        inp, tgt = x[:, :-1], x[:, 1:]
+        rm = None
+    sel = tgt >= 0
+    n_tgt = int(sel.sum())
+    if t.loss == "full":
+        table = model.item_embeddings()
+        out = model.encode(inp, table, rm)[sel]
+        return full_softmax_loss(out, table, tgt[sel], m.temperature), n_tgt
+    # sampled: embed only the items this batch touches
+    need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()
+    emb = model.item_embeddings(need)
+    table = torch.zeros(n_items, emb.shape[1], device=device, dtype=emb.dtype)
+    table = table.index_copy(0, need, emb)
+    out = model.encode(inp, table, rm)[sel]
+    return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx,
+                                m.temperature), n_tgt
+
+
+# ------------------------------------------------------------------------------------ curves
+def plot_curves(run: Run) -> None:
+    """curves.png: training loss per epoch (both stages) and validation HR@10 / NDCG@10."""
+    import csv
+
+    if not run.csv.exists():
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(run.csv)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for st, style in (("pretrain", "--"), ("sequence", "-")):
+        part = [r for r in rows if r["stage"] == st]
+        if part:
+            axes[0].plot([int(r["epoch"]) + 1 for r in part], [float(r["loss"]) for r in part],
+                         style, label=f"{st} loss")
+    axes[0].set_xlabel("epoch"); axes[0].set_ylabel("training loss"); axes[0].legend()
+    for col in ("valid_HR@10", "valid_NDCG@10"):
+        pts = [(int(r["epoch"]) + 1, float(r[col])) for r in rows
+               if r["stage"] == "sequence" and r.get(col)]
+        if pts:
+            axes[1].plot(*zip(*pts), marker=".", label=col.replace("valid_", "valid "))
+    axes[1].set_xlabel("epoch"); axes[1].set_ylabel("metric")
+    if axes[1].lines:
+        axes[1].legend()
+    fig.suptitle(run.dir.name)
+    fig.tight_layout()
+    tmp = run.dir / "curves.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, run.dir / "curves.png")
+
+
+# ------------------------------------------------------------------------------------- the CLI
+def train_from_cli(data, cache, config, overrides, out, stage, modalities, seed, resume) -> Path:
+    data_dir = Path(data)
+    if out is None:
+        if resume:
+            raise VmrError("--resume needs --out RUN_DIR (the run to continue)")
+        kind = "run"
+        out = Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out)
+    saved = run_dir / "config.toml"
+    if resume:
+        if not saved.exists():
+            raise VmrError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
+        cfg = load_config(saved, overrides)
+    else:
+        cfg = load_config(config, overrides)
+        if seed is not None:
+            cfg.train.seed = seed
+        if modalities:
+            cfg.data.modalities = list(modalities)
+        from vmr.train.config import validate as validate_cfg
+        validate_cfg(cfg)
+        if (run_dir / "checkpoint.pt").exists() or (run_dir / "best.pt").exists():
+            raise VmrError(f"{run_dir} already holds a run; continue it with --resume or choose "
+                           "another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_tr = load_train_data(data_dir, cache, cfg)
+    (run_dir / "config.toml").write_text(to_toml(cfg))
+    meta = {"data": str(data_dir.resolve()),
+            "cache": str(Path(cache).resolve()) if cache else str((data_dir / "features.h5").resolve()),
+            "modalities": sorted(data_tr.feats), "label": _label(cfg)}
+    summary = train(cfg, data_tr, run_dir, stage=stage, resume=resume, meta=meta)
+    if summary.get("best_valid"):
+        bv = summary["best_valid"]
+        print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
+              f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch'] + 1}")
+    return run_dir
+
+
+def _label(cfg: Config) -> str:
+    m = cfg.model
+    if m.kind != "vmr":
+        return m.kind
+    parts = ["vmr", m.objective]
+    if cfg.pretrain.epochs > 0:
+        parts.append("pretrain")
+    if m.item_id_emb:
+        parts.append("id")
+    if m.share != "tie":
+        parts.append(f"share-{m.share}")
+    return "-".join(parts)
+
+
+def load_config_from_checkpoint(ckpt: dict) -> Config:
+    return config_from_dict(ckpt["config"])
