@@ -9,8 +9,7 @@ import numpy as np
 
 
 def make_dataset(root: Path, n_topics: int = 4, per_topic: int = 10, n_users: int = 160,
-                 length: int = 8, dim: int = 16, seed: int = 0, with_features: bool = True,
-                 feature_nan: bool = False) -> Path:
+                 length: int = 8, dim: int = 16, seed: int = 0, with_features: bool = True) -> Path:
     from vmr.data.prepare import PrepareOptions, prepare_dataset
 
     rng = np.random.default_rng(seed)
@@ -38,8 +37,6 @@ def make_dataset(root: Path, n_topics: int = 4, per_topic: int = 10, n_users: in
         centers = rng.normal(size=(n_topics, dim))
         feats = np.stack([centers[int(i[1])] + 0.3 * rng.normal(size=dim) for i in items])
         feats = feats.astype(np.float32)
-        if feature_nan:
-            feats[3, 0] = np.nan
         np.save(root / "feat.npy", feats)
         (root / "ids.txt").write_text("\n".join(items) + "\n")
         import_features(data=str(out), modality="text", features=str(root / "feat.npy"),

@@ -65,7 +65,7 @@ def parts(cache):
 def wait_parts(proc, cache, at_least, limit=120.0):
     t = time.monotonic()
     while parts(cache) < at_least:
-        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.stderr.read()}"
+        assert proc.poll() is None, f"ended before it was interrupted: {proc.stderr.read()}"
         assert time.monotonic() - t < limit, "no progress"
         time.sleep(0.01)
 

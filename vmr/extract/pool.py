@@ -204,7 +204,8 @@ class DecodePool:
                 now = time.monotonic()
                 wait_s = 0.2
                 if busy:
-                    wait_s = min(wait_s, max(0.0, min(w.started for w in busy) + self.timeout - now))
+                    first = min(w.started for w in busy)
+                    wait_s = min(wait_s, max(0.0, first + self.timeout - now))
                 ready = set(wait([w.conn for w in self._workers], timeout=wait_s))
                 for i, w in enumerate(list(self._workers)):
                     if w.conn in ready:

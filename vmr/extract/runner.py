@@ -97,6 +97,9 @@ def run_extract(opts: ExtractOptions) -> str:
     _validate(opts)
     items = load_items(opts.data)
     ids = items.ids
+    if not any((v or "").strip() for v in items.column(opts.modality)):
+        raise VmrError(f"no item of {opts.data} has {opts.modality} content (column "
+                       f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = opts.cache or os.path.join(opts.data, "features.h5")
     shard = sharding.parse_shard(opts.shard)
     target = sharding.shard_path(cache, *shard) if shard else cache
@@ -147,6 +150,10 @@ def run_extract(opts: ExtractOptions) -> str:
                   f"{progress.path}; rerun the same command to resume", file=sys.stderr)
             raise
     dim = encoder.dim if encoder is not None else _dim_from_parts(progress)
+    if dim is None:  # resumed after every remaining item had failed: ask the model
+        from vmr.extract.encoders import load_encoder, resolve_device
+
+        dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
     attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, **store.base_attrs()}
     if shard:
         attrs.update(shard=f"{shard[0]}/{shard[1]}", shard_unit=unit_kind)
@@ -263,7 +270,8 @@ def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
             stats.frames += len(good)
         ok_ids, feats, bad_ids = _check_finite(feats, [ids[r] for r in good], "text", dtype)
         fail_ids = [ids[r] for r in empty] + bad_ids
-        reasons = ["empty text"] * len(empty) + ["encoder returned non-finite values"] * len(bad_ids)
+        reasons = (["empty text"] * len(empty)
+                   + ["encoder returned non-finite values"] * len(bad_ids))
         progress.commit(ok_ids, feats, fail_ids, reasons)
         stats.items += len(ok_ids)
         stats.failed += len(fail_ids)
@@ -316,7 +324,8 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
             at += len(fr)
             if sum(len(c) for c in entry[1]) == entry[0]:
                 done_rows.append(row)
-        vecs = [np.concatenate(per_item.pop(r)[1]).mean(axis=0, dtype=np.float64) for r in done_rows]
+        vecs = [np.concatenate(per_item.pop(r)[1]).mean(axis=0, dtype=np.float64)
+                for r in done_rows]
         vecs = (np.stack(vecs).astype(np.float32) if vecs
                 else np.zeros((0, encoder.dim), np.float32))
         ok_ids, vecs, bad = _check_finite(vecs, [ids[r] for r in done_rows], opts.modality,
@@ -360,12 +369,11 @@ def _check_part_dims(progress, dim: int) -> None:
         break
 
 
-def _dim_from_parts(progress) -> int:
+def _dim_from_parts(progress) -> int | None:
     for p in progress.parts(with_features=True):
         if len(p["ids"]):
             return int(p["features"].shape[1])
-    raise VmrError(f"nothing was encoded and {progress.path} holds no vectors; pass --overwrite "
-                   "to start over")
+    return None
 
 
 def _publish(target, ids, modality, progress, scope, attrs, dtype, dim) -> None:

@@ -236,6 +236,28 @@ class Recommender(nn.Module):
         x = x.masked_fill(pad.unsqueeze(-1), 0.0)
         return self.seq(x, pad)
 
+    def forward(self, inp: torch.Tensor, tgt: torch.Tensor, replace_mask: torch.Tensor | None,
+                neg_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Training loss of a batch (mean cross-entropy over its targets).
+
+        inp [B, L] input items (-1 padding), tgt [B, L] target items (negative = no target),
+        replace_mask [B, L] inputs replaced by [mask] (masked objective), neg_idx [K] shared
+        negatives for the sampled softmax (None = full softmax over all items)."""
+        from vmr.train.losses import full_softmax_loss, sampled_softmax_loss
+
+        sel = tgt >= 0
+        temp = self.cfg.temperature
+        if neg_idx is None:
+            table = self.item_embeddings()
+            out = self.encode(inp, table, replace_mask)[sel]
+            return full_softmax_loss(out, table, tgt[sel], temp)
+        need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()   # embed only these
+        emb = self.item_embeddings(need)
+        table = torch.zeros(self.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)
+        table = table.index_copy(0, need, emb)
+        out = self.encode(inp, table, replace_mask)[sel]
+        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp)
+
     def logits(self, out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         if self.cfg.temperature > 0:
             out = F.normalize(out, dim=-1) / self.cfg.temperature

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from vmr.train.config import PretrainConfig
+from vmr.train.distributed import gather_cat
 from vmr.train.losses import InfoNCE, MatchingLoss, mine_hard_negatives
 from vmr.train.model import VISUAL, ItemEncoder
 
@@ -24,6 +25,19 @@ class PretrainHeads(nn.Module):
         self.s = InfoNCE()
         self.is_ = InfoNCE()
         self.pwm = MatchingLoss(d)
+
+
+class PretrainObjective(nn.Module):
+    """The item encoder and the pre-training heads as one module whose forward gives the loss
+    terms of a batch of items (so DistributedDataParallel can wrap it)."""
+
+    def __init__(self, enc: ItemEncoder, heads: PretrainHeads, cfg: PretrainConfig,
+                 terms: dict[str, float]):
+        super().__init__()
+        self.enc, self.heads, self.cfg, self.terms = enc, heads, cfg, terms
+
+    def forward(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return pretrain_losses(self.enc, self.heads, idx, self.cfg, self.terms)
 
 
 def active_terms(enc: ItemEncoder, cfg: PretrainConfig) -> dict[str, float]:
@@ -45,7 +59,7 @@ def pretrain_losses(enc: ItemEncoder, heads: PretrainHeads, idx: torch.Tensor,
     if "is" in terms:
         v1 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop)))
         v2 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop)))
-        out["is"] = heads.is_(v1, v2)
+        out["is"] = heads.is_(gather_cat(v1), gather_cat(v2))
     cross = [k for k in ("pwc", "pwm", "i", "s") if k in terms]
     if cross:
         vis = torch.tensor([m in VISUAL for m in enc.modalities], device=idx.device)
@@ -56,12 +70,13 @@ def pretrain_losses(enc: ItemEncoder, heads: PretrainHeads, idx: torch.Tensor,
             keep_s = present[rows] & ~vis                   # visual masked
             z_i = enc.fuse(enc.tokens(idx[rows], keep_i))
             z_s = enc.fuse(enc.tokens(idx[rows], keep_s))
+            g_is, g_i, g_s = gather_cat(z_is[rows]), gather_cat(z_i), gather_cat(z_s)
             if "pwc" in terms:
-                out["pwc"] = heads.pwc(z_i, z_s)
+                out["pwc"] = heads.pwc(g_i, g_s)
             if "i" in terms:
-                out["i"] = heads.i(z_is[rows], z_i)
+                out["i"] = heads.i(g_is, g_i)
             if "s" in terms:
-                out["s"] = heads.s(z_is[rows], z_s)
+                out["s"] = heads.s(g_is, g_s)
             if "pwm" in terms:
                 sim = z_i @ z_s.T
                 neg = mine_hard_negatives(sim)

@@ -22,9 +22,9 @@ from vmr.errors import VmrError
 from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
                                train_prefixes, trim_padding, window_rows)
 from vmr.train.config import Config, config_from_dict, load_config, to_toml
-from vmr.train.losses import full_softmax_loss, sampled_softmax_loss
 from vmr.train.model import Recommender, pad_histories
-from vmr.train.pretrain import PretrainHeads, active_terms, pretrain_losses
+from vmr.train.distributed import Dist, agree, barrier, init_from_env, shutdown
+from vmr.train.pretrain import PretrainHeads, PretrainObjective, active_terms
 
 METRIC = "NDCG@10"
 
@@ -181,19 +181,32 @@ def write_json(path: Path, obj: dict) -> None:
 class Run:
     """Everything that belongs to one training run on disk."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, main: bool = True):
         self.dir = run_dir
+        self.main = main            # only the main process (rank 0) writes
         self.ckpt = run_dir / "checkpoint.pt"
         self.best = run_dir / "best.pt"
         self.csv = run_dir / "metrics.csv"
         self.info = run_dir / "run.json"
 
+    COLUMNS = ("stage", "epoch", "loss", "seconds", "seq_per_s", "valid_HR@5", "valid_NDCG@5",
+               "valid_HR@10", "valid_NDCG@10", "valid_MRR", "eval_seconds",
+               "L_pwc", "L_pwm", "L_i", "L_s", "L_is")
+
+    def write_info(self, summary: dict) -> None:
+        if self.main:
+            write_json(self.info, summary)
+
     def log_row(self, row: dict) -> None:
+        unknown = set(row) - set(self.COLUMNS)
+        assert not unknown, unknown
+        if not self.main:
+            return
         new = not self.csv.exists()
         with open(self.csv, "a") as f:
             if new:
-                f.write(",".join(row) + "\n")
-            f.write(",".join(_fmt(v) for v in row.values()) + "\n")
+                f.write(",".join(self.COLUMNS) + "\n")
+            f.write(",".join(_fmt(row[c]) if c in row else "" for c in self.COLUMNS) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -216,22 +229,29 @@ def _fmt(v) -> str:
 
 
 def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resume: bool = False,
-          meta: dict | None = None, quiet: bool = False) -> dict:
-    """Train per cfg into run_dir; returns the run summary (also written to run.json)."""
-    run = Run(run_dir)
+          meta: dict | None = None, quiet: bool = False, dist: Dist | None = None) -> dict:
+    """Train per cfg into run_dir; returns the run summary (also written to run.json).
+    With `dist` (torchrun), every rank calls this; only rank 0 writes."""
+    d = dist or Dist()
+    run = Run(run_dir, d.main)
+    quiet = quiet or not d.main
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
+    if d.enabled and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed % 2**32)
     random.seed(t.seed)
     model = build_model(cfg, data).to(device)
     heads = PretrainHeads(cfg.model.d_model).to(device)
+    if d.enabled:                      # same initial weights everywhere, other dropout draws
+        torch.manual_seed(t.seed + 7919 * d.rank)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                **(meta or {})}
     if cfg.model.kind == "pop":
-        return _train_popularity(cfg, data, model, run, summary)
+        return _train_popularity(cfg, data, model, run, summary) if d.main else summary
 
     state = None
     if resume:
@@ -241,8 +261,9 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
         summary = {**json.loads(run.info.read_text()), "status": "running"} if run.info.exists() else summary
-        run.truncate_log(state["stage"], state["epoch"])
-    write_json(run.info, summary)
+        if d.main:
+            run.truncate_log(state["stage"], state["epoch"])
+    run.write_info(summary)
 
     stages = []
     if stage in ("all", "pretrain") and cfg.model.kind == "vmr" and cfg.pretrain.epochs > 0:
@@ -259,14 +280,18 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
             continue
         resume_state = state if (state is not None and state["stage"] == st) else None
         if st == "pretrain":
-            _pretrain(cfg, data, model, heads, run, device, resume_state, quiet)
+            _pretrain(cfg, data, model, heads, run, device, resume_state, quiet, d)
         else:
             summary.update(_sequence_stage(cfg, data, model, heads, run, device, resume_state,
-                                           quiet, t0))
+                                           quiet, t0, d))
     summary["status"] = "finished"
     summary["train_seconds"] = round(time.time() - t0, 2)
-    write_json(run.info, summary)
-    plot_curves(run)
+    if d.enabled:
+        summary["world_size"] = d.world
+    run.write_info(summary)
+    if d.main:
+        plot_curves(run)
+    barrier(d)
     return summary
 
 
@@ -289,6 +314,8 @@ def _make_optimizer(params, lr, wd):
 
 
 def _save(run: Run, model, heads, opt, stage, epoch, best, bad, cfg: Config, extra=None) -> None:
+    if not run.main:
+        return
     ckpt = {"model": model.state_dict(), "heads": heads.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": None, "stage": stage, "epoch": epoch,
             "best": best, "bad_epochs": bad, "config": cfg.to_dict(), "rng": rng_state(),
@@ -296,7 +323,7 @@ def _save(run: Run, model, heads, opt, stage, epoch, best, bad, cfg: Config, ext
     atomic_save(ckpt, run.ckpt)
 
 
-def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
+def _pretrain(cfg, data, model, heads, run, device, state, quiet, d: Dist) -> None:
     from tqdm import tqdm
 
     p = cfg.pretrain
@@ -306,8 +333,12 @@ def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
         print(f"pre-training terms: {', '.join(f'{k}×{w:g}' for k, w in terms.items()) or 'none'}")
     if not terms:
         return
-    params = list(enc.parameters()) + list(heads.parameters())
-    opt = _make_optimizer(params, p.lr, 0.0)
+    objective = PretrainObjective(enc, heads, p, terms)
+    opt = _make_optimizer(objective.parameters(), p.lr, 0.0)
+    fwd = objective
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        fwd = DDP(objective, find_unused_parameters=True)
     start = 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -322,10 +353,12 @@ def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
         bar = tqdm(range(0, n, p.batch_size), desc=f"pretrain {epoch + 1}/{p.epochs}",
                    disable=quiet, leave=False, unit="batch", mininterval=1.0)
         for s in bar:
-            idx = perm[s: s + p.batch_size].to(device)
-            if len(idx) < 2:
+            batch = perm[s: s + p.batch_size]
+            batch = batch[: len(batch) - len(batch) % d.world]
+            if len(batch) < 2 * d.world:
                 continue
-            losses = pretrain_losses(enc, heads, idx, p, terms)
+            idx = batch[d.rank::d.world].to(device)
+            losses = fwd(idx)
             if not losses:
                 continue
             loss = sum(terms[k] * v for k, v in losses.items())
@@ -333,7 +366,7 @@ def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
             loss.backward()
             opt.step()
             for k, v in losses.items():
-                tot[k] = tot.get(k, 0.0) + float(v)
+                tot[k] = tot.get(k, 0.0) + v.item()
             steps += 1
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         row = {"stage": "pretrain", "epoch": epoch,
@@ -344,10 +377,11 @@ def _pretrain(cfg, data, model, heads, run, device, state, quiet) -> None:
         _save(run, model, heads, opt, "pretrain", epoch, None, 0, cfg)
         if not quiet:
             print(f"pretrain epoch {epoch + 1}: loss {row['loss']:.4f} ({row['seconds']:.1f}s)")
-    atomic_save({"model": model.state_dict(), "config": cfg.to_dict()}, run.dir / "pretrain.pt")
+    if run.main:
+        atomic_save({"model": model.state_dict(), "config": cfg.to_dict()}, run.dir / "pretrain.pt")
 
 
-def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start) -> dict:
+def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start, d: Dist) -> dict:
     from tqdm import tqdm
 
     t, m = cfg.train, cfg.model
@@ -365,6 +399,9 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start)
     fwd = model
     if t.compile and device.type == "cuda":
         fwd = torch.compile(model)
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        fwd = DDP(fwd, find_unused_parameters=True)
     n_items = len(data.item_ids)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (t.amp and device.type == "cuda") \
         else _nullcontext()
@@ -374,7 +411,9 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start)
         batches = length_bucketed_batches(rows, t.batch_size, g)
         # Batches are bucketed by length, so their target counts differ a lot: weight every
         # target equally by dividing each batch's summed loss by the mean count per batch.
-        per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) if not masked else None
+        per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) / d.world if not masked else None
+        if d.enabled:                    # every rank takes its slice of every global batch
+            batches = [b[d.rank::d.world] for b in batches if len(b) >= d.world]
         total, steps, t0 = 0.0, 0, time.time()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", disable=quiet, leave=False,
                    unit="batch", mininterval=1.0)
@@ -397,13 +436,14 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start)
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
             te = time.time()
             res = validate(model, data, device)
-            row.update({f"valid_{k}": v for k, v in res.items() if "@" in k or k == "MRR"})
+            row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
             row["eval_seconds"] = time.time() - te
             if best is None or res[METRIC] > best[METRIC]:
                 best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
                 bad, improved = 0, True
-                atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch,
-                             "best": best, "vmr_version": __version__}, run.best)
+                if run.main:
+                    atomic_save({"model": model.state_dict(), "config": cfg.to_dict(),
+                                 "epoch": epoch, "best": best, "vmr_version": __version__}, run.best)
             else:
                 bad += 1
         run.log_row(row)
@@ -415,7 +455,7 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start)
                   + ("  *" if improved else ""), flush=True)
         if bad >= t.patience:
             break
-        if t.max_minutes and time.time() - t_start > 60 * t.max_minutes:
+        if agree(d, bool(t.max_minutes) and time.time() - t_start > 60 * t.max_minutes):
             if not quiet:
                 print(f"stopping: train.max_minutes = {t.max_minutes} reached")
             break
@@ -432,29 +472,16 @@ class _nullcontext:
 
 
 def _sequence_loss(model, x, masked, m, t, n_items, device):
-    """One batch of the sequence stage. x [B, W] left-padded item rows."""
+    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows."""
+    neg_idx = None
     if t.loss == "sampled":
         neg_idx = torch.randint(0, n_items, (t.n_negatives,), device=device)
     if masked:
         inp, rm, tgt = mask_for_prediction(x.cpu(), m.mask_rate, n_items)
         inp, rm, tgt = inp.to(device), rm.to(device), tgt.to(device)
     else:
-        inp, tgt = x[:, :-1], x[:, 1:]
-        rm = None
-    sel = tgt >= 0
-    n_tgt = int(sel.sum())
-    if t.loss == "full":
-        table = model.item_embeddings()
-        out = model.encode(inp, table, rm)[sel]
-        return full_softmax_loss(out, table, tgt[sel], m.temperature), n_tgt
-    # sampled: embed only the items this batch touches
-    need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()
-    emb = model.item_embeddings(need)
-    table = torch.zeros(n_items, emb.shape[1], device=device, dtype=emb.dtype)
-    table = table.index_copy(0, need, emb)
-    out = model.encode(inp, table, rm)[sel]
-    return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx,
-                                m.temperature), n_tgt
+        inp, tgt, rm = x[:, :-1], x[:, 1:], None
+    return model(inp, tgt, rm, neg_idx), int((tgt >= 0).sum())
 
 
 # ------------------------------------------------------------------------------------ curves
@@ -494,6 +521,16 @@ def plot_curves(run: Run) -> None:
 
 # ------------------------------------------------------------------------------------- the CLI
 def train_from_cli(data, cache, config, overrides, out, stage, modalities, seed, resume) -> Path:
+    d = init_from_env()
+    try:
+        return _train_from_cli(d, data, cache, config, overrides, out, stage, modalities, seed,
+                               resume)
+    finally:
+        shutdown(d)
+
+
+def _train_from_cli(d: Dist, data, cache, config, overrides, out, stage, modalities, seed,
+                    resume) -> Path:
     data_dir = Path(data)
     if out is None:
         if resume:
@@ -517,14 +554,17 @@ def train_from_cli(data, cache, config, overrides, out, stage, modalities, seed,
         if (run_dir / "checkpoint.pt").exists() or (run_dir / "best.pt").exists():
             raise VmrError(f"{run_dir} already holds a run; continue it with --resume or choose "
                            "another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(d)                       # every rank checked the directory before rank 0 writes
     data_tr = load_train_data(data_dir, cache, cfg)
-    (run_dir / "config.toml").write_text(to_toml(cfg))
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+    barrier(d)
     meta = {"data": str(data_dir.resolve()),
             "cache": str(Path(cache).resolve()) if cache else str((data_dir / "features.h5").resolve()),
             "modalities": sorted(data_tr.feats), "label": _label(cfg)}
-    summary = train(cfg, data_tr, run_dir, stage=stage, resume=resume, meta=meta)
-    if summary.get("best_valid"):
+    summary = train(cfg, data_tr, run_dir, stage=stage, resume=resume, meta=meta, dist=d)
+    if summary.get("best_valid") and d.main:
         bv = summary["best_valid"]
         print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
               f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch'] + 1}")

@@ -1,0 +1,95 @@
+"""Data-parallel training with torch.distributed, started by torchrun:
+
+    torchrun --nproc_per_node=N -m vmr train --data DIR --out RUN ...
+
+Every rank builds the same batch list (same seed), takes its slice of each batch, and DDP
+averages gradients (gloo on CPU, nccl on CUDA). Contrastive pre-training gathers the views of
+all ranks so negatives come from the whole global batch. Only rank 0 writes checkpoints, logs
+and plots; every rank validates (the same model, so the same early-stopping decisions)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_from_env() -> Dist:
+    """Join the process group torchrun describes in the environment (no-op for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    d = Dist(rank=dist.get_rank(), world=dist.get_world_size(),
+             local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(d.local_rank)
+    return d
+
+
+def gather_cat(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0, keeping gradients (rank order). Ranks may
+    hold different numbers of rows: rows are padded to the largest count, gathered, trimmed."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(v) for v in sizes]
+    pad = max(sizes) - x.shape[0]
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))], 0)
+    parts = all_gather(x)
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)], 0)
+
+
+def agree(d: Dist, flag: bool) -> bool:
+    """True on every rank if it is true on any rank (for stop decisions based on the clock)."""
+    if not d.enabled:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
