@@ -81,6 +81,8 @@ def train_and_eval(ds: Path, work: Path, row: str, seed: int, caches: dict, thre
         cmd = VMR + ["train", "--data", ds, "--out", run]
         if (run / "checkpoint.pt").exists():
             cmd += ["--resume"]
+            for s in extra:                      # e.g. a new time budget for the continued run
+                cmd += ["--set", s]
         else:
             if pooling:
                 cmd += ["--cache", caches[pooling]]

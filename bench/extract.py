@@ -147,8 +147,11 @@ def parse_summary(out: str) -> dict:
     if not m:
         raise SystemExit(f"cannot parse the extract summary:\n{out}")
     n = int(m.group(1).replace(",", ""))
+    busy = re.search(r"encoder busy ([\d.]+) s", out)
     return {"units": n, "extract_s": float(m.group(3)), "rate": n / float(m.group(3)),
-            "startup_s": float(m.group(4))}
+            "startup_s": float(m.group(4)),
+            "encoder_busy_s": float(busy.group(1)) if busy else None,
+            "summary": out.splitlines()[0]}
 
 
 def _sync(device: str) -> None:

@@ -346,6 +346,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        click.echo(f"error: no space left on device{where}; free space and rerun the same "
+                   "command", err=True)
+        sys.exit(1)
     except BrokenPipeError:
         sys.exit(0)
 

@@ -84,7 +84,7 @@ def read_table(path: str | Path, id_cols: Sequence[str] = (), what: str = "table
         elif kind == "parquet":
             df = pl.read_parquet(p)
         else:
-            df = pl.read_ndjson(p, infer_schema_length=None)
+            df = pl.read_ndjson(_skip_bom(p), infer_schema_length=None)
     except pl.exceptions.NoDataError:
         raise VmrError(f"{path}: {what} file has no data") from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
@@ -106,6 +106,17 @@ def read_table(path: str | Path, id_cols: Sequence[str] = (), what: str = "table
             raise VmrError(f"{path}: id column '{bad[0]}' has type {df.schema[bad[0]]}, "
                            f"expected text or integers") from None
     return df, src
+
+
+def _skip_bom(p: Path):
+    """The file itself, or its bytes after a UTF-8 byte-order mark (which polars' JSON reader
+    rejects)."""
+    import io
+
+    with open(p, "rb") as f:
+        if f.read(3) != b"\xef\xbb\xbf":
+            return p
+        return io.BytesIO(f.read())
 
 
 def _read_tsv(p: Path):
@@ -284,7 +295,7 @@ def read_sequences(path: str | Path):
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
-                parts = raw.decode("utf-8").split()
+                parts = raw.decode("utf-8-sig" if n == 1 else "utf-8").split()  # BOM: not an id
             except UnicodeDecodeError:
                 raise VmrError(f"{path}: line {n}: not valid UTF-8 text") from None
             if not parts:

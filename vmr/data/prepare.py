@@ -7,6 +7,7 @@ then write `interactions.parquet`, `items.parquet` and `dataset.json` (see docs/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -207,11 +208,21 @@ def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
         (out / "dataset.json").unlink(missing_ok=True)
         for name in ("interactions.parquet", "items.parquet", "dataset.json"):
             os.replace(tmp[name], out / name)
-    except OSError as e:
-        raise VmrError(f"{out}: cannot write the dataset: {e.strerror or e}") from None
+    except Exception as e:  # OSError, or a polars error wrapping one (disk full)
+        if not isinstance(e, OSError) and "os error" not in str(e):
+            raise
+        raise VmrError(f"{out}: cannot write the dataset: {_write_reason(e)}") from None
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
+
+
+def _write_reason(e: Exception) -> str:
+    """Why a write failed, in a few words (polars hides the errno inside its message)."""
+    text = str(e)
+    if getattr(e, "errno", None) == errno.ENOSPC or "os error 28" in text:
+        return "No space left on device (the disk is full)"
+    return getattr(e, "strerror", None) or text.splitlines()[0][:200]
 
 
 def _warn_stale_cache(out: Path, items, rep: Report) -> None:

@@ -274,9 +274,15 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
     md = render_markdown(groups, columns, split)
     md_path = out_dir / "report.md"
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".md", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(md)
-    os.replace(tmp, md_path)
-    render_chart(groups, columns, out_dir / "report.png")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(md)
+        os.replace(tmp, md_path)
+        render_chart(groups, columns, out_dir / "report.png")
+    except OSError as e:  # a full disk
+        from vmr.cache.store import os_reason
+
+        Path(tmp).unlink(missing_ok=True)
+        raise VmrError(f"cannot write the report in {out_dir}: {os_reason(e)}") from None
     table = "\n".join(render_table(groups, columns))
     return f"{table}\nwrote {md_path} and {out_dir / 'report.png'}"

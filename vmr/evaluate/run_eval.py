@@ -95,7 +95,12 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     metrics["users"] = result["users"]
     metrics["items"] = result["items"]
     out = Path(run) / f"metrics_{split}.json"
-    write_json_atomic(out, metrics)
+    try:
+        write_json_atomic(out, metrics)
+    except OSError as e:  # a full disk, a read-only run directory
+        from vmr.cache.store import os_reason
+
+        raise VmrError(f"cannot write {out}: {os_reason(e)}") from None
 
     rows = [("metric", "value")]
     rows += [(k, f"{v:.4f}") for k, v in metrics.items() if k not in ("users", "items")]

@@ -13,7 +13,9 @@ leaves the previous export (or none), never a partial one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -74,10 +76,27 @@ def _tower_state(loaded, run_dir: Path, checkpoint_file: str) -> dict:
             "n_items": len(loaded.dataset.item_ids)}
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where
+    the system or file system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` to `out`, replacing a previous export there."""
+    """Move the finished `tmp` to `out`, replacing a previous export there. With an atomic
+    exchange there is no moment at which `out` is missing (a kill leaves the old or the new)."""
     if not out.exists():
         os.rename(tmp, out)
+        return
+    if _exchange(tmp, out):  # tmp now holds the previous export
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     os.rename(out, old)
@@ -127,7 +146,9 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         if hasattr(loaded, "export_user_tower"):
             loaded.export_user_tower(tmp / "user_tower.pt")
         else:
-            torch.save(_tower_state(loaded, run_dir, ckpt_file), tmp / "user_tower.pt")
+            buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
+            torch.save(_tower_state(loaded, run_dir, ckpt_file), buf)
+            (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
         if index == "faiss":
             import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
@@ -146,8 +167,13 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG):
+            from vmr.cache.store import os_reason
+
+            raise VmrError(f"cannot write export {out}: {os_reason(e)}; a previous export there "
+                           "is unchanged") from None
         raise
     return (f"exported {emb.shape[0]} items (d={emb.shape[1]}) from {run_dir} ({ckpt_file}) to "
             f"{out}: item_embeddings.npy, item_ids.txt, user_tower.pt"

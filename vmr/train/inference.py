@@ -56,7 +56,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file
-        raise VmrError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        msg = (str(e).splitlines() or [""])[0].split(". ")[0][:200]
+        raise VmrError(f"{path}: cannot read checkpoint, the file is truncated or damaged "
+                       f"({type(e).__name__}: {msg})") from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict)
+            and isinstance(ckpt.get("model"), dict)):
+        raise VmrError(f"{path}: not a vmr checkpoint (no 'model' and 'config' entries)")
     info = json.loads(info_path.read_text())
     cfg = config_from_dict(ckpt["config"])
     from vmr.data.dataset import load_dataset
@@ -72,6 +77,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         feats, present, _ = load_features(Path(info["cache"]), dataset.item_ids, info["modalities"])
     data = TrainData(dataset.item_ids, [], feats, present, {})
     model = build_model(cfg, data)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = " ".join(str(e).split("\n")[1:2]).strip()[:200]
+        raise VmrError(f"{path}: the saved weights do not fit the model its config describes "
+                       f"({first})") from None
     model.to(dev).eval()
     return LoadedRun(run_dir, cfg, dataset, model, None, dev, info)

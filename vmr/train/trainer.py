@@ -165,17 +165,38 @@ def set_rng_state(st: dict) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
+    """Serialize in memory, write `path.tmp`, rename it over `path`. A failed write (a full disk
+    is a plain OSError this way, not torch's cryptic RuntimeError) leaves the old file intact."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `path.tmp`, rename it over `path`: `path` is the old or the new text, never a
+    truncated mix (a full disk, a kill)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 class Run:
@@ -257,9 +278,14 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     if resume:
         if not run.ckpt.exists():
             raise VmrError(f"{run_dir}: nothing to resume (no checkpoint.pt); start without --resume")
-        state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        heads.load_state_dict(state["heads"])
+        try:
+            state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+            heads.load_state_dict(state["heads"])
+        except Exception as e:  # truncated, garbage, or another program's file
+            msg = (str(e).splitlines() or [""])[0].split(". ")[0][:200]
+            raise VmrError(f"{run.ckpt}: cannot resume from this checkpoint, it is damaged or "
+                           f"not a vmr checkpoint ({type(e).__name__}: {msg})") from None
         summary = {**json.loads(run.info.read_text()), "status": "running"} if run.info.exists() else summary
         if d.main:
             run.truncate_log(state["stage"], state["epoch"])
@@ -525,6 +551,15 @@ def train_from_cli(data, cache, config, overrides, out, stage, modalities, seed,
     try:
         return _train_from_cli(d, data, cache, config, overrides, out, stage, modalities, seed,
                                resume)
+    except OSError as e:  # a full disk while writing the run directory
+        import errno
+
+        from vmr.cache.store import os_reason
+
+        if e.errno not in (errno.ENOSPC, errno.EFBIG):
+            raise
+        raise VmrError(f"cannot write run directory {out}: {os_reason(e)}; checkpoints saved "
+                       "before are intact (free space, then rerun with --resume)") from None
     finally:
         shutdown(d)
 
@@ -558,7 +593,7 @@ def _train_from_cli(d: Dist, data, cache, config, overrides, out, stage, modalit
     data_tr = load_train_data(data_dir, cache, cfg)
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(cfg))
+        write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     barrier(d)
     meta = {"data": str(data_dir.resolve()),
             "cache": str(Path(cache).resolve()) if cache else str((data_dir / "features.h5").resolve()),
