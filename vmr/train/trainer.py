@@ -446,15 +446,14 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start,
         for b in bar:
             x = trim_padding(rows[b]).to(device)
             with autocast:
-                loss, n_tgt = _sequence_loss(fwd, x, masked, m, t, n_items, device)
-                if per_batch:
-                    loss = loss * (n_tgt / per_batch)
+                ce, n_tgt = _sequence_loss(fwd, x, masked, m, t, n_items, device)
+                loss = ce * (n_tgt / per_batch) if per_batch else ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item()
-            steps += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            total += ce.item() * n_tgt          # the logged loss: mean cross-entropy per target
+            steps += n_tgt
+            bar.set_postfix(loss=f"{ce.item():.3f}", refresh=False)
         secs = time.time() - t0
         row = {"stage": "sequence", "epoch": epoch, "loss": total / max(steps, 1),
                "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
@@ -578,6 +577,9 @@ def _train_from_cli(d: Dist, data, cache, config, overrides, out, stage, modalit
         if not saved.exists():
             raise VmrError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
         cfg = load_config(saved, overrides)
+        info = run_dir / "run.json"
+        if cache is None and info.exists():          # continue on the cache the run started with
+            cache = json.loads(info.read_text()).get("cache")
     else:
         cfg = load_config(config, overrides)
         if seed is not None:
