@@ -10,7 +10,7 @@ import torch
 
 from vmr.errors import VmrError
 from vmr.train.config import config_from_dict
-from vmr.train.model import Recommender, pad_histories
+from vmr.train.model import Recommender, histories_to_user_vectors
 
 
 class LoadedRun:
@@ -35,11 +35,8 @@ class LoadedRun:
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         if self.popularity is not None:
             return torch.ones(len(histories), 1)
-        cfg = self.model.cfg
-        from vmr.train.batches import trim_padding
-
-        seq = trim_padding(pad_histories(histories, cfg.max_len, cfg.objective == "masked"))
-        return self.model.user_vectors(seq.to(self.device), self.item_embeddings()).float()
+        return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+                                         self.device)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:

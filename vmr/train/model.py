@@ -276,6 +276,24 @@ class Recommender(nn.Module):
         return out
 
 
+@torch.no_grad()
+def histories_to_user_vectors(model: Recommender, histories, table: torch.Tensor,
+                              device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """User vectors of many histories: sorted by length and run in chunks padded only to the
+    chunk's longest history (most histories are short), returned in the input order."""
+    cfg = model.cfg
+    masked = cfg.objective == "masked"
+    lengths = torch.tensor([min(len(h), cfg.max_len) for h in histories])
+    order = torch.argsort(lengths, stable=True)
+    out = torch.empty(len(histories), table.shape[1], device=device)
+    for s in range(0, len(order), chunk):
+        idx = order[s: s + chunk]
+        width = max(int(lengths[idx].max()) + (1 if masked else 0), 1)
+        seq = pad_histories([histories[i] for i in idx.tolist()], min(width, cfg.max_len), masked)
+        out[idx.to(device)] = model.user_vectors(seq.to(device), table).float()
+    return out
+
+
 def _init_linear(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.normal_(m.weight, std=0.02)

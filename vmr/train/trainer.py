@@ -22,7 +22,7 @@ from vmr.errors import VmrError
 from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
                                train_prefixes, trim_padding, window_rows)
 from vmr.train.config import Config, config_from_dict, load_config, to_toml
-from vmr.train.model import Recommender, pad_histories
+from vmr.train.model import Recommender, histories_to_user_vectors
 from vmr.train.distributed import Dist, agree, barrier, init_from_env, shutdown
 from vmr.train.pretrain import PretrainHeads, PretrainObjective, active_terms
 
@@ -126,11 +126,7 @@ class TowerView:
 
     @torch.no_grad()
     def user_vectors(self, histories) -> torch.Tensor:
-        table = self.item_embeddings()
-        cfg = self.model.cfg
-        seq = pad_histories(histories, cfg.max_len, cfg.objective == "masked").to(self.device)
-        seq = trim_padding(seq)
-        return self.model.user_vectors(seq, table).float()
+        return histories_to_user_vectors(self.model, histories, self.item_embeddings(), self.device)
 
 
 def validate(model: Recommender, data: TrainData, device, ks=(5, 10), split="valid") -> dict:
