@@ -70,17 +70,18 @@ def test_open_clip_spec_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("offline", [True, False])
-def test_unreachable_hub_tag_fails_in_seconds_with_advice(monkeypatch, offline):
-    if offline:
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    else:  # "online", but the hub endpoint refuses connections
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setenv("HF_HOME", "/nonexistent-vmr-hf-home")  # nothing cached
+def test_unreachable_hub_tag_fails_in_seconds_with_advice(monkeypatch, tmp_path, offline):
+    from huggingface_hub import constants  # reads its environment once, at import
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # not cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if not offline:  # "online", but the hub endpoint refuses connections
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     t = time.monotonic()
-    with pytest.raises(VmrError, match=r"pass the file: --model open_clip:ViT-B-32:/path"):
+    with pytest.raises(VmrError, match=r"pass the file: --model open_clip:ViT-B-32:/path") as e:
         load_encoder(identify("open_clip:ViT-B-32:laion2b_s34b_b79k", "image"))
     assert time.monotonic() - t < 10
+    assert ("HF_HUB_OFFLINE is set" if offline else "127.0.0.1 unreachable") in str(e.value)
 
 
 def test_efficientnet_lite0_weights_are_the_real_imagenet_ones(tmp_path):

@@ -15,6 +15,7 @@ text encoders tokenize (`tokenize(texts)`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -273,12 +274,13 @@ def _load_open_clip(ident: EncoderId, device: str) -> VisualEncoder:
 
     arch, pretrained = _parse_open_clip(ident.spec)
     name, _ = _open_clip_arch(arch)
-    restore = {}
+    offline_cached = False
     if not os.path.isfile(pretrained):
-        restore = _ensure_fetchable(arch, name, pretrained)
+        offline_cached = _ensure_fetchable(arch, name, pretrained)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device="cpu",
-                                       require_pretrained=True)
+        with _hub_offline(offline_cached):
+            model = open_clip.create_model(name, pretrained=pretrained, device="cpu",
+                                           require_pretrained=True)
     except VmrError:
         raise
     except Exception as e:
@@ -288,12 +290,6 @@ def _load_open_clip(ident: EncoderId, device: str) -> VisualEncoder:
                            f"{first}") from None
         raise VmrError(f"cannot load open_clip {name}:{pretrained}: {first}. "
                        f"{_local_hint(arch, pretrained)}") from None
-    finally:
-        for k, v in restore.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -330,10 +326,27 @@ def _host_reachable(host: str, port: int = 443, seconds: float = 4.0) -> str | N
     return result[0]
 
 
-def _ensure_fetchable(arch: str, name: str, tag: str) -> dict:
+@contextlib.contextmanager
+def _hub_offline(on: bool):
+    """Keep the Hugging Face hub client off the network while it loads cached files (it reads
+    HF_HUB_OFFLINE once, at import, so the module constant is what counts)."""
+    if not on:
+        yield
+        return
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def _ensure_fetchable(arch: str, name: str, tag: str) -> bool:
     """Fail within seconds, with advice, when an open_clip tag's weights are neither cached nor
-    downloadable. Returns env vars to restore (HF_HUB_OFFLINE is set while loading cached files,
-    so the hub client does not go looking for updates and retry for a minute when offline)."""
+    downloadable (instead of the hub client retrying for a minute). Returns True when they are
+    in the local Hugging Face cache (then they are loaded without touching the network)."""
     import open_clip
     from urllib.parse import urlparse
 
@@ -343,38 +356,36 @@ def _ensure_fetchable(arch: str, name: str, tag: str) -> dict:
         raise VmrError(f"{tag!r} is neither a checkpoint file nor an open_clip tag for {arch} "
                        f"(tags: {', '.join(tags) or 'none'})")
     hub = cfg.get("hf_hub", "")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
 
         repo, filename = os.path.split(hub)
         names = [filename or "open_clip_pytorch_model.bin"]
         names += [n[:-4] + ".safetensors" for n in names if n.endswith((".bin", ".pth"))]
         names += ["open_clip_model.safetensors"]
         if any(isinstance(try_to_load_from_cache(repo, n), str) for n in names):
-            old = os.environ.get("HF_HUB_OFFLINE")
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            return {"HF_HUB_OFFLINE": old}
-        why = "HF_HUB_OFFLINE is set" if offline else None
+            return True
+        why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else None
         if why is None:
-            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-            err = _host_reachable(host or "huggingface.co")
+            host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+            err = _host_reachable(host)
             why = f"{host} unreachable: {err}" if err else None
         if why:
             raise VmrError(f"cannot fetch open_clip weights {arch}:{tag} from the Hugging Face hub "
                            f"({why}) and they are not cached. {_local_hint(arch, tag)}")
-        return {}
+        return False
     url = cfg.get("url", "")
     if url:
         cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
         if os.path.isfile(cached):
-            return {}
+            return False
         host = urlparse(url).hostname or ""
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         err = "offline (HF_HUB_OFFLINE is set)" if offline else _host_reachable(host)
         if err:
             raise VmrError(f"cannot fetch open_clip weights {arch}:{tag} ({host}: {err}). "
                            f"{_local_hint(arch, tag)}")
-    return {}
+    return False
 
 
 # -------------------------------------------------------------------------------- text encoders

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from vmr.errors import VmrError
+
 _DONE = object()
 
 
@@ -65,6 +67,34 @@ def _worker_main(conn, quiet: bool) -> None:
             conn.send(msg)
         except (BrokenPipeError, OSError):
             return
+
+
+class _Budget:
+    """Results handed to the consumer but not taken yet: counted, so decoding runs ahead of the
+    encoder by a bounded amount of memory, whatever the number of items."""
+
+    def __init__(self, max_items: int, max_bytes: int):
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.items = self.bytes = 0
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _size(payload) -> int:
+        return int(getattr(payload, "nbytes", 0))
+
+    def add(self, payload) -> None:
+        with self.lock:
+            self.items += 1
+            self.bytes += self._size(payload)
+
+    def take(self, payload) -> None:
+        with self.lock:
+            self.items -= 1
+            self.bytes -= self._size(payload)
+
+    def room(self, in_flight: int) -> bool:
+        with self.lock:
+            return self.items + in_flight < self.max_items and self.bytes < self.max_bytes
 
 
 @dataclass
@@ -133,15 +163,18 @@ class DecodePool:
                     pass
         self._workers = []
 
-    def run(self, tasks: Iterable[tuple[Any, Any]], max_pending: int | None = None
-            ) -> Iterator[tuple[Any, bool, Any]]:
+    def run(self, tasks: Iterable[tuple[Any, Any]], max_items: int | None = None,
+            max_bytes: int = 256 << 20) -> Iterator[tuple[Any, bool, Any]]:
+        """Decode `tasks` ahead of the consumer, holding at most `max_items` results (and about
+        `max_bytes` of pixels) that the consumer has not taken yet."""
         if self.n == 0:
             yield from self._run_inline(tasks)
             return
-        out: queue.Queue = queue.Queue(maxsize=max_pending or 2 * self.n + 2)
+        out: queue.Queue = queue.Queue()
+        budget = _Budget(max_items or 2 * self.n + 2, max_bytes)
         stop = threading.Event()
-        t = threading.Thread(target=self._dispatch, args=(iter(tasks), out, stop), daemon=True,
-                             name="vmr-decode-dispatch")
+        t = threading.Thread(target=self._dispatch, args=(iter(tasks), out, stop, budget),
+                             daemon=True, name="vmr-decode-dispatch")
         t.start()
         try:
             while True:
@@ -150,14 +183,10 @@ class DecodePool:
                     break
                 if isinstance(item, tuple) and item and item[0] is _DONE:
                     raise item[1]  # the dispatcher crashed: surface its exception
+                budget.take(item[2])
                 yield item
         finally:
             stop.set()
-            while t.is_alive():  # unblock a dispatcher waiting on a full queue
-                try:
-                    out.get(timeout=0.05)
-                except queue.Empty:
-                    pass
             t.join()
 
     def _run_inline(self, tasks):
@@ -169,25 +198,30 @@ class DecodePool:
             except DecodeFailure as e:
                 yield key, False, str(e)
 
-    def _dispatch(self, tasks: Iterator, out: queue.Queue, stop: threading.Event) -> None:
+    def _dispatch(self, tasks: Iterator, out: queue.Queue, stop: threading.Event,
+                  budget: "_Budget") -> None:
         from multiprocessing.connection import wait
 
         def emit(item) -> bool:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            if stop.is_set():
+                return False
+            if item is not _DONE and item[0] is not _DONE:
+                budget.add(item[2])
+            out.put(item)
+            return True
 
         try:
             exhausted = False
+            failed_starts = 0
             while not stop.is_set():
-                for w in self._workers:  # feed idle workers
+                throttled = False
+                for w in self._workers:  # feed idle workers while the budget allows
                     if exhausted:
                         break
                     if w.ready and not w.busy:
+                        if not budget.room(sum(x.busy for x in self._workers)):
+                            throttled = True
+                            break
                         nxt = next(tasks, None)
                         if nxt is None:
                             exhausted = True
@@ -202,7 +236,7 @@ class DecodePool:
                 if exhausted and not busy:
                     break
                 now = time.monotonic()
-                wait_s = 0.2
+                wait_s = 0.005 if throttled else 0.2
                 if busy:
                     first = min(w.started for w in busy)
                     wait_s = min(wait_s, max(0.0, first + self.timeout - now))
@@ -212,8 +246,13 @@ class DecodePool:
                         try:
                             kind, payload = w.conn.recv()
                         except (EOFError, OSError):
-                            code = w.proc.exitcode
                             self._kill(w)
+                            code = w.proc.exitcode
+                            if not w.ready:
+                                failed_starts += 1
+                                if failed_starts >= 3:
+                                    raise VmrError("decode worker processes die while starting "
+                                                   f"(exit code {code}); try --workers 0")
                             self._workers[i] = self._start()
                             if w.busy and not emit((w.key, False,
                                                     f"decoder process died (exit code {code})")):

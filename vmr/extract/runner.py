@@ -344,7 +344,10 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
         elapsed = max(bar.format_dict.get("elapsed", 0) or 0, 1e-6)
         bar.set_postfix_str(f"{stats.frames / elapsed:.1f} frames/s", refresh=False)
 
-    for row, ok, payload in pool.run(tasks):
+    frame_bytes = crop * crop * 3
+    ahead = pool.run(tasks, max_items=max(4 * B, 2 * pool.n + 2),
+                     max_bytes=max(64 << 20, 4 * B * frame_bytes))
+    for row, ok, payload in ahead:
         if not ok:
             fail_ids.append(ids[row])
             reasons.append(payload)
