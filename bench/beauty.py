@@ -33,9 +33,13 @@ ROWS = {
     "share-none": ("cls", ["model.kind=vmr", "pretrain.epochs=5", "model.share=none"]),
     "no-item-id": ("cls", ["model.kind=vmr", "pretrain.epochs=5", "model.item_id_emb=false"]),
     "masked-objective": ("cls", ["model.kind=vmr", "pretrain.epochs=5", "model.objective=masked"]),
-    "sasrec": (None, ["model.kind=sasrec"]),
+    # the reference SASRec of the issue (64-d, plain dot product), and SASRec given the same
+    # width and temperature as vmr's defaults (a fairness check: is the gain only capacity?)
+    "sasrec": (None, ["model.kind=sasrec", "model.d_model=64", "model.temperature=0"]),
+    "sasrec-d128-t10": (None, ["model.kind=sasrec", "model.d_model=128", "model.temperature=0.1"]),
     "pop": (None, ["model.kind=pop"]),
 }
+MAIN = ("full", "sasrec", "pop")
 PAPER = {"HR@5": 0.0558, "HR@10": 0.0620, "NDCG@5": 0.0334, "NDCG@10": 0.0418}
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 
@@ -89,7 +93,9 @@ def train_and_eval(ds: Path, work: Path, row: str, seed: int, caches: dict, thre
             for s in sets + [f"train.seed={seed}", f"train.threads={threads}"] + extra:
                 cmd += ["--set", s]
         run.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
         sh(cmd, run / "train.log")
+        (run / "window.json").write_text(json.dumps({"start": t0, "end": time.time()}) + "\n")
         meta = json.loads(info.read_text())
         meta["label"] = row
         info.write_text(json.dumps(meta, indent=2) + "\n")
@@ -117,6 +123,42 @@ def run_stats(run: Path) -> dict:
     return out
 
 
+def epochs_inside(run: Path, start: float, end: float) -> list[dict]:
+    """The sequence epochs of a run that lay inside [start, end]. metrics.csv holds durations, not
+    clock times: epoch ends are placed by walking back from the run's recorded end."""
+    wf = run / "window.json"
+    if not (run / "metrics.csv").exists() or not wf.exists():
+        return []
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    t = json.loads(wf.read_text())["end"]
+    spans = []
+    for r in reversed(rows):
+        d = float(r["seconds"]) + float(r["eval_seconds"] or 0)
+        spans.append((t - d, t, r))
+        t -= d
+    return [r for a, b, r in spans if r["stage"] == "sequence" and a >= start and b <= end]
+
+
+def same_window(runs, work: Path, peer: dict | None) -> dict | None:
+    """vmr's seconds per epoch and per validation, over the epochs that ran while the peer ran."""
+    wf = work / "recbole" / "window.json"
+    if not peer or not wf.exists():
+        return None
+    w = json.loads(wf.read_text())
+    eps = [(f"{row}-s{seed}", r) for (row, seed), run in runs if row != "pop"
+           for r in epochs_inside(run, w["start"], w["end"])]
+    if not eps:
+        return None
+    spe = sum(float(r["seconds"]) for _, r in eps) / len(eps)
+    ev = [float(r["eval_seconds"]) for _, r in eps if r["eval_seconds"]]
+    spv = sum(ev) / len(ev) if ev else None
+    return {"runs": sorted({n for n, _ in eps}), "epochs": len(eps),
+            "vmr_s_per_epoch": spe, "vmr_s_per_eval": spv,
+            "peer_s_per_epoch": peer.get("s_per_epoch"), "peer_s_per_eval": peer.get("s_per_eval"),
+            "epoch_ratio": spe / peer["s_per_epoch"] if peer.get("s_per_epoch") else None,
+            "eval_ratio": spv / peer["s_per_eval"] if spv and peer.get("s_per_eval") else None}
+
+
 def mean_std(xs):
     m = sum(xs) / len(xs)
     s = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
@@ -132,8 +174,10 @@ def recbole(ds: Path, work: Path, minutes: float, seed: int) -> dict | None:
         print("RecBole env missing: run `make recbole-env` (skipping the peer row)")
         return None
     if not (out / "recbole.json").exists():
+        t0 = time.time()
         sh([py, "bench/recbole_peer.py", "--data", ds, "--out", out, "--minutes", str(minutes),
             "--seed", str(seed), "--threads", "1"], work / "recbole.log")
+        (out / "window.json").write_text(json.dumps({"start": t0, "end": time.time()}) + "\n")
     return json.loads((out / "recbole.json").read_text())
 
 
@@ -149,6 +193,8 @@ def main() -> None:
     ap.add_argument("--recbole-minutes", type=float, default=12.0)
     ap.add_argument("--set", dest="extra", action="append", default=[],
                     help="extra --set for every vmr/sasrec run")
+    ap.add_argument("--ablation-set", dest="ablation_extra", action="append", default=[],
+                    help="extra --set for the ablation rows only (e.g. a time budget)")
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -157,14 +203,25 @@ def main() -> None:
     ds = prepare(a.shared, work)
     caches = {p: extract(ds, work, p, timings) for p in
               sorted({ROWS[r][0] for r in a.rows if ROWS[r][0]})}
-    jobs = []
-    for row in a.rows:
-        seeds = a.seeds if (row in ("full", "sasrec", "pop") or a.ablation_seeds is None) else a.ablation_seeds
-        jobs += [(row, s) for s in seeds]
+    def seeds_of(row):
+        main_row = row in MAIN or a.ablation_seeds is None
+        return a.seeds if main_row else a.ablation_seeds
+
+    # main rows first, then the ablations seed-major (seed 1 of every row first), so a run cut
+    # short still covers every row
+    main_rows = [r for r in a.rows if r in MAIN]
+    abl_rows = [r for r in a.rows if r not in MAIN]
+    jobs = [(row, s) for group in (main_rows, abl_rows)
+            for s in sorted({s for r in group for s in seeds_of(r)})
+            for row in group if s in seeds_of(row)]
     threads = 1 if a.parallel > 1 else 0
     with ThreadPoolExecutor(a.parallel) as pool:
-        runs = list(pool.map(lambda j: (j, train_and_eval(ds, work, j[0], j[1], caches, threads, a.extra)), jobs))
-    peer = recbole(ds, work, a.recbole_minutes, a.seeds[0])
+        # the peer takes one slot beside vmr's runs, so its speed is measured in the same minutes
+        peer_f = pool.submit(recbole, ds, work, a.recbole_minutes, a.seeds[0])
+        runs = list(pool.map(lambda j: (j, train_and_eval(
+            ds, work, j[0], j[1], caches, threads,
+            a.extra + ([] if j[0] in MAIN else a.ablation_extra))), jobs))
+        peer = peer_f.result()
     sh(VMR + ["report", *[r for _, r in runs], "--out", work / "report"])
 
     table, stats = {}, {}
@@ -192,11 +249,19 @@ def main() -> None:
         lines.append("| RecBole SASRec (capped) | 1 | " + " | ".join(
             f"{t[k]:.4f}" if k in t else "-" for k in METRICS) + f" | {peer.get('best_epoch', '-')} | "
             f"{peer.get('s_per_epoch', float('nan')):.1f} | {peer.get('s_per_eval', float('nan')):.2f} |")
+    speed = same_window(runs, work, peer)
+    if speed:
+        lines.append(f"\nSame minutes as the peer ({speed['epochs']} vmr epochs of "
+                     f"{', '.join(speed['runs'])}): vmr {speed['vmr_s_per_epoch']:.1f} s/epoch, "
+                     f"{speed['vmr_s_per_eval'] or float('nan'):.2f} s/validation; RecBole "
+                     f"{speed['peer_s_per_epoch']:.1f} s/epoch, {speed['peer_s_per_eval']:.2f} "
+                     f"s/validation -> ratios {speed['epoch_ratio']:.3f} and "
+                     f"{speed['eval_ratio'] or float('nan'):.3f} (target <= 0.1 each)")
     summary = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
                "command": " ".join([Path(sys.executable).name, *sys.argv]),
                "wall_s": round(time.time() - t0, 1), "timings": timings, "table": table,
                "runs": {f"{row}-s{seed}": run_stats(run) for (row, seed), run in runs},
-               "recbole": peer}
+               "recbole": peer, "same_window": speed}
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (work / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -161,7 +161,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def invariance(device: str, batch_size: int, text_model: str) -> dict:
+def invariance(device: str, batch_size: int, text_model: str, video_model: str | None) -> dict:
     """Does a row's output depend on the rest of its batch? The runner relies on it not doing so
     at a fixed batch shape (resume and shards give bit-identical vectors)."""
     import numpy as np
@@ -169,7 +169,7 @@ def invariance(device: str, batch_size: int, text_model: str) -> dict:
     from vmr.extract.encoders import identify, load_encoder
 
     out = {}
-    enc = load_encoder(identify(None, "video"), device=device)
+    enc = load_encoder(identify(video_model, "video"), device=device)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2 * batch_size, enc.pixels.crop, enc.pixels.crop, 3), np.uint8)
     a = enc.encode(x[:batch_size])
@@ -177,6 +177,8 @@ def invariance(device: str, batch_size: int, text_model: str) -> dict:
     c = enc.encode(np.concatenate([x[:3], np.zeros_like(x[:batch_size - 3])]))  # padded last
     out["video_same_shape_shifted"] = float(np.abs(a[:batch_size - 5] - b[5:]).max())
     out["video_padded_batch"] = float(np.abs(a[:3] - c[:3]).max())
+    if text_model == "none":
+        return out
     tenc = load_encoder(identify(text_model, "text"), device=device)
     texts = [f"item {k} " + "word " * (k % 7) for k in range(12)]
     t1 = tenc.encode(tenc.tokenize(texts))
@@ -185,14 +187,14 @@ def invariance(device: str, batch_size: int, text_model: str) -> dict:
     return out
 
 
-def encoder_only_video(data: Path, batch_size: int, device: str) -> dict:
+def encoder_only_video(data: Path, batch_size: int, device: str, model: str | None) -> dict:
     import numpy as np
     import polars as pl
 
     from vmr.extract.decode import decode_video
     from vmr.extract.encoders import identify, load_encoder
 
-    enc = load_encoder(identify(None, "video"), device=device)
+    enc = load_encoder(identify(model, "video"), device=device)
     paths = pl.read_parquet(data / "items.parquet")["video"].to_list()
     frames = np.concatenate([decode_video(p, enc.pixels, 1.0, 32) for p in paths])
     B = batch_size
@@ -240,7 +242,9 @@ def raw_rate(kind: str, data: Path, a) -> dict:
     sides of the ratio start from the same state."""
     out = subprocess.run([sys.executable, __file__, "--raw", kind, "--raw-data", str(data),
                           "--batch-size", str(a.batch_size), "--device", a.device,
-                          "--text-model", a.text_model], check=True, capture_output=True,
+                          "--text-model", a.text_model,
+                          *(["--video-model", a.video_model] if a.video_model else [])],
+                         check=True, capture_output=True,
                          text=True, cwd=str(REPO), env=dict(os.environ, HF_HUB_OFFLINE="1"))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -282,7 +286,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--text-model", default="minilm")
+    ap.add_argument("--text-model", default="minilm", help="'none' skips text everywhere")
+    ap.add_argument("--video-model", default=None,
+                    help="visual --model spec (default: vmr's default, efficientnet-lite0)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["video", "text", "mem", "check"])
     ap.add_argument("--work", default=str(REPO / "bench" / "out" / "extract-work"))
     ap.add_argument("--json", default=str(REPO / "bench" / "out" / "extract.json"))
@@ -296,17 +302,19 @@ def main() -> None:
     if a.raw:  # child process of raw_rate()
         f = encoder_only_video if a.raw == "video" else encoder_only_text
         args = (Path(a.raw_data), a.batch_size, device)
-        print(json.dumps(f(*args) if a.raw == "video" else f(*args, a.text_model)))
+        print(json.dumps(f(*args, a.video_model if a.raw == "video" else a.text_model)))
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     common = ["--batch-size", str(a.batch_size), "--device", a.device]
+    vmodel = ["--model", a.video_model] if a.video_model else []
     if a.workers is not None:
         common += ["--workers", str(a.workers)]
     res: dict = {"machine": machine(device), "args": vars(a)}
 
     if "check" not in a.skip:
-        res["batch_invariance_max_abs_diff"] = invariance(device, a.batch_size, a.text_model)
+        res["batch_invariance_max_abs_diff"] = invariance(device, a.batch_size, a.text_model,
+                                                            a.video_model)
         print("batch invariance (max |diff|):", res["batch_invariance_max_abs_diff"], flush=True)
 
     if "video" not in a.skip:
@@ -314,7 +322,7 @@ def main() -> None:
         cache = work / f"video-{a.videos}.h5"
         cache.unlink(missing_ok=True)
         cmd = ["extract", "--data", str(data), "--modality", "video", "--cache", str(cache),
-               *common]
+               *vmodel, *common]
         res["video"] = {"videos": a.videos, **sandwich("video", data, cmd, a), "target": 0.85}
         v = res["video"]
         assert v["encoder_only_before"]["frames"] == v["end_to_end"]["units"]
@@ -322,7 +330,7 @@ def main() -> None:
               f"{v['reference_rate']:.1f} encoder-only -> ratio {v['ratio']:.3f} (target >= 0.85)",
               flush=True)
 
-    if "text" not in a.skip and ((BEAUTY / "Beauty.txt").exists()
+    if "text" not in a.skip and a.text_model != "none" and ((BEAUTY / "Beauty.txt").exists()
                                  or (work / "beauty" / "items.parquet").exists()):
         data = beauty_dataset(work)
         cache = work / "beauty-text.h5"
@@ -342,7 +350,7 @@ def main() -> None:
             cache = work / f"mem-{n}.h5"
             cache.unlink(missing_ok=True)
             r = run_cli(["extract", "--data", str(data), "--modality", "video", "--cache",
-                         str(cache), *common])
+                         str(cache), *vmodel, *common])
             mem[n] = {"peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"],
                       **parse_summary(r["stdout"])}
             print(f"memory: {n} videos -> peak RSS {r['peak_rss_mb']:.0f} MB (tree)", flush=True)

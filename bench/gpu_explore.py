@@ -43,6 +43,24 @@ GRID = {
     "sasrec-t07": ["model.kind=sasrec", "model.temperature=0.07"],
 }
 
+# Second session: around the current defaults (ID residual, item dropout 0.1), text [CLS] features.
+CLS = "data.modalities=['text_cls']"
+TUNE = {
+    "base": [CLS],
+    "t05": [CLS, "model.temperature=0.05"],
+    "t10": [CLS, "model.temperature=0.1"],
+    "d128": [CLS, "model.d_model=128"],
+    "d128-t05": [CLS, "model.d_model=128", "model.temperature=0.05"],
+    "do4": [CLS, "model.dropout=0.4"],
+    "sasrec-t05": ["model.kind=sasrec", "model.temperature=0.05"],
+}
+# Third seed of the close ones, and two combinations ("NAME@SEED" pins a job's seed).
+TUNE2 = {f"{n}@3": TUNE[n] for n in ("base", "t10", "d128", "do4")}
+TUNE2.update({f"{n}@{k}": sets for k in (1, 2, 3) for n, sets in (
+    ("d128-t10", [CLS, "model.d_model=128", "model.temperature=0.1"]),
+    ("d128-do4", [CLS, "model.d_model=128", "model.dropout=0.4"]))})
+GRIDS = {"explore": GRID, "tune": TUNE, "tune2": TUNE2}
+
 
 def export(dataset_dir: str, caches: list[str], inputs: Path) -> None:
     import shutil
@@ -155,6 +173,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="explore")
     ap.add_argument("--export", nargs="+", default=None, help="DATASET_DIR CACHE...")
     ap.add_argument("--skip-throughput", action="store_true")
     a = ap.parse_args()
@@ -169,8 +188,10 @@ def main() -> None:
     result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     if not a.skip_throughput:
         result["throughput"] = throughput(Path(a.inputs))
-    jobs = [(n, s, a.inputs, "/tmp/explore", seed) for seed in a.seeds for n, s in GRID.items()
-            if a.only is None or n in a.only]
+    jobs = [(n, s, a.inputs, "/tmp/explore", seed) for seed in a.seeds for n, s in GRIDS[a.grid].items()
+            if (a.only is None or n in a.only) and "@" not in n]
+    jobs += [(n.split("@")[0], s, a.inputs, "/tmp/explore", int(n.split("@")[1]))
+             for n, s in GRIDS[a.grid].items() if "@" in n and (a.only is None or n in a.only)]
     ctx = mp.get_context("spawn")
     with ctx.Pool(a.workers) as pool:
         result["runs"] = []

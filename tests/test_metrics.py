@@ -174,6 +174,10 @@ def test_evaluate_model_matches_brute_force(problem):
     got = evaluate_model(model, hists, targets, [1, 3], user_batch=batch, item_chunk=chunk,
                          return_ranks=True)
     assert got["ranks"].tolist() == ranks
+    # user vectors fetched in blocks of several batches (block not a multiple of the batch)
+    blocked = evaluate_model(model, hists, targets, [1, 3], user_batch=batch, item_chunk=chunk,
+                             user_block=batch + 1, return_ranks=True)
+    assert blocked["ranks"].tolist() == ranks
     assert got["HR@3"] == pytest.approx(np.mean([r <= 3 for r in ranks]))
     assert got["MRR"] == pytest.approx(np.mean([1 / r for r in ranks]))
 

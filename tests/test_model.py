@@ -5,7 +5,8 @@ import torch
 from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
                                n_train, trim_padding, window_rows)
 from vmr.train.config import ModelConfig
-from vmr.train.model import ItemEncoder, Recommender, attention_mask, pad_histories
+from vmr.train.model import (ItemEncoder, Recommender, attention_mask,
+                             histories_to_user_vectors, pad_histories)
 
 
 def _model(**kw):
@@ -92,6 +93,30 @@ def test_masked_objective_user_vector_reads_the_appended_mask_slot():
     assert seq.tolist() == [[-1, 1, 2, 3, 0]]
     u = m.user_vectors(seq, m.item_embeddings())
     assert u.shape == (1, 16)
+
+
+@pytest.mark.parametrize("objective", ["causal", "masked"])
+def test_last_position_shortcut_equals_the_full_encoder(objective):
+    m = _model(objective=objective, max_len=6, n_layers=2)
+    table = m.item_embeddings()
+    seq = pad_histories([np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 7, 8, 9, 10])], 6,
+                        masked=objective == "masked")
+    full = m.encode(seq, table)[:, -1]
+    last = m.encode(seq, table, last_only=True)
+    assert last.shape == (3, 1, 16)
+    assert torch.allclose(full, last[:, 0], atol=1e-5)
+
+
+def test_user_vectors_in_length_chunks_equal_one_by_one():
+    m = _model(max_len=6)
+    table = m.item_embeddings()
+    rng = np.random.default_rng(0)
+    hists = [rng.integers(0, 12, rng.integers(1, 9)) for _ in range(23)]
+    one = torch.cat([m.user_vectors(pad_histories([h], min(len(h), 6), False), table)
+                     for h in hists])
+    for tokens, rows in ((1, 1), (12, 4), (10 ** 6, 2048)):   # a chunk per user .. one chunk
+        got = histories_to_user_vectors(m, hists, table, torch.device("cpu"), tokens, rows)
+        assert torch.allclose(got, one, atol=1e-5)
 
 
 def test_sasrec_has_an_id_table_and_no_item_encoder():

@@ -43,9 +43,11 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
 
 def _count_at_least(scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:
     """Per row, how many scores are >= the row's target score; NaN entries never count.
-    Overwrites `scores` (a float 0/1 compare in place is many times faster than a bool sum)."""
+    Overwrites `scores` (a float 0/1 compare in place is many times faster than a bool sum).
+    The float32 sum of 0/1 values is exact while a row has at most 2**24 entries (chunks do)."""
+    assert scores.shape[1] <= 2 ** 24
     torch.ge(scores, target_scores[:, None], out=scores)
-    return scores.sum(dim=1, dtype=torch.float64).long()
+    return scores.sum(dim=1, dtype=torch.float32).long()
 
 
 def metrics_from_ranks(ranks: torch.Tensor | np.ndarray | Sequence[int],
@@ -126,8 +128,8 @@ def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
 
 @torch.no_grad()
 def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: Sequence[int],
-                   ks: Sequence[int], include_history: bool = False, user_batch: int = 1024,
-                   item_chunk: int = 65536, progress: bool = False,
+                   ks: Sequence[int], include_history: bool = False, user_batch: int = 512,
+                   item_chunk: int = 65536, progress: bool = False, user_block: int = 32768,
                    return_ranks: bool = False) -> dict:
     """Rank each user's target among ALL items and return HR@k / NDCG@k / MRR plus the counts
     `users` and `items` (and `ranks`, a long tensor, if return_ranks).
@@ -150,13 +152,17 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
         from tqdm import tqdm
         starts = tqdm(starts, desc="evaluate", unit="batch", leave=False)
     ranks = []
+    users_all, block = None, user_batch * max(1, -(-user_block // user_batch))
     for s in starts:
-        hist = [np.asarray(h, dtype=np.int64) for h in histories[s:s + user_batch]]
-        users = model.user_vectors(hist).detach().float()
-        if not torch.isfinite(users).all():
-            from vmr.errors import VmrError
-            raise VmrError("the model's user vectors contain NaN or inf (did training diverge?)")
-        ranks.append(batch_ranks(users, items, targets_t[s:s + user_batch],
+        if s % block == 0:   # user vectors a block at a time: few, well-filled length groups
+            blk = [np.asarray(h, dtype=np.int64) for h in histories[s:s + block]]
+            users_all = model.user_vectors(blk).detach().float()
+            if not torch.isfinite(users_all).all():
+                from vmr.errors import VmrError
+                raise VmrError("the model's user vectors contain NaN or inf (did training diverge?)")
+        o = s % block
+        hist = blk[o:o + user_batch]
+        ranks.append(batch_ranks(users_all[o:o + user_batch], items, targets_t[s:s + user_batch],
                                  None if include_history else hist, item_chunk).cpu())
     ranks_t = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
     out: dict = metrics_from_ranks(ranks_t, ks)

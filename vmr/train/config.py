@@ -17,7 +17,7 @@ from vmr.errors import VmrError
 @dataclass
 class ModelConfig:
     kind: str = "vmr"            # vmr (multimodal) | sasrec (ID-only baseline) | pop (popularity)
-    d_model: int = 64            # width of every token (modality tokens and sequence positions)
+    d_model: int = 128           # width of every token (modality tokens and sequence positions)
     n_heads: int = 2
     n_layers: int = 2            # transformer blocks of the sequence encoder
     item_layers: int = 1         # transformer blocks of the item (modality-fusion) encoder
@@ -31,7 +31,7 @@ class ModelConfig:
     item_norm: bool = True       # L2-normalise the projected modality tokens before max-pooling
     objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
     mask_rate: float = 0.2       # masked objective: share of positions that become targets
-    temperature: float = 0.0     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
+    temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
 
 
 @dataclass

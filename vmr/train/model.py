@@ -53,17 +53,27 @@ class Block(nn.Module):
         self.attn_drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                p: float | None = None) -> torch.Tensor:
+                p: float | None = None, last_only: bool = False) -> torch.Tensor:
         """x [B, L, d]; mask [L, L] or [B, 1, L, L] additive (0 / -inf) or None; p overrides
-        the dropout rate (the item encoder runs the shared blocks with its own rate)."""
+        the dropout rate (the item encoder runs the shared blocks with its own rate).
+        last_only: only the last position queries -> [B, 1, d] (what a user vector needs from
+        the top block; keys and values still come from every position)."""
         B, L, d = x.shape
         h = self.n_heads
-        q, k, v = self.qkv(x).view(B, L, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if last_only:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:d], b[:d]).view(B, 1, h, d // h).transpose(1, 2)
+            k, v = F.linear(x, w[d:], b[d:]).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            x = x[:, -1:]
+            if mask is not None:
+                mask = mask[..., -1:, :]
+        else:
+            q, k, v = self.qkv(x).view(B, L, 3, h, d // h).permute(2, 0, 3, 1, 4)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h))
         if mask is not None:
             att = att + mask
         att = self.attn_drop(att.softmax(dim=-1), p)
-        y = (att @ v).transpose(1, 2).reshape(B, L, d)
+        y = (att @ v).transpose(1, 2).reshape(B, x.shape[1], d)
         x = self.ln1(x + self.drop(self.out(y), p))
         return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x))), p))
 
@@ -170,13 +180,14 @@ class SequenceEncoder(nn.Module):
         self.blocks = blocks
         self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)   # the [mask] item (masked objective)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d] item embeddings (left-padded), pad [B, L] bool -> [B, L, d]."""
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, L, d] item embeddings (left-padded), pad [B, L] bool -> [B, L, d]
+        ([B, 1, d], the last position only, with last_only)."""
         B, L, _ = x.shape
         x = self.drop(self.ln(x + self.pos.weight[-L:].unsqueeze(0)))
         mask = attention_mask(pad, causal=self.cfg.objective == "causal")
-        for blk in self.blocks:
-            x = blk(x, mask)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return x
 
 
@@ -226,15 +237,16 @@ class Recommender(nn.Module):
 
     # -- sequence tower
     def encode(self, seq: torch.Tensor, table: torch.Tensor,
-               replace_mask: torch.Tensor | None = None) -> torch.Tensor:
+               replace_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """seq [B, L] item indices, -1 = padding; table [N, d] item embeddings.
-        replace_mask [B, L] bool marks positions whose input is the [mask] item."""
+        replace_mask [B, L] bool marks positions whose input is the [mask] item.
+        Returns [B, L, d], or [B, 1, d] (the last position) with last_only."""
         pad = seq < 0
         x = table[seq.clamp(min=0)]
         if replace_mask is not None:
             x = torch.where(replace_mask.unsqueeze(-1), self.seq.mask_emb.expand_as(x), x)
         x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        return self.seq(x, pad)
+        return self.seq(x, pad, last_only)
 
     def forward(self, inp: torch.Tensor, tgt: torch.Tensor, replace_mask: torch.Tensor | None,
                 neg_idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -268,9 +280,9 @@ class Recommender(nn.Module):
         if self.cfg.objective == "masked":
             rm = torch.zeros_like(seq, dtype=torch.bool)
             rm[:, -1] = True
-            out = self.encode(seq, table, rm)[:, -1]
+            out = self.encode(seq, table, rm, last_only=True)[:, -1]
         else:
-            out = self.encode(seq, table)[:, -1]
+            out = self.encode(seq, table, last_only=True)[:, -1]
         if self.cfg.temperature > 0:
             out = F.normalize(out, dim=-1) / self.cfg.temperature
         return out
@@ -278,19 +290,27 @@ class Recommender(nn.Module):
 
 @torch.no_grad()
 def histories_to_user_vectors(model: Recommender, histories, table: torch.Tensor,
-                              device: torch.device, chunk: int = 256) -> torch.Tensor:
-    """User vectors of many histories: sorted by length and run in chunks padded only to the
-    chunk's longest history (most histories are short), returned in the input order."""
+                              device: torch.device, tokens: int = 16384,
+                              max_rows: int = 2048) -> torch.Tensor:
+    """User vectors of many histories, returned in the input order. Histories are sorted by
+    length and run in chunks of about `tokens` positions (at most `max_rows` histories), each
+    padded only to its own longest history: most histories are short, so little is padding."""
     cfg = model.cfg
     masked = cfg.objective == "masked"
-    lengths = torch.tensor([min(len(h), cfg.max_len) for h in histories])
+    lengths = torch.tensor([min(len(h) + (1 if masked else 0), cfg.max_len) for h in histories],
+                           dtype=torch.long).clamp(min=1)
     order = torch.argsort(lengths, stable=True)
     out = torch.empty(len(histories), table.shape[1], device=device)
-    for s in range(0, len(order), chunk):
-        idx = order[s: s + chunk]
-        width = max(int(lengths[idx].max()) + (1 if masked else 0), 1)
-        seq = pad_histories([histories[i] for i in idx.tolist()], min(width, cfg.max_len), masked)
+    s = 0
+    while s < len(order):
+        # sorted ascending: the chunk's last row is its widest; grow while the budget allows
+        e = s + 1
+        while e < len(order) and e - s < max_rows and (e + 1 - s) * int(lengths[order[e]]) <= tokens:
+            e += 1
+        idx = order[s:e]
+        seq = pad_histories([histories[i] for i in idx.tolist()], int(lengths[order[e - 1]]), masked)
         out[idx.to(device)] = model.user_vectors(seq.to(device), table).float()
+        s = e
     return out
 
 
