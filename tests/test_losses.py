@@ -93,3 +93,20 @@ def test_sampled_softmax_masks_accidental_hits():
     # negative 7 equals the target: masked, so logits are (1 | -inf, 0)
     loss = sampled_softmax_loss(out, pos, neg, torch.tensor([7]), neg_idx)
     assert float(loss) == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-6)
+
+
+def test_full_softmax_loss_is_float32_under_cpu_autocast():
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(6, 8, generator=g, requires_grad=True)
+    table = torch.randn(20, 8, generator=g, requires_grad=True)
+    t = torch.randint(0, 20, (6,), generator=g)
+    want = full_softmax_loss(u, table, t)
+    want.backward()
+    gu, gt = u.grad.clone(), table.grad.clone()
+    u.grad = table.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = full_softmax_loss(u, table, t)
+    got.backward()
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(u.grad, gu, atol=1e-6) and torch.allclose(table.grad, gt, atol=1e-6)

@@ -67,12 +67,13 @@ class _FullSoftmaxCE(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, u, table, target):
-        p = u @ table.T
-        m = p.max(1, keepdim=True).values
-        p.sub_(m).exp_()
-        s = p.sum(1, keepdim=True)
-        p.div_(s)
-        loss = (s.log().squeeze(1) + m.squeeze(1) - (u * table[target]).sum(1)).mean()
+        with torch.autocast(u.device.type, enabled=False):   # float32 logits under any autocast
+            p = u @ table.T
+            m = p.max(1, keepdim=True).values
+            p.sub_(m).exp_()
+            s = p.sum(1, keepdim=True)
+            p.div_(s)
+            loss = (s.log().squeeze(1) + m.squeeze(1) - (u * table[target]).sum(1)).mean()
         ctx.save_for_backward(u, table, target, p)
         return loss
 
@@ -82,7 +83,8 @@ class _FullSoftmaxCE(torch.autograd.Function):
         u, table, target, p = ctx.saved_tensors
         p[torch.arange(len(target), device=p.device), target] -= 1.0
         p.mul_(g / len(target))
-        return p @ table, p.T @ u, None
+        with torch.autocast(p.device.type, enabled=False):
+            return p @ table, p.T @ u, None
 
 
 def full_softmax_loss(out: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
