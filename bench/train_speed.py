@@ -46,8 +46,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--float32", action="store_true",
+                    help="also time both models with train.amp=false (ratios in the same run)")
     a = ap.parse_args()
     models = {"sasrec": ["model.kind=sasrec"], "vmr (text)": ["model.kind=vmr"]}
+    if a.float32:          # the same models without bfloat16 autocast, in the same run
+        models.update({"sasrec, float32": ["model.kind=sasrec", "train.amp=false"],
+                       "vmr (text), float32": ["model.kind=vmr", "train.amp=false"]})
     res = {}
     for name, sets in models.items():
         with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +80,12 @@ def main() -> None:
     ratio = res["vmr (text)"]["s_per_epoch"] / res["sasrec"]["s_per_epoch"]
     lines.append(f"\nvmr / sasrec seconds per epoch: {ratio:.2f} "
                  f"({platform.machine()}, {os.cpu_count()} cores, threads={a.threads or 'all'})")
+    for name in ("sasrec", "vmr (text)"):
+        if f"{name}, float32" in res:
+            r32, r16 = res[f"{name}, float32"], res[name]
+            lines.append(f"{name}: bfloat16 autocast / float32 seconds per epoch "
+                         f"{r16['s_per_epoch'] / r32['s_per_epoch']:.2f}, per validation "
+                         f"{r16['s_per_eval'] / r32['s_per_eval']:.2f}")
     print("\n".join(lines))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

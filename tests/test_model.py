@@ -168,3 +168,75 @@ def test_masking_rates_and_last_position():
     assert 0.77 < masked_share < 0.83
     unchanged = (inp == seq)[chosen & ~rm].float().mean().item()
     assert 0.45 < unchanged < 0.56                                  # half of the 20% non-[mask]
+
+
+def _block_reference(blk, x):
+    """The general attention path of a Block, written out (no dropout)."""
+    B, L, d = x.shape
+    h = blk.n_heads
+    q, k, v = blk.qkv(x).view(B, L, 3, h, d // h).permute(2, 0, 3, 1, 4)
+    att = ((q @ k.transpose(-1, -2)) / (d // h) ** 0.5).softmax(-1)
+    y = (att @ v).transpose(1, 2).reshape(B, L, d)
+    x = blk.ln1(x + blk.out(y))
+    return blk.ln2(x + blk.ff2(torch.nn.functional.gelu(blk.ff1(x))))
+
+
+def test_single_token_block_equals_the_general_attention():
+    from vmr.train.model import Block
+
+    torch.manual_seed(0)
+    blk = Block(16, 4, 2, dropout=0.3).eval()
+    x = torch.randn(7, 1, 16)
+    assert torch.allclose(blk(x, None), _block_reference(blk, x), atol=1e-6)
+    # a longer sequence still takes the general path
+    x2 = torch.randn(3, 4, 16)
+    assert torch.allclose(blk(x2, None), _block_reference(blk, x2), atol=1e-5)
+
+
+def test_single_token_block_drops_whole_heads_in_training():
+    from vmr.train.model import Block
+
+    torch.manual_seed(0)
+    blk = Block(8, 2, 2, dropout=0.0).train()
+    x = torch.randn(400, 1, 8)
+    # attention dropout alone: each head's weight (exactly 1) is dropped or scaled by 1/(1-p)
+    w, b = blk.qkv.weight, blk.qkv.bias
+    v = torch.nn.functional.linear(x, w[16:], b[16:]).view(400, 2, 4)
+    blk.attn_drop.p = 0.5
+    torch.manual_seed(1)
+    got = blk(x, None)
+    torch.manual_seed(1)
+    keep = (torch.rand(400, 1, 2, 1) >= 0.5).float() * 2.0
+    y = (v.view(400, 1, 2, 4) * keep).reshape(400, 1, 8)
+    h = blk.ln1(x + blk.out(y))
+    want = blk.ln2(h + blk.ff2(torch.nn.functional.gelu(blk.ff1(h))))
+    assert torch.allclose(got, want, atol=1e-6)
+    assert 0.8 < float(keep.mean()) < 1.2     # about half the heads kept, each scaled by 2
+    assert not torch.allclose(got, blk.eval()(x, None), atol=1e-3)
+
+
+def _pad_reference(histories, max_len, masked):
+    keep = max_len - 1 if masked else max_len
+    out = torch.full((len(histories), max_len), -1, dtype=torch.long)
+    for i, h in enumerate(histories):
+        h = list(h)[len(h) - min(len(h), keep):]
+        end = keep
+        for j, item in enumerate(h):
+            out[i, end - len(h) + j] = int(item)
+        if masked:
+            out[i, max_len - 1] = 0
+    return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_pad_histories_matches_a_plain_loop(masked):
+    rng = np.random.default_rng(3)
+    hists = [rng.integers(0, 50, rng.integers(0, 12)) for _ in range(40)] + [np.array([], dtype=np.int64)]
+    for max_len in (1, 2, 5, 11, 20):
+        if masked and max_len == 1:
+            got = pad_histories(hists, 1, True)
+            assert got.tolist() == [[0]] * len(hists)
+            continue
+        assert torch.equal(pad_histories(hists, max_len, masked), _pad_reference(hists, max_len, masked))
+    # lists and tensors are accepted as well as arrays
+    assert pad_histories([[1, 2], torch.tensor([3])], 3, False).tolist() == [[-1, 1, 2], [-1, -1, 3]]

@@ -15,6 +15,7 @@ import torch
 from _synth import make_dataset
 from vmr.cli import cli
 from vmr.errors import VmrError
+from vmr.train import precision
 from vmr.train.config import load_config
 from vmr.train.trainer import load_train_data, train, train_from_cli, validate
 
@@ -41,6 +42,8 @@ def test_full_model_and_sasrec_beat_popularity(ds, tmp_path):
         info = json.loads((run / "run.json").read_text())
         assert info["status"] == "finished"
         if kind != "pop":
+            native = precision.bf16_native(torch.device("cpu"))
+            assert info["precision"] == ("bfloat16" if native else "float32")   # amp is on
             rows = (run / "metrics.csv").read_text().splitlines()
             assert rows[0].startswith("stage,epoch,loss")
             assert (run / "curves.png").stat().st_size > 1000
@@ -53,6 +56,13 @@ def test_full_model_and_sasrec_beat_popularity(ds, tmp_path):
     assert res["sasrec"] > pop + 0.05, (res, pop)
     cfg_text = (tmp_path / "vmr" / "config.toml").read_text()
     assert 'kind = "vmr"' in cfg_text and "epochs = 2" in cfg_text
+
+
+def test_amp_off_trains_in_float32(ds, tmp_path):
+    run = _train(ds, tmp_path / "f32", ["model.kind=sasrec", "train.epochs=1", "train.amp=false"])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["precision"] == "float32"
+    assert "amp = false" in (run / "config.toml").read_text()
 
 
 def test_pretraining_stage_logs_its_terms(ds, tmp_path):

@@ -213,9 +213,11 @@ class Export:
         from vmr.train.batches import trim_padding
         from vmr.train.model import pad_histories
 
+        from vmr.train import precision
+
         cfg = tower.cfg
         seq = trim_padding(pad_histories(idx, cfg.max_len, cfg.objective == "masked"))
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast(torch.device("cpu"), self._amp):
             return tower.user_vectors(seq, torch.from_numpy(self.item_embeddings)).float().numpy()
 
     def _load_tower(self):
@@ -229,6 +231,7 @@ class Export:
             from vmr.train.model import Recommender
 
             cfg = config_from_dict(state["config"])
+            self._amp = cfg.train.amp     # the precision the run was trained and evaluated in
             model = Recommender(cfg.model, int(state["n_items"]), state.get("dims") or {})
             model.load_state_dict(state["model"])
             self._tower = model.eval()

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from vmr.errors import VmrError
+from vmr.train import precision
+from vmr.train.allocator import keep_freed_memory
 from vmr.train.config import config_from_dict
 from vmr.train.model import Recommender, histories_to_user_vectors
 
@@ -28,19 +30,22 @@ class LoadedRun:
             if self.popularity is not None:
                 self._table = self.popularity.view(-1, 1).float()
             else:
-                self._table = self.model.item_embeddings().detach().float()
+                with precision.autocast(self.device, self.config.train.amp):
+                    self._table = self.model.item_embeddings().detach().float()
         return self._table
 
     @torch.no_grad()
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         if self.popularity is not None:
             return torch.ones(len(histories), 1)
-        return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
-                                         self.device)
+        with precision.autocast(self.device, self.config.train.amp):
+            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+                                             self.device)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     run_dir = Path(run_dir)
+    keep_freed_memory()
     info_path = run_dir / "run.json"
     if not run_dir.is_dir():
         raise VmrError(f"run directory not found: {run_dir}")

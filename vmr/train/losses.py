@@ -62,39 +62,50 @@ class MatchingLoss(nn.Module):
 class _FullSoftmaxCE(torch.autograd.Function):
     """mean_i CE(softmax(u_i @ T^T), t_i) with the [n, N] logits matrix turned into
     probabilities in place and reused as the gradient: elementwise passes over that matrix
-    dominate a CPU step, and this needs about half of what log_softmax + nll do."""
+    dominate a CPU step, and this needs about half of what log_softmax + nll do.
+
+    lowp: the three matrix products (logits, and both gradients) take bfloat16 operands with
+    float32 accumulation, as under autocast; the softmax itself is always float32."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, u, table, target):
-        with torch.autocast(u.device.type, enabled=False):   # float32 logits under any autocast
-            p = u @ table.T
-            m = p.max(1, keepdim=True).values
+    def forward(ctx, u, table, target, lowp):
+        with torch.autocast(u.device.type, enabled=False):
+            dt = torch.bfloat16 if lowp else torch.float32
+            a, b = u.to(dt), table.to(dt)
+            logits = a @ b.T                                   # [n, N], float32 accumulation
+            rows = torch.arange(len(target), device=logits.device)
+            p = logits.float()         # the softmax in float32 (mixed-dtype passes are slower)
+            del logits
+            picked = p[rows, target]
+            m = p.amax(1, keepdim=True)
             p.sub_(m).exp_()
             s = p.sum(1, keepdim=True)
             p.div_(s)
-            loss = (s.log().squeeze(1) + m.squeeze(1) - (u * table[target]).sum(1)).mean()
-        ctx.save_for_backward(u, table, target, p)
+            loss = (s.log().squeeze(1) + m.squeeze(1) - picked).mean()
+        ctx.save_for_backward(a, b, target, p)
+        ctx.dtypes = (u.dtype, table.dtype)
         return loss
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, g):
-        u, table, target, p = ctx.saved_tensors
-        p[torch.arange(len(target), device=p.device), target] -= 1.0
-        p.mul_(g / len(target))
+        a, b, target, p = ctx.saved_tensors
+        p[torch.arange(len(target), device=p.device), target] -= 1.0    # softmax - one-hot
+        scale = g / len(target)       # applied to the small [n, d] / [N, d] results, not to p
         with torch.autocast(p.device.type, enabled=False):
-            return p @ table, p.T @ u, None
+            p = p.to(a.dtype)
+            gu, gt = (p @ b).float() * scale, (p.T @ a).float() * scale
+        return gu.to(ctx.dtypes[0]), gt.to(ctx.dtypes[1]), None, None
 
 
 def full_softmax_loss(out: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
                       temperature: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of each user vector `out` [n, d] over all items `table` [N, d]."""
+    """Cross-entropy of each user vector `out` [n, d] over all items `table` [N, d]. Under a
+    bfloat16 autocast its matrix products run in bfloat16; the softmax and the loss are float32."""
+    dev = out.device.type
+    lowp = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
     if temperature > 0:
-        out = F.normalize(out, dim=-1) / temperature
-    if out.dtype != table.dtype:           # autocast: compute the softmax in float32
-        out, table = out.float(), table.float()
-    return _FullSoftmaxCE.apply(out, table, target)
+        out = F.normalize(out.float(), dim=-1) / temperature
+    return _FullSoftmaxCE.apply(out, table, target, lowp)
 
 
 def sampled_softmax_loss(out: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -60,6 +61,14 @@ class Block(nn.Module):
         the top block; keys and values still come from every position)."""
         B, L, d = x.shape
         h = self.n_heads
+        if L == 1:
+            # a single key (e.g. the item encoder on one modality): every attention weight is
+            # exactly 1, so only the values are needed; dropout still acts on the weights
+            w, b = self.qkv.weight, self.qkv.bias
+            v = F.linear(x, w[2 * d:], b[2 * d:]).view(B, 1, h, d // h)
+            y = (v * self.attn_drop(x.new_ones(B, 1, h, 1), p)).reshape(B, 1, d)
+            x = self.ln1(x + self.drop(self.out(y), p))
+            return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x))), p))
         if last_only:
             w, b = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, -1:], w[:d], b[:d]).view(B, 1, h, d // h).transpose(1, 2)
@@ -297,19 +306,20 @@ def histories_to_user_vectors(model: Recommender, histories, table: torch.Tensor
     padded only to its own longest history: most histories are short, so little is padding."""
     cfg = model.cfg
     masked = cfg.objective == "masked"
-    lengths = torch.tensor([min(len(h) + (1 if masked else 0), cfg.max_len) for h in histories],
-                           dtype=torch.long).clamp(min=1)
-    order = torch.argsort(lengths, stable=True)
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    lengths = np.clip(lengths + (1 if masked else 0), 1, cfg.max_len)
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[order].tolist()
     out = torch.empty(len(histories), table.shape[1], device=device)
     s = 0
     while s < len(order):
         # sorted ascending: the chunk's last row is its widest; grow while the budget allows
         e = s + 1
-        while e < len(order) and e - s < max_rows and (e + 1 - s) * int(lengths[order[e]]) <= tokens:
+        while e < len(order) and e - s < max_rows and (e + 1 - s) * sorted_len[e] <= tokens:
             e += 1
         idx = order[s:e]
-        seq = pad_histories([histories[i] for i in idx.tolist()], int(lengths[order[e - 1]]), masked)
-        out[idx.to(device)] = model.user_vectors(seq.to(device), table).float()
+        seq = pad_histories([histories[i] for i in idx], sorted_len[e - 1], masked)
+        out[torch.from_numpy(idx).to(device)] = model.user_vectors(seq.to(device), table).float()
         s = e
     return out
 
@@ -325,13 +335,15 @@ def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
     """Left-pad item-index histories to [B, max_len] with -1; the masked objective keeps the
     last max_len-1 items and appends a slot (index 0, replaced by [mask] in the encoder)."""
     keep = max_len - 1 if masked else max_len
-    out = torch.full((len(histories), max_len), -1, dtype=torch.long)
-    for i, h in enumerate(histories):
-        h = torch.as_tensor(h[-keep:], dtype=torch.long) if len(h) else torch.zeros(0, dtype=torch.long)
-        if masked:
-            out[i, max_len - 1] = 0
-            if len(h):
-                out[i, max_len - 1 - len(h): max_len - 1] = h
-        elif len(h):
-            out[i, max_len - len(h):] = h
-    return out
+    cut = [np.asarray(h, dtype=np.int64).reshape(-1)[len(h) - min(len(h), keep):]
+           for h in histories]
+    lens = np.fromiter((len(c) for c in cut), dtype=np.int64, count=len(cut))
+    out = np.full((len(cut), max_len), -1, dtype=np.int64)
+    if lens.sum():
+        end = keep                                         # one past each row's last item
+        rows = np.repeat(np.arange(len(cut)), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        out[rows, end - np.repeat(lens, lens) + within] = np.concatenate(cut)
+    if masked:
+        out[:, max_len - 1] = 0
+    return torch.from_numpy(out)

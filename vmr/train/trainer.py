@@ -23,6 +23,8 @@ from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_pre
                                train_prefixes, trim_padding, window_rows)
 from vmr.train.config import Config, config_from_dict, load_config, to_toml
 from vmr.train.model import Recommender, histories_to_user_vectors
+from vmr.train import precision
+from vmr.train.allocator import keep_freed_memory
 from vmr.train.distributed import Dist, agree, barrier, init_from_env, shutdown
 from vmr.train.pretrain import PretrainHeads, PretrainObjective, active_terms
 
@@ -113,27 +115,31 @@ def build_model(cfg: Config, data: TrainData) -> Recommender:
 class TowerView:
     """Wraps a Recommender as the dual tower `vmr.evaluate.metrics.evaluate_model` expects."""
 
-    def __init__(self, model: Recommender, device: torch.device, batch: int = 1024):
-        self.model, self.device, self.batch = model, device, batch
+    def __init__(self, model: Recommender, device: torch.device, amp: bool = False):
+        self.model, self.device, self.amp = model, device, amp
         self._table: torch.Tensor | None = None
 
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
         if self._table is None:
             self.model.eval()
-            self._table = self.model.item_embeddings().float()
+            with precision.autocast(self.device, self.amp):
+                self._table = self.model.item_embeddings().float()
         return self._table
 
     @torch.no_grad()
     def user_vectors(self, histories) -> torch.Tensor:
-        return histories_to_user_vectors(self.model, histories, self.item_embeddings(), self.device)
+        with precision.autocast(self.device, self.amp):
+            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+                                             self.device)
 
 
-def validate(model: Recommender, data: TrainData, device, ks=(5, 10), split="valid") -> dict:
+def validate(model: Recommender, data: TrainData, device, ks=(5, 10), split="valid",
+             amp: bool = False) -> dict:
     from vmr.evaluate.metrics import evaluate_model
 
     hist, tgt, _ = eval_pairs(data.sequences, split)
-    return evaluate_model(TowerView(model, device), hist, tgt, ks)
+    return evaluate_model(TowerView(model, device, amp), hist, tgt, ks)
 
 
 # ----------------------------------------------------------------------------------- the loop
@@ -255,6 +261,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    keep_freed_memory()
     device = resolve_device(t.device)
     if d.enabled and device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
@@ -266,6 +273,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     if d.enabled:                      # same initial weights everywhere, other dropout draws
         torch.manual_seed(t.seed + 7919 * d.rank)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
+               "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
                **(meta or {})}
     if cfg.model.kind == "pop":
         return _train_popularity(cfg, data, model, run, summary) if d.main else summary
@@ -380,7 +388,8 @@ def _pretrain(cfg, data, model, heads, run, device, state, quiet, d: Dist) -> No
             if len(batch) < 2 * d.world:
                 continue
             idx = batch[d.rank::d.world].to(device)
-            losses = fwd(idx)
+            with precision.autocast(device, cfg.train.amp):
+                losses = fwd(idx)
             if not losses:
                 continue
             loss = sum(terms[k] * v for k, v in losses.items())
@@ -425,8 +434,7 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start,
         from torch.nn.parallel import DistributedDataParallel as DDP
         fwd = DDP(fwd, find_unused_parameters=True)
     n_items = len(data.item_ids)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (t.amp and device.type == "cuda") \
-        else _nullcontext()
+    autocast = precision.autocast(device, t.amp)
     for epoch in range(start, t.epochs):
         model.train()
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * epoch)
@@ -456,7 +464,7 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start,
         improved = False
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
             te = time.time()
-            res = validate(model, data, device)
+            res = validate(model, data, device, amp=t.amp)
             row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
             row["eval_seconds"] = time.time() - te
             if best is None or res[METRIC] > best[METRIC]:
@@ -482,14 +490,6 @@ def _sequence_stage(cfg, data, model, heads, run, device, state, quiet, t_start,
             break
     return {"best_epoch": best["epoch"] if best else None,
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def _sequence_loss(model, x, masked, m, t, n_items, device):
