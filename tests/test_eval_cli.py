@@ -157,3 +157,15 @@ def test_eval_errors_are_one_line(runs, capsys, tmp_path):
     assert code == 1 and "--checkpoint last" in err
     code, _, err = run_cli(capsys, "eval", "--run", str(runs["sasrec"]), "--k", "0")
     assert code != 0 and "--k" in err
+
+
+def test_eval_valid_reproduces_the_trainers_best_validation(runs, capsys):
+    """The trainer (TrainData sequences) and `vmr eval` (the prepared Dataset's split column)
+    select the same valid pairs and rank them in the same precision: the numbers agree."""
+    run = runs["sasrec"]
+    code, _, err = run_cli(capsys, "eval", "--run", str(run), "--split", "valid", "--k", "5", "10")
+    assert code == 0, err
+    got = json.loads((run / "metrics_valid.json").read_text())
+    best = json.loads((run / "run.json").read_text())["best_valid"]
+    for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR"):
+        assert got[k] == pytest.approx(best[k], abs=1e-9), k
