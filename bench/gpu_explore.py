@@ -100,7 +100,8 @@ def run_one(args) -> dict:
 
     from vmr.train.batches import eval_pairs
     from vmr.train.config import load_config
-    from vmr.train.trainer import TowerView, build_model, train
+    from vmr.train.inference import TowerView
+    from vmr.train.trainer import build_model, train
     from vmr.evaluate.metrics import evaluate_model
 
     mods = [s for s in sets if s.startswith("data.modalities")]

@@ -195,6 +195,7 @@ class Export:
         self.item_index = {x: i for i, x in enumerate(self.item_ids)}
         self.item_embeddings = np.load(self.path / "item_embeddings.npy")
         self._tower = None
+        self._amp = False        # set from the run's config when the tower is loaded
         self._faiss = None
 
     def user_vectors(self, histories: list[list[str]]) -> np.ndarray:
@@ -210,10 +211,9 @@ class Export:
         tower = self._load_tower()
         if tower is None:  # popularity: every user is the same constant vector
             return np.ones((len(histories), self.item_embeddings.shape[1]), dtype=np.float32)
+        from vmr.train import precision
         from vmr.train.batches import trim_padding
         from vmr.train.model import pad_histories
-
-        from vmr.train import precision
 
         cfg = tower.cfg
         seq = trim_padding(pad_histories(idx, cfg.max_len, cfg.objective == "masked"))

@@ -15,6 +15,29 @@ from vmr.train.config import config_from_dict
 from vmr.train.model import Recommender, histories_to_user_vectors
 
 
+class TowerView:
+    """A Recommender as the dual tower `vmr.evaluate.metrics.evaluate_model` expects, its towers
+    run in the precision the model was trained in (amp: bfloat16 autocast where native)."""
+
+    def __init__(self, model: Recommender, device: torch.device, amp: bool = False):
+        self.model, self.device, self.amp = model, device, amp
+        self._table: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            self.model.eval()
+            with precision.autocast(self.device, self.amp):
+                self._table = self.model.item_embeddings().detach().float()
+        return self._table
+
+    @torch.no_grad()
+    def user_vectors(self, histories) -> torch.Tensor:
+        with precision.autocast(self.device, self.amp):
+            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+                                             self.device)
+
+
 class LoadedRun:
     """A trained model in eval mode as a dual tower: score(u, j) = <user_vectors[u], item_embeddings[j]>."""
 
@@ -22,25 +45,17 @@ class LoadedRun:
                  popularity: torch.Tensor | None, device: torch.device, info: dict):
         self.run_dir, self.config, self.dataset = run_dir, config, dataset
         self.model, self.popularity, self.device, self.info = model, popularity, device, info
-        self._table: torch.Tensor | None = None
+        self._tower = TowerView(model, device, config.train.amp) if model is not None else None
 
-    @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
-        if self._table is None:
-            if self.popularity is not None:
-                self._table = self.popularity.view(-1, 1).float()
-            else:
-                with precision.autocast(self.device, self.config.train.amp):
-                    self._table = self.model.item_embeddings().detach().float()
-        return self._table
+        if self._tower is None:
+            return self.popularity.view(-1, 1).float()
+        return self._tower.item_embeddings()
 
-    @torch.no_grad()
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
-        if self.popularity is not None:
+        if self._tower is None:
             return torch.ones(len(histories), 1)
-        with precision.autocast(self.device, self.config.train.amp):
-            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
-                                             self.device)
+        return self._tower.user_vectors(histories)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:

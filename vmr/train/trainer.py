@@ -22,9 +22,10 @@ from vmr.errors import VmrError
 from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
                                train_prefixes, trim_padding, window_rows)
 from vmr.train.config import Config, config_from_dict, load_config, to_toml
-from vmr.train.model import Recommender, histories_to_user_vectors
+from vmr.train.model import Recommender
 from vmr.train import precision
 from vmr.train.allocator import keep_freed_memory
+from vmr.train.inference import TowerView
 from vmr.train.distributed import Dist, agree, barrier, init_from_env, shutdown
 from vmr.train.pretrain import PretrainHeads, PretrainObjective, active_terms
 
@@ -109,29 +110,6 @@ def build_model(cfg: Config, data: TrainData) -> Recommender:
     if model.items is not None and dims:
         model.items.set_features(data.feats, data.present)
     return model
-
-
-# -------------------------------------------------------------------------- evaluation adapter
-class TowerView:
-    """Wraps a Recommender as the dual tower `vmr.evaluate.metrics.evaluate_model` expects."""
-
-    def __init__(self, model: Recommender, device: torch.device, amp: bool = False):
-        self.model, self.device, self.amp = model, device, amp
-        self._table: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def item_embeddings(self) -> torch.Tensor:
-        if self._table is None:
-            self.model.eval()
-            with precision.autocast(self.device, self.amp):
-                self._table = self.model.item_embeddings().float()
-        return self._table
-
-    @torch.no_grad()
-    def user_vectors(self, histories) -> torch.Tensor:
-        with precision.autocast(self.device, self.amp):
-            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
-                                             self.device)
 
 
 def validate(model: Recommender, data: TrainData, device, ks=(5, 10), split="valid",
