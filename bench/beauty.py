@@ -51,10 +51,12 @@ def sh(cmd: list[str], log: Path | None = None, env: dict | None = None) -> floa
     t0 = time.time()
     print("$", " ".join(map(str, cmd)), flush=True)
     with open(log, "a") if log else open(os.devnull, "w") as f:
-        r = subprocess.run(cmd, cwd=REPO, stdout=f if log else None, stderr=subprocess.STDOUT if log else None,
+        r = subprocess.run(cmd, cwd=REPO, stdout=f if log else None,
+                           stderr=subprocess.STDOUT if log else None,
                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     if r.returncode:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}" + (f" (log: {log})" if log else ""))
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}"
+                         + (f" (log: {log})" if log else ""))
     return time.time() - t0
 
 
@@ -239,7 +241,7 @@ def main() -> None:
             m, s = mean_std([st["test"][k] for st in sts])
             cells.append(f"{m:.4f} ± {s:.4f}")
             table.setdefault(row, {})[k] = [m, s]
-        be = ", ".join(str(st["best_epoch"] + 1) if st["best_epoch"] is not None else "-" for st in sts)
+        be = ", ".join(str(st["best_epoch"]) if st["best_epoch"] is not None else "-" for st in sts)
         spe = [st["s_per_epoch"] for st in sts if st.get("s_per_epoch")]
         spv = [st["s_per_eval"] for st in sts if st.get("s_per_eval")]
         lines.append(f"| {row} | {len(sts)} | " + " | ".join(cells) + f" | {be} | "

@@ -10,12 +10,18 @@ Three measurements, each against the right reference in the same run:
    `encoder.encode` timed). Target >= 0.9.
 3. memory: peak RSS of the extract command including its decode workers (sampled from /proc)
    over 200 and over 2,000 videos; ratio target <= 1.2.
+4. decode (bench/decode_modes.py): sampled frames/s per decode core of every decode mode on
+   every clip kind (bench/clips.py: today's mp4v clips, long-GOP H.264 at 360p and 720p),
+   against today's decode path (decord) in the same run, and each mode's feature cosine to it.
+5. modes: the end-to-end / encoder-only ratio of `vmr extract` for each mode (default, today's
+   `--decoder decord`, `--keyframes`) on the H.264 360p clips; on a GPU this is the GPU ratio.
 
 End-to-end rates use the extraction time the command reports (from the first decode to the
 cache file published; imports, model loading and worker start-up are reported separately).
 
     .venv/bin/python bench/extract.py [--videos 200] [--mem 200 2000] [--device auto]
         [--batch-size 64] [--workers N] [--work DIR] [--json bench/out/extract.json]
+        [--skip video text mem check decode modes] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -187,7 +193,8 @@ def invariance(device: str, batch_size: int, text_model: str, video_model: str |
     return out
 
 
-def encoder_only_video(data: Path, batch_size: int, device: str, model: str | None) -> dict:
+def encoder_only_video(data: Path, batch_size: int, device: str, model: str | None,
+                       decode: tuple = ("auto", False)) -> dict:
     import numpy as np
     import polars as pl
 
@@ -196,7 +203,8 @@ def encoder_only_video(data: Path, batch_size: int, device: str, model: str | No
 
     enc = load_encoder(identify(model, "video"), device=device)
     paths = pl.read_parquet(data / "items.parquet")["video"].to_list()
-    frames = np.concatenate([decode_video(p, enc.pixels, 1.0, 32) for p in paths])
+    frames = np.concatenate([decode_video(p, enc.pixels, 1.0, 32, decode[0], decode[1])
+                             for p in paths])
     B = batch_size
     batches = [frames[a:a + B] for a in range(0, len(frames), B)]
     pad = np.zeros((B, *frames.shape[1:]), np.uint8)
@@ -237,25 +245,25 @@ def encoder_only_text(data: Path, batch_size: int, device: str, model: str) -> d
     return {"items": n, "encode_s": s, "rate": n / s}
 
 
-def raw_rate(kind: str, data: Path, a) -> dict:
+def raw_rate(kind: str, data: Path, a, decode: tuple = ("auto", False)) -> dict:
     """Encoder-only rate measured in a fresh process (as cold as the CLI's), so that the two
     sides of the ratio start from the same state."""
     out = subprocess.run([sys.executable, __file__, "--raw", kind, "--raw-data", str(data),
                           "--batch-size", str(a.batch_size), "--device", a.device,
-                          "--text-model", a.text_model,
+                          "--text-model", a.text_model, "--raw-decode", json.dumps(decode),
                           *(["--video-model", a.video_model] if a.video_model else [])],
                          check=True, capture_output=True,
                          text=True, cwd=str(REPO), env=dict(os.environ, HF_HUB_OFFLINE="1"))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def sandwich(kind: str, data: Path, cmd: list[str], a) -> dict:
+def sandwich(kind: str, data: Path, cmd: list[str], a, decode: tuple = ("auto", False)) -> dict:
     """encoder-only, end-to-end, encoder-only again: the reference is the mean of the two
     encoder-only rates, which cancels a steady drift of the machine's load."""
-    before = raw_rate(kind, data, a)
+    before = raw_rate(kind, data, a, decode)
     r = run_cli(cmd)
     e2e = parse_summary(r["stdout"])
-    after = raw_rate(kind, data, a)
+    after = raw_rate(kind, data, a, decode)
     ref = (before["rate"] + after["rate"]) / 2
     return {"command": "vmr " + " ".join(cmd),
             "end_to_end": {**e2e, "command_wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]},
@@ -289,20 +297,26 @@ def main() -> None:
     ap.add_argument("--text-model", default="minilm", help="'none' skips text everywhere")
     ap.add_argument("--video-model", default=None,
                     help="visual --model spec (default: vmr's default, efficientnet-lite0)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["video", "text", "mem", "check"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["video", "text", "mem", "check", "decode", "modes"])
+    ap.add_argument("--rounds", type=int, default=3, help="decode timing rounds per mode")
     ap.add_argument("--work", default=str(REPO / "bench" / "out" / "extract-work"))
     ap.add_argument("--json", default=str(REPO / "bench" / "out" / "extract.json"))
     ap.add_argument("--raw", choices=["video", "text"], help=argparse.SUPPRESS)
     ap.add_argument("--raw-data", help=argparse.SUPPRESS)
+    ap.add_argument("--raw-decode", default='["auto", false]', help=argparse.SUPPRESS)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vmr.extract.encoders import resolve_device
 
     device = resolve_device(a.device)
     if a.raw:  # child process of raw_rate()
-        f = encoder_only_video if a.raw == "video" else encoder_only_text
         args = (Path(a.raw_data), a.batch_size, device)
-        print(json.dumps(f(*args, a.video_model if a.raw == "video" else a.text_model)))
+        if a.raw == "video":
+            r = encoder_only_video(*args, a.video_model, tuple(json.loads(a.raw_decode)))
+        else:
+            r = encoder_only_text(*args, a.text_model)
+        print(json.dumps(r))
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -329,6 +343,25 @@ def main() -> None:
         print(f"video: {v['end_to_end']['rate']:.1f} frames/s end-to-end vs "
               f"{v['reference_rate']:.1f} encoder-only -> ratio {v['ratio']:.3f} (target >= 0.85)",
               flush=True)
+
+    if "decode" not in a.skip or "modes" not in a.skip:
+        from clips import describe, make_clips
+
+        clips = make_clips()
+        res["clips"] = {k: describe(v) for k, v in clips.items()}
+    if "decode" not in a.skip:
+        import decode_modes
+
+        timing = decode_modes.measure(clips, a.rounds)
+        feats = decode_modes.feature_agreement(clips, device)
+        res["decode"] = {"timing": timing, "features": feats}
+        print(decode_modes.table(timing, feats), flush=True)
+    if "modes" not in a.skip:
+        import decode_modes
+
+        res["modes"] = decode_modes.e2e_modes(work, clips["h264-360p"], [*vmodel, *common],
+                                              lambda data, cmd, dec: sandwich("video", data, cmd,
+                                                                              a, dec))
 
     if "text" not in a.skip and a.text_model != "none" and ((BEAUTY / "Beauty.txt").exists()
                                  or (work / "beauty" / "items.parquet").exists()):

@@ -81,7 +81,8 @@ def export(dataset_dir: str, caches: list[str], inputs: Path) -> None:
 def load_inputs(inputs: Path, modalities: list[str]):
     import numpy as np
 
-    from vmr.train.trainer import TrainData, load_features
+    from vmr.model.features import load_features
+    from vmr.train.data import TrainData
 
     z = np.load(inputs / "seqs.npz")
     seqs = np.split(z["items"].astype(np.int64), np.cumsum(z["lens"])[:-1])
@@ -98,16 +99,20 @@ def run_one(args) -> dict:
     name, sets, inputs, out, seed = args
     import torch
 
-    from vmr.train.batches import eval_pairs
-    from vmr.train.config import load_config
-    from vmr.train.inference import TowerView
-    from vmr.train.trainer import build_model, train
+    from vmr.data.splits import target_pairs
     from vmr.evaluate.metrics import evaluate_model
+    from vmr.model.config import load_config
+    from vmr.model.registry import attach_features, build_model
+    from vmr.model.rundir import read_checkpoint
+    from vmr.model.towers import TowerView
+    from vmr.train.trainer import train
 
     mods = [s for s in sets if s.startswith("data.modalities")]
     modalities = eval(mods[0].split("=", 1)[1]) if mods else []
     sets = [s for s in sets if not s.startswith("data.modalities")]
-    cfg = load_config(None, sets + [f"train.seed={seed}", f"train.epochs={os.environ.get('EXPLORE_EPOCHS', '200')}", "train.patience=8",
+    cfg = load_config(None, sets + [f"train.seed={seed}",
+                                    f"train.epochs={os.environ.get('EXPLORE_EPOCHS', '200')}",
+                                    "train.patience=8",
                                   f"train.max_minutes={os.environ.get('EXPLORE_MINUTES', '0')}",
                                   f"train.threads={os.environ.get('EXPLORE_THREADS', '2')}"])
     data = load_inputs(Path(inputs), modalities)
@@ -115,13 +120,13 @@ def run_one(args) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     summary = train(cfg, data, run_dir, quiet=True)
-    from vmr.train.trainer import resolve_device
-    dev = resolve_device("auto")
-    model = build_model(cfg, data).to(dev)
-    ck = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ck = read_checkpoint(run_dir / "best.pt")
+    model = build_model(ck["model_args"])
+    attach_features(model, data.feats, data.present)
     model.load_state_dict(ck["model"])
-    hist, tgt, _ = eval_pairs(data.sequences, "test")
-    test = evaluate_model(TowerView(model.eval(), dev), hist, tgt, [5, 10])
+    hist, tgt, _ = target_pairs(data.sequences, "test")
+    test = evaluate_model(TowerView(model.to(dev).eval(), dev), hist, tgt, [5, 10])
     import csv
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     seq_rows = [r for r in rows if r["stage"] == "sequence"]
@@ -142,7 +147,7 @@ def throughput(inputs: Path) -> dict:
     """Sequences/s of the training step, sasrec vs vmr, fp32 vs bf16 autocast (5 epochs each)."""
     import torch
 
-    from vmr.train.config import load_config
+    from vmr.model.config import load_config
     from vmr.train.trainer import train
 
     out = {}

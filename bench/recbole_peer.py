@@ -389,8 +389,8 @@ def run(args: argparse.Namespace) -> dict:
             break
 
     if best_epoch < 0:
-        raise VmrError(f"no epoch gave a finite validation NDCG@10 (training diverged?); "
-                       f"see the curve in the log above")
+        raise VmrError("no epoch gave a finite validation NDCG@10 (training diverged?); "
+                       "see the curve in the log above")
     test, test_native, test_s = scorer.evaluate("test", test_data, load_best_model=True,
                                                 model_file=str(best_path))
     elapsed = time.time() - t_start

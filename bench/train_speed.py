@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from vmr.train.config import load_config
-from vmr.train.trainer import load_train_data, train
-data, cache, out, epochs, threads = sys.argv[1], sys.argv[2] or None, Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+from vmr.model.config import load_config
+from vmr.train.data import load_train_data
+from vmr.train.trainer import train
+data, cache, out = sys.argv[1], sys.argv[2] or None, Path(sys.argv[3])
+epochs, threads = sys.argv[4], sys.argv[5]
 sets = json.loads(sys.argv[6])
 cfg = load_config(None, sets + [f"train.epochs={epochs}", "train.patience=1000", f"train.threads={threads}"])
 d = load_train_data(data, cache, cfg)

@@ -5,7 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from test_extract_helpers import vmr
+from test_extract_helpers import read_group, vmr
 
 from vmr.cache import store
 from vmr.errors import VmrError
@@ -14,7 +14,7 @@ IDS = ["007", "7", "a b", "ü"]
 
 
 def group(dim=3, present=(True, True, False, True), done=None, fill=1.0, dtype="float16",
-          failures=(("a b", "missing file /x.mp4"),), **attrs):
+          failures=(("a b", "missing file /x.mp4"),), fingerprints=None, **attrs):
     present = np.array(present)
     done = np.ones(len(present), bool) if done is None else np.array(done)
 
@@ -25,7 +25,8 @@ def group(dim=3, present=(True, True, False, True), done=None, fill=1.0, dtype="
     a = {"encoder": "enc", "weights": "sha256:00", "dim": dim, "dtype": dtype, "fps": 1.0,
          "max_frames": 32, "pooling": "mean", **store.base_attrs(), **attrs}
     return store.ModalityData(attrs=a, present=present, done=done, failures=list(failures),
-                              write_features=write, dtype=dtype, dim=dim)
+                              write_features=write, dtype=dtype, dim=dim,
+                              fingerprints=fingerprints)
 
 
 def test_publish_and_read_back(tmp_path):
@@ -110,3 +111,38 @@ def test_cache_info(tmp_path):
     assert "4 items" in out and "video: encoder enc (weights sha256:00), dim 3, float16" in out
     assert "present 3 / 4 (75.0%), done 4 / 4" in out
     assert "failures 8 (first 5): 'i0': decode error 0" in out and "'i5'" not in out
+
+
+def test_publish_keeps_rows_and_carries_a_cache_over_to_more_items(tmp_path):
+    path = str(tmp_path / "c.h5")
+    fps = ["f0", "f1", "", "f3"]
+    store.publish(path, IDS, {"video": group(fill=3.0, fingerprints=fps),
+                              "text": group(dim=2, fill=5.0)})
+    # the catalogue grew: "new" first; video keeps rows "007" and "ü" and writes "new" itself
+    ids = ["new"] + IDS
+    keep = np.array([False, True, False, False, True])
+    data = group(present=(True, False, False, False, False), fill=7.0)
+    data.keep, data.fingerprints = keep, ["g-new", "", "", "", ""]
+    data.done = np.array([True, False, False, False, False]) | keep
+    store.publish(path, ids, {"video": data}, remap=True)
+    feats, present, done = (read_group(path, "video")[k] for k in (1, 2, 3))
+    assert present.tolist() == [True, True, False, False, True] and done.tolist() == \
+        [True, True, False, False, True]
+    assert (feats[0] == 7).all() and (feats[1] == 3).all() and (feats[4] == 3).all()
+    assert not feats[2:4].any()
+    with h5py.File(path, "r") as f:
+        assert f["video/fingerprints"].asstr()[...].tolist() == ["g-new", "f0", "", "", "f3"]
+    t_feats, t_present, t_done = (read_group(path, "text")[k] for k in (1, 2, 3))
+    assert t_done.tolist() == [False, True, True, True, True]  # carried over by id
+    assert (t_feats[1] == 5).all() and not t_feats[0].any() and not t_present[0]
+    # rows to keep that are gone from the cache are an error, not zeros
+    data = group(present=(False,) * 5, done=(True,) * 5)
+    data.keep = np.array([True] * 5)
+    with pytest.raises(VmrError, match="its video features changed while this run was working"):
+        store.publish(path, ids, {"video": data})
+    with pytest.raises(VmrError, match="holds 5 items but the dataset has 4"):
+        store.publish(path, IDS, {"video": group()}, remap=True)  # fewer items: refused
+    info = store.describe(path).splitlines()
+    assert "  fingerprints: 3 items" in info  # video: its 3 done rows
+    assert "  fingerprints: none (cache made by an older vmr): whether the features match the " \
+        "items' current content is unknown" in info  # text was written without any

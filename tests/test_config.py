@@ -1,7 +1,7 @@
 import pytest
 
 from vmr.errors import VmrError
-from vmr.train.config import Config, load_config, to_toml
+from vmr.model.config import Config, load_config, to_toml
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -36,8 +36,8 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 "--master_port=29513", "-m", "vmr"]
     _train(torchrun, ds, tmp_path / "ddp")
-    a = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
     assert worst < WEIGHT_TOL, worst

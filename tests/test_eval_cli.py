@@ -60,7 +60,7 @@ def runs(tmp_path_factory):
 def brute_metrics(run: Path, split: str, include_history: bool, ks=(5, 10),
                   checkpoint: str = "best") -> dict:
     """Score every item for every user with the loaded model and rank the target in Python."""
-    from vmr.train.inference import load_run
+    from vmr.model.loaded import load_run
 
     loaded = load_run(run, checkpoint=checkpoint)
     ds = loaded.dataset
@@ -98,6 +98,9 @@ def test_eval_matches_brute_force_and_writes_json(runs, capsys, kind):
     code, out, err = run_cli(capsys, "eval", "--run", str(run), "--k", "5", "10")
     assert code == 0, err
     written = json.loads((run / "metrics_test.json").read_text())
+    protocol = written.pop("protocol")
+    assert protocol == {"split": "test", "include_history": False, "checkpoint": "best.pt",
+                        "ranking": "full", "ties": "against the target"}
     assert list(written) == ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR", "users", "items"]
     assert written["users"] == 45 and written["items"] == len(ITEMS)
     assert close(written, brute_metrics(run, "test", include_history=False))
@@ -108,7 +111,7 @@ def test_eval_matches_brute_force_and_writes_json(runs, capsys, kind):
 def test_eval_popularity_ties_count_against_target(runs, capsys):
     """Popularity scores tie a lot; ties must not help the target (exact brute-force match)."""
     from vmr.evaluate.metrics import evaluate_model
-    from vmr.train.inference import load_run
+    from vmr.model.loaded import load_run
 
     loaded = load_run(runs["pop"])
     pairs = loaded.dataset.split_sequences("test")
@@ -138,6 +141,9 @@ def test_eval_valid_split_include_history_and_last_checkpoint(runs, capsys):
                              "--include-history", "--checkpoint", "last")
     assert code == 0, err
     m = json.loads((run / "metrics_valid.json").read_text())
+    assert m.pop("protocol") == {"split": "valid", "include_history": True,
+                                 "checkpoint": "checkpoint.pt", "ranking": "full",
+                                 "ties": "against the target"}
     assert close(m, brute_metrics(run, "valid", include_history=True, checkpoint="last"))
     assert "history included" in out and "checkpoint.pt" in out
 

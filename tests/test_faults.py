@@ -550,17 +550,17 @@ def test_full_disk_train_keeps_the_checkpoints(disk, runs):
         if keep == 0:
             assert snapshot(run) == before
         for name in ("checkpoint.pt", "best.pt"):
-            ckpt = torch.load(run / name, weights_only=False)
+            ckpt = torch.load(run / name, weights_only=True)
             assert ckpt["model"] and ckpt["config"]["model"]["kind"] == "vmr"
         assert leftovers(run) == []
-        assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2  # completed
         os.remove(disk / "filler")
     code, _, err = cli(*more)
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 4
     rows = (run / "metrics.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[:2] for r in rows] == [["sequence", str(e)] for e in range(4)]
+    assert [r.split(",")[:2] for r in rows] == [["sequence", str(e)] for e in range(1, 5)]
 
 
 # ---------------------------------------------------------------- truncated or garbage checkpoints
@@ -581,7 +581,7 @@ def _damage(kind: str, good: bytes) -> bytes:
     if kind == "foreign":  # a valid torch file that is not a vmr checkpoint
         torch.save({"state_dict": {"w": torch.zeros(3)}}, buf)
     else:  # "mismatch": a vmr checkpoint whose weights lost a tensor
-        ckpt = torch.load(io.BytesIO(good), weights_only=False)
+        ckpt = torch.load(io.BytesIO(good), weights_only=True)
         ckpt["model"].pop(next(iter(ckpt["model"])))
         torch.save(ckpt, buf)
     return buf.getvalue()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vmr.train.losses import (InfoNCE, MatchingLoss, full_softmax_loss, mine_hard_negatives,
+from vmr.model.losses import (InfoNCE, MatchingLoss, full_softmax_loss, mine_hard_negatives,
                               sampled_softmax_loss)
 
 
@@ -58,7 +58,7 @@ def test_hard_negatives_never_pick_the_positive_and_prefer_similar_items():
     sim += torch.eye(5) * 100            # the positive is the most similar, but never chosen
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        neg = mine_hard_negatives(sim, g)
+        neg = mine_hard_negatives(sim, 1.0, g)
         assert (neg != torch.arange(5)).all()
         assert int(neg[0]) == 3
 

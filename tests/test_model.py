@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from vmr.train.batches import (eval_pairs, length_bucketed_batches, mask_for_prediction,
-                               n_train, trim_padding, window_rows)
-from vmr.train.config import ModelConfig
-from vmr.train.model import (ItemEncoder, Recommender, attention_mask,
-                             histories_to_user_vectors, pad_histories)
+from vmr.data.splits import n_train, target_pairs
+from vmr.model.blocks import attention_mask
+from vmr.model.config import ModelConfig
+from vmr.model.recommender import Recommender
+from vmr.model.towers import histories_to_user_vectors, pad_histories, trim_padding
+from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
 
 
 def _model(**kw):
@@ -127,9 +128,9 @@ def test_sasrec_has_an_id_table_and_no_item_encoder():
 def test_leave_one_out_helpers():
     assert [n_train(k) for k in (1, 2, 3, 6)] == [1, 1, 1, 4]
     seqs = [np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7])]
-    h, t, rows = eval_pairs(seqs, "valid")
+    h, t, rows = target_pairs(seqs, "valid")
     assert [x.tolist() for x in h] == [[1, 2]] and t.tolist() == [3] and rows.tolist() == [0]
-    h, t, rows = eval_pairs(seqs, "test")
+    h, t, rows = target_pairs(seqs, "test")
     assert [x.tolist() for x in h] == [[1, 2, 3], [5]] and t.tolist() == [4, 6]
 
 
@@ -164,9 +165,12 @@ def test_masking_rates_and_last_position():
     assert not chosen[:, :2].any()                                  # padding never a target
     share = chosen[:, 2:-1].float().mean().item()
     assert 0.18 < share < 0.22
-    masked_share = rm[chosen].float().mean().item()
+    assert rm[:, -1].all()                            # the predicted position: always [mask]
+    inner = chosen.clone()
+    inner[:, -1] = False
+    masked_share = rm[inner].float().mean().item()
     assert 0.77 < masked_share < 0.83
-    unchanged = (inp == seq)[chosen & ~rm].float().mean().item()
+    unchanged = (inp == seq)[inner & ~rm].float().mean().item()
     assert 0.45 < unchanged < 0.56                                  # half of the 20% non-[mask]
 
 
@@ -182,7 +186,7 @@ def _block_reference(blk, x):
 
 
 def test_single_token_block_equals_the_general_attention():
-    from vmr.train.model import Block
+    from vmr.model.blocks import Block
 
     torch.manual_seed(0)
     blk = Block(16, 4, 2, dropout=0.3).eval()
@@ -194,7 +198,7 @@ def test_single_token_block_equals_the_general_attention():
 
 
 def test_single_token_block_drops_whole_heads_in_training():
-    from vmr.train.model import Block
+    from vmr.model.blocks import Block
 
     torch.manual_seed(0)
     blk = Block(8, 2, 2, dropout=0.0).train()

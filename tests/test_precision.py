@@ -6,7 +6,8 @@ import contextlib
 import pytest
 import torch
 
-from vmr.train import allocator, precision
+from vmr import allocator
+from vmr.model import precision
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,8 @@ import pytest
 
 from vmr.cli import main
 from vmr.data.dataset import Dataset, load_dataset
-from vmr.data.prepare import PrepareOptions, prepare_dataset, split_labels
+from vmr.data.prepare import PrepareOptions, prepare_dataset
+from vmr.data.splits import split_labels
 from vmr.errors import VmrError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,7 +267,7 @@ def test_atomic_write_keeps_old_dataset_or_none(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", failing)
     code, _, err = run_cli("prepare", "--interactions", log, "--kcore", "1", "--out", out)
-    check_error(code, err, "No space left")
+    check_error(code, err, "no space left on device")
     assert load_dataset(out).meta["inputs_sha256"] == before  # old dataset untouched
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "interactions.parquet",
                                                      "items.parquet"]  # no temp files left

@@ -18,7 +18,7 @@ def runs(tmp_path_factory):
 
 
 def scores_for(run, history_ids):
-    from vmr.train.inference import load_run
+    from vmr.model.loaded import load_run
 
     loaded = load_run(run)
     ds = loaded.dataset
@@ -94,7 +94,7 @@ def test_recommend_errors_name_the_id(runs, capsys):
 # ------------------------------------------------------------------------------------ export
 def test_export_files_and_rebuilt_user_tower(runs, capsys, tmp_path):
     from vmr.serve.export import load_export
-    from vmr.train.inference import load_run
+    from vmr.model.loaded import load_run
 
     out = tmp_path / "exp"
     code, text, err = run_cli(capsys, "export", "--run", str(runs["sasrec"]), "--out", str(out))
@@ -145,7 +145,7 @@ def test_export_is_atomic(runs, capsys, tmp_path, monkeypatch):
     def killed(*a, **k):
         raise KeyboardInterrupt  # as if interrupted half-way through writing
 
-    monkeypatch.setattr(export, "_sha256", killed)
+    monkeypatch.setattr(export, "sha256_file", killed)
     with pytest.raises(KeyboardInterrupt):
         export.export_run(runs["pop"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export survives

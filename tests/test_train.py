@@ -13,11 +13,9 @@ import pytest
 import torch
 
 from _synth import make_dataset
-from vmr.cli import cli
 from vmr.errors import VmrError
-from vmr.train import precision
-from vmr.train.config import load_config
-from vmr.train.trainer import load_train_data, train, train_from_cli, validate
+from vmr.model import precision
+from vmr.train.session import TrainRequest, start_training
 
 FAST = ["model.d_model=16", "model.n_heads=1", "model.n_layers=1", "train.batch_size=32",
         "train.threads=1", "model.max_len=10", "train.epochs=3"]
@@ -29,8 +27,7 @@ def ds(tmp_path_factory):
 
 
 def _train(ds, out, sets, **kw):
-    return train_from_cli(data=str(ds), cache=None, config=None, overrides=FAST + sets,
-                          out=str(out), stage="all", modalities=None, seed=None, resume=False, **kw)
+    return start_training(TrainRequest(data=str(ds), overrides=FAST + sets, out=str(out), **kw))
 
 
 def test_full_model_and_sasrec_beat_popularity(ds, tmp_path):
@@ -102,8 +99,8 @@ def test_resume_after_kill_matches_uninterrupted(ds, tmp_path):
     assert 4 <= done < 8, "the run was not killed mid-way"
     res = _run_cli(["train", "--data", str(ds), "--out", str(out), "--resume"])
     assert res.returncode == 0, res.stderr
-    a = torch.load(tmp_path / "ref" / "best.pt", weights_only=False)
-    b = torch.load(out / "best.pt", weights_only=False)
+    a = torch.load(tmp_path / "ref" / "best.pt", weights_only=True)
+    b = torch.load(out / "best.pt", weights_only=True)
     assert a["epoch"] == b["epoch"]
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
@@ -119,8 +116,8 @@ def test_errors_are_clear(tmp_path, ds):
     with pytest.raises(VmrError, match="feature cache not found"):
         _train(no_feat, tmp_path / "a", ["model.kind=vmr"])
     with pytest.raises(VmrError, match="modality 'video' is not in the cache"):
-        train_from_cli(data=str(ds), cache=None, config=None, overrides=FAST, out=str(tmp_path / "b"),
-                       stage="all", modalities=["video"], seed=None, resume=False)
+        start_training(TrainRequest(data=str(ds), overrides=FAST, out=str(tmp_path / "b"),
+                                    modalities=["video"]))
     nan = make_dataset(tmp_path / "nan")
     import h5py
     with h5py.File(nan / "features.h5", "r+") as f:      # a cache damaged outside vmr
@@ -133,8 +130,7 @@ def test_errors_are_clear(tmp_path, ds):
     with pytest.raises(VmrError, match="already holds a run"):
         _train(ds, tmp_path / "e", ["model.kind=pop"])
     with pytest.raises(VmrError, match="nothing to resume"):
-        train_from_cli(data=str(ds), cache=None, config=None, overrides=[], out=str(tmp_path / "f"),
-                       stage="all", modalities=None, seed=None, resume=True)
+        start_training(TrainRequest(data=str(ds), out=str(tmp_path / "f"), resume=True))
 
 
 def test_empty_split_is_an_error(tmp_path):
@@ -157,8 +153,6 @@ def test_sampled_loss_and_masked_objective_train(ds, tmp_path):
 
 
 def test_cli_train_bad_set_is_one_line(ds):
-    from click.testing import CliRunner
-    from vmr.cli import main
     r = _run_cli(["train", "--data", str(ds), "--set", "model.nope=1"])
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: --set model.nope: unknown config key")

@@ -10,6 +10,7 @@ import click
 
 from vmr import __version__
 from vmr.errors import VmrError
+from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 
 MODALITIES = ("video", "image", "text")
 
@@ -71,25 +72,42 @@ def cli():
 # --------------------------------------------------------------------------------------- prepare
 @cli.command()
 @click.option("--interactions", "interactions", required=True, type=click.Path(dir_okay=False),
-              help="Interaction log: a table (CSV, TSV, Parquet, JSONL) or a sequences text file.")
+              help="Interaction log: a table (.csv .tsv .parquet .jsonl .json .inter .dat, any of "
+                   "them .gz) or a sequences text file. The format comes from the extension.")
 @click.option("--format", "fmt", type=click.Choice(["table", "sequences"]), default="table",
               show_default=True,
               help="'table': one interaction per row with user, item and time columns. "
                    "'sequences': one user per line, `user item item ...` already in time order.")
-@click.option("--user-col", default="user", show_default=True, help="User id column (table format).")
-@click.option("--item-col", default="item", show_default=True, help="Item id column (table format).")
-@click.option("--time-col", default="time", show_default=True,
-              help="Timestamp column (table format): numbers, or dates/datetimes in ISO form.")
+@click.option("--preset", type=click.Choice(["movielens", "amazon", "recbole"]), default=None,
+              help="Look for the column names of MovieLens (userId, movieId, timestamp), Amazon "
+                   "reviews (reviewerID, asin, unixReviewTime, overall) or RecBole (user_id, "
+                   "item_id, timestamp); also picks the item text columns when --text-columns "
+                   "is not given.")
+@click.option("--user-col", default=None,
+              help="User id column [default: detected: user_id, userId, reviewerID, user].")
+@click.option("--item-col", default=None,
+              help="Item id column [default: detected: item_id, itemId, movieId, asin, item].")
+@click.option("--time-col", default=None,
+              help="Time column, numbers or ISO dates/datetimes [default: detected: timestamp, "
+                   "unixReviewTime, time, ts].")
+@click.option("--min-rating", type=float, default=None,
+              help="Keep only interactions rated at least this (the rating column: --rating-col, "
+                   "else detected: rating, overall).")
+@click.option("--rating-col", default=None, help="Rating column for --min-rating.")
 @click.option("--items", "items", type=click.Path(dir_okay=False), default=None,
-              help="Optional item table (CSV, TSV, Parquet, JSONL): item id plus side columns.")
+              help="Optional item table (same formats): item id plus side columns.")
 @click.option("--items-id-col", default=None,
-              help="Item id column of the items table (default: the --item-col name, else 'item_id').")
+              help="Item id column of the items table [default: the log's item column if the "
+                   "table has it, else detected like --item-col].")
 @click.option("--text-columns", default=None,
               help="Comma-separated item-table columns joined (in this order) into the item text.")
 @click.option("--image-column", default=None,
-              help="Item-table column with image file paths (relative to the items file).")
+              help="Item-table column with image file paths (relative to --media-root).")
 @click.option("--video-column", default=None,
-              help="Item-table column with video file paths (relative to the items file).")
+              help="Item-table column with video file paths (relative to --media-root).")
+@click.option("--media-root", default=None, type=click.Path(file_okay=False),
+              help="Folder every image/video path must lie in; a path outside it (../, /etc/..., "
+                   "~/...) is an error [default: the items file's folder; / allows any path].")
 @click.option("--kcore", default=5, show_default=True, type=click.IntRange(min=1),
               help="Keep only users and items with at least K interactions, repeated until stable.")
 @click.option("--drop-unknown", is_flag=True,
@@ -97,10 +115,12 @@ def cli():
                    "instead of failing.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Dataset directory to write (interactions.parquet, items.parquet, dataset.json).")
-def prepare(interactions, fmt, user_col, item_col, time_col, items, items_id_col, text_columns,
-            image_column, video_column, kcore, drop_unknown, out):
+def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating, rating_col,
+            items, items_id_col, text_columns, image_column, video_column, media_root, kcore,
+            drop_unknown, out):
     """Turn raw interaction logs into a validated dataset directory (k-core, time order,
-    leave-one-out split)."""
+    leave-one-out split). Columns not named are detected from the usual names, and the summary
+    says which were used. Formats, presets and detection: docs/DATA.md."""
     from vmr.data.prepare import PrepareOptions, prepare_dataset
 
     opts = PrepareOptions(
@@ -108,6 +128,7 @@ def prepare(interactions, fmt, user_col, item_col, time_col, items, items_id_col
         time_col=time_col, items=items, items_id_col=items_id_col,
         text_columns=_csv_list(text_columns), image_column=image_column,
         video_column=video_column, kcore=kcore, drop_unknown=drop_unknown, out=out,
+        preset=preset, min_rating=min_rating, rating_col=rating_col, media_root=media_root,
     )
     summary = prepare_dataset(opts)
     click.echo(summary)
@@ -139,19 +160,24 @@ def demo(out, n_items, n_users, n_topics, seed, quick):
               help="Dataset directory written by `vmr prepare`.")
 @click.option("--modality", required=True, type=click.Choice(MODALITIES),
               help="Which item content to encode.")
-@click.option("--model", "model", default=None,
-              help="Encoder: 'efficientnet-lite0' (visual default, real ImageNet weights), "
-                   "'open_clip:ARCH:PRETRAINED' (an open_clip tag or a local .pt/.safetensors "
-                   "file; ARCH may be a JSON model config file), 'minilm' (text default, "
-                   "all-MiniLM-L6-v2) or 'st:PATH' (a local sentence-transformers directory).")
+@click.option("--model", "model", default=None, help=_encoders.model_help())
 @click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
               help="HDF5 feature cache [default: DATA/features.h5].")
 @click.option("--fps", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Video: frames sampled per second.")
 @click.option("--max-frames", default=32, show_default=True, type=click.IntRange(min=1),
               help="Video: at most this many frames, evenly spread over longer videos.")
-@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
-              help="Text: hidden state at [CLS] (paper eq. 2) or mean over tokens.")
+@click.option("--decoder", type=click.Choice(["auto", "pyav", "decord"]), default="auto",
+              show_default=True, help="Video decoder: PyAV (auto's choice where installed; "
+              "skips frames nothing refers to) or decord (Linux x86-64). Same frames either way.")
+@click.option("--keyframes", is_flag=True,
+              help="Video, approximate and fast: the keyframe nearest each sample moment instead "
+                   "of the exact frame (no decoding between keyframes; see docs/EXTRACT.md).")
+@click.option("--decode-threads", default=None, type=click.IntRange(min=1),
+              help="Video: decoder threads per worker [default: (CPU count - 1) / workers, "
+                   "at least 1].")
+@click.option("--pooling", type=click.Choice(_encoders.POOLINGS), default=None,
+              help=_encoders.pooling_help())
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
@@ -166,7 +192,7 @@ def demo(out, n_items, n_users, n_topics, seed, quick):
 @click.option("--overwrite", is_flag=True,
               help="Replace a modality already cached with different encoder settings.")
 def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, workers, timeout,
-            dtype, device, shard, overwrite):
+            dtype, device, shard, overwrite, decoder, keyframes, decode_threads):
     """Encode every item's video, image or text with a frozen pretrained model into the HDF5
     cache. Resumable: rerun the same command after a crash and it finishes the job."""
     from vmr.extract.runner import ExtractOptions, run_extract
@@ -175,6 +201,7 @@ def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, 
         data=data, modality=modality, model=model, cache=cache, fps=fps, max_frames=max_frames,
         pooling=pooling, batch_size=batch_size, workers=workers, timeout=timeout, dtype=dtype,
         device=device, shard=shard, overwrite=overwrite,
+        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads,
     )
     click.echo(run_extract(opts))
 
@@ -210,11 +237,26 @@ def cache():
 
 @cache.command("info")
 @click.argument("path", type=click.Path(dir_okay=False))
-def cache_info(path):
-    """Print what a cache holds: modalities, encoder, coverage, failures."""
+@click.option("--data", "data", default=None, type=click.Path(file_okay=False),
+              help="Dataset directory to check the cached rows against: rows whose text or "
+                   "file changed since extraction are reported as stale [default: the cache's "
+                   "folder, when it holds dataset.json].")
+def cache_info(path, data):
+    """Print what a cache holds: modalities, encoder, coverage, failures, and which rows are
+    stale (made from content that has changed since)."""
+    import os
+
     from vmr.cache.store import describe
 
-    click.echo(describe(path))
+    text = describe(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if data is None and os.path.isfile(os.path.join(folder, "dataset.json")):
+        data = folder
+    if data is not None:
+        from vmr.extract.fingerprint import describe_freshness
+
+        text += "\n" + describe_freshness(data, path)
+    click.echo(text)
 
 
 @cache.command("merge")
@@ -236,24 +278,31 @@ def cache_merge(shards, out):
 @click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
               help="HDF5 feature cache [default: DATA/features.h5]. Not needed for model = sasrec.")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
-              help="TOML config file (unknown keys are errors). See docs/CONFIG.md.")
+              help="TOML config file (unknown keys are errors); every key is listed in "
+                   "docs/MODEL.md and configs/ holds examples.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set train.lr=0.002 (repeatable).")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
-              help="Run directory [default: runs/<model>-<time>].")
+              help="Run directory [default: runs/<model kind>-<YYYYmmdd-HHMMSS>].")
 @click.option("--stage", type=click.Choice(["all", "pretrain", "sequence"]), default="all",
-              show_default=True, help="Which training stages to run.")
+              show_default=True, help="Which training stages to run: 'pretrain' then "
+              "'sequence' on the same --out is the same as 'all'.")
 @click.option("--modalities", default=None,
               help="Comma-separated subset of text,video,image to use [default: all cached].")
-@click.option("--seed", default=None, type=int, help="Random seed (overrides train.seed).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--seed", default=None, type=int, help="Random seed (overrides train.seed; not "
+              "with --resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
+              "(with its config.toml; --set may change e.g. train.epochs).")
 def train(data, cache, config, overrides, out, stage, modalities, seed, resume):
-    """Train the multimodal recommender (or the SASRec baseline) on cached features."""
-    from vmr.train.trainer import train_from_cli
+    """Train the multimodal recommender (or the SASRec / popularity baselines) on cached
+    features."""
+    from vmr.allocator import keep_freed_memory
+    from vmr.train.session import TrainRequest, start_training
 
-    run_dir = train_from_cli(data=data, cache=cache, config=config, overrides=list(overrides),
-                             out=out, stage=stage, modalities=_csv_list(modalities), seed=seed,
-                             resume=resume)
+    keep_freed_memory()
+    run_dir = start_training(TrainRequest(
+        data=data, out=out, cache=cache, config=config, overrides=list(overrides), stage=stage,
+        modalities=_csv_list(modalities), seed=seed, resume=resume))
     click.echo(f"run directory: {run_dir}")
 
 
@@ -271,8 +320,10 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, resume):
               help="Which checkpoint of the run to evaluate.")
 def eval_cmd(run, ks, split, include_history, checkpoint):
     """Full-ranking leave-one-out evaluation: HR@K, NDCG@K and MRR over all items."""
+    from vmr.allocator import keep_freed_memory
     from vmr.evaluate.run_eval import evaluate_run
 
+    keep_freed_memory()
     ks = sorted(set(ks)) if ks else [5, 10]
     click.echo(evaluate_run(run, ks=ks, split=split, include_history=include_history,
                             checkpoint=checkpoint))
@@ -335,7 +386,7 @@ def main(argv=None):
     try:
         cli.main(args=argv, prog_name="vmr", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
@@ -346,17 +397,34 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except OSError as e:
-        import errno
-
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" writing {e.filename}" if e.filename else ""
-        click.echo(f"error: no space left on device{where}; free space and rerun the same "
-                   "command", err=True)
-        sys.exit(1)
-    except BrokenPipeError:
+    except BrokenPipeError:                 # output piped into a closed pipe (| head)
+        _quiet_broken_pipe()
         sys.exit(0)
+    except OSError as e:
+        from vmr.fsio import is_disk_full
+
+        where = f" ({e.filename})" if e.filename else ""
+        if is_disk_full(e):
+            click.echo(f"error: no space left on device{where}; free space and rerun the same "
+                       "command", err=True)
+        elif isinstance(e, PermissionError):
+            click.echo(f"error: permission denied{where}: choose a place you can write to",
+                       err=True)
+        else:
+            raise
+        sys.exit(1)
+
+
+def _quiet_broken_pipe() -> None:
+    """Python flushes stdout at exit and would report the broken pipe again: point it at
+    /dev/null first."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -96,15 +96,15 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
 
 
 def _train_resumable(data: Path, run_dir: Path, sets: list[str], label: str) -> None:
-    from vmr.train.trainer import train_from_cli
+    from vmr.model.rundir import RunDir
+    from vmr.train.session import TrainRequest, start_training
 
-    info = run_dir / "run.json"
-    if info.exists() and json.loads(info.read_text()).get("status") == "finished":
+    run = RunDir(run_dir)
+    if run.info.exists() and run.read_info().get("status") == "finished":
         print(f"{run_dir} already trained")
         return
-    resume = (run_dir / "checkpoint.pt").exists()
-    train_from_cli(data=str(data), cache=None, config=None, overrides=sets, out=str(run_dir),
-                   stage="all", modalities=None, seed=None, resume=resume)
-    meta = json.loads(info.read_text())
-    meta["label"] = label
-    info.write_text(json.dumps(meta, indent=2) + "\n")
+    start_training(TrainRequest(data=str(data), out=str(run_dir), overrides=sets,
+                                resume=run.last.exists()))
+    info = run.read_info()
+    info["label"] = label
+    run.write_info(info)

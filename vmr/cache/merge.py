@@ -2,13 +2,17 @@
 
 The shards must agree (same dataset item ids, same encoder and settings per modality) and,
 for every modality they hold, cover each item exactly once (their `done` masks). The merged file
-is written atomically (store.publish); other modalities of an existing --out file are kept.
+is written atomically (store.publish); other modalities of an existing --out file are kept. The
+rows' content fingerprints are carried over from the shards. The merge holds --out's lock for
+each modality it writes (vmr/cache/lock.py), like an extraction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+from vmr.cache.lock import modality_lock
 from vmr.errors import VmrError
 
 CHUNK = 4096
@@ -82,10 +86,17 @@ def merge_shards(paths: list[str], out: str) -> str:
 
         present = np.zeros(n, bool)
         failures = []
+        fps = [""] * n  # "" (unknown) for rows of shards made before fingerprints
+        any_fps = False
         for p, _, done in held:
             with store.open_cache(p) as f:
                 present |= f[m]["present"][...].astype(bool) & done
                 failures += store.read_failures(f[m])
+                shard_fps = store.read_fingerprints(f[m])
+                if shard_fps is not None:
+                    any_fps = True
+                    for r in np.flatnonzero(done).tolist():
+                        fps[r] = shard_fps[r]
         index = {i: r for r, i in enumerate(ids)}
         failures.sort(key=lambda x: index.get(x[0], n))
 
@@ -102,8 +113,12 @@ def merge_shards(paths: list[str], out: str) -> str:
         attrs.update(store.base_attrs())
         groups[m] = store.ModalityData(attrs=attrs, present=present, done=np.ones(n, bool),
                                        failures=failures, write_features=write_features,
-                                       dtype=str(a0.get("dtype")), dim=int(a0.get("dim")))
+                                       dtype=str(a0.get("dtype")), dim=int(a0.get("dim")),
+                                       fingerprints=fps if any_fps else None)
         lines.append(f"{m}: {len(held)} shards, {int(present.sum()):,} of {n:,} items present, "
                      f"{len(failures):,} failures")
-    store.publish(out, ids, groups, replace=False)
+    with contextlib.ExitStack() as locks:  # like an extraction of each modality into --out
+        for m in groups:
+            locks.enter_context(modality_lock(out, m, f"vmr cache merge --out {out}"))
+        store.publish(out, ids, groups, replace=False)
     return "\n".join([f"merged {len(paths)} shard file(s) into {out}"] + lines)

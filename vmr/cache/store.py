@@ -13,6 +13,9 @@ Layout::
         done              bool n_items: the item was processed (success or failure)
         failure_ids       UTF-8 strings: items that failed ...
         failure_reasons   ... and why (missing file, decode error, timeout, empty text)
+        fingerprints      UTF-8 strings, one per item: what was encoded for that row, as the
+                          writer describes it ("" = unknown; absent in caches of older vmr).
+                          Opaque here; vmr/extract/fingerprint.py makes and checks them
 
 A cache file is never modified in place: `publish` writes a complete new file next to it and
 renames it over the old one, so a reader (or a crash) only ever sees a whole file.
@@ -21,15 +24,11 @@ renames it over the old one, so a reader (or a crash) only ever sees a whole fil
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
-import glob
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
-from vmr import __version__
 from vmr.errors import VmrError
+from vmr.fsio import os_reason  # noqa: F401  (re-exported: others import it from here)
 
 FORMAT = 1
 MODALITIES = ("text", "image", "video")
@@ -91,6 +90,13 @@ def check_item_ids(cache_path: str, cache_ids: list[str], item_ids: list[str]) -
     """Raise unless the cache was built for exactly these item ids, in this order."""
     if list(cache_ids) == list(item_ids):
         return
+    if len(cache_ids) < len(item_ids) and set(cache_ids) <= set(item_ids):
+        known = set(cache_ids)
+        first = next(i for i in item_ids if i not in known)
+        raise VmrError(f"cache {cache_path} holds {len(cache_ids)} items but the dataset has "
+                       f"{len(item_ids)}: the dataset gained {len(item_ids) - len(cache_ids)} "
+                       f"items since (first: {first!r}); rerun `vmr extract` for each modality "
+                       "to add them (the cached rows are kept)")
     if len(cache_ids) != len(item_ids):
         raise VmrError(f"cache {cache_path} holds {len(cache_ids)} items but the dataset has "
                        f"{len(item_ids)}: it was built for another dataset (use another --cache)")
@@ -169,6 +175,14 @@ def read_failures(group) -> list[tuple[str, str]]:
     return list(zip(ids, reasons))
 
 
+def read_fingerprints(group) -> list[str] | None:
+    """The group's per-item fingerprints ("" = unknown), or None for a cache made before vmr
+    recorded them."""
+    if "fingerprints" not in group:
+        return None
+    return [str(s) for s in group["fingerprints"].asstr()[...]]
+
+
 def describe(path: str, max_failures: int = 5) -> str:
     """What `vmr cache info` prints: modalities, encoder, coverage, the first failures."""
     with open_cache(path) as f:
@@ -202,6 +216,20 @@ def describe(path: str, max_failures: int = 5) -> str:
                 shown = "; ".join(f"{i!r}: {r}" for i, r in fails[:max_failures])
                 more = f" (first {max_failures})" if len(fails) > max_failures else ""
                 lines.append(f"  failures {len(fails):,}{more}: {shown}")
+            fps = read_fingerprints(g)
+            if fps is None:
+                lines.append("  fingerprints: none (cache made by an older vmr): whether the "
+                             "features match the items' current content is unknown")
+            else:
+                rows = [fps[r] for r in range(n) if done[r]]
+                imported = sum(fp.startswith("import:") for fp in rows)
+                unknown = sum(not fp for fp in rows)
+                note = f"  fingerprints: {len(rows) - imported - unknown:,} items"
+                if imported:
+                    note += f", {imported:,} imported (not checked)"
+                if unknown:
+                    note += f", {unknown:,} unknown"
+                lines.append(note)
             if g["features"].shape != (n, a.get("dim")):
                 lines.append(f"  WARNING: features shape {g['features'].shape} does not match "
                              f"{n} items x dim {a.get('dim')}")
@@ -209,142 +237,15 @@ def describe(path: str, max_failures: int = 5) -> str:
 
 
 # ------------------------------------------------------------------------------------- writing
-@dataclass
-class ModalityData:
-    """Everything `publish` needs to write one modality group.
+# Writing lives in vmr/cache/write.py (locks in vmr/cache/lock.py); `store.publish`,
+# `store.ModalityData`, `store.base_attrs` and `store.cache_lock` stay importable from here.
+def __getattr__(name: str):
+    if name in ("ModalityData", "base_attrs", "publish"):
+        from vmr.cache import write
 
-    `write_features(ds)` fills the (n_items x dim) dataset `ds`, which starts all zeros; it can
-    stream rows in from anywhere (progress files, another cache, a memory-mapped matrix)."""
+        return getattr(write, name)
+    if name == "cache_lock":
+        from vmr.cache.lock import publish_lock
 
-    attrs: dict
-    present: "np.ndarray"  # noqa: F821
-    done: "np.ndarray"  # noqa: F821
-    failures: list[tuple[str, str]]
-    write_features: Callable[["h5py.Dataset"], None]  # noqa: F821
-    dtype: str = "float16"
-    dim: int = 0
-
-
-def base_attrs() -> dict:
-    """Attributes every modality group carries besides the encoder settings."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    return {"vmr_version": __version__, "created": now.isoformat()}
-
-
-@contextlib.contextmanager
-def cache_lock(path: str):
-    """An exclusive lock on the cache's directory while a new version is being published, so
-    two extractions finishing at once (say text and video) cannot drop each other's group."""
-    import fcntl
-
-    d = os.path.dirname(os.path.abspath(path))
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # file systems without flock: go on unlocked
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
-def os_reason(e: OSError) -> str:
-    """A short reason for a failed write; h5py often hides the errno inside its message."""
-    text = str(e)
-    if e.errno == errno.ENOSPC or "errno = 28" in text or "No space left" in text:
-        return "the disk is full (no space left on device)"
-    if e.errno == errno.EFBIG or "errno = 27" in text or "File too large" in text:
-        return "file too large for this file system or limit"
-    return e.strerror or text.splitlines()[0][:200]
-
-
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))  # noqa: SIM115
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_group(f, modality: str, n: int, data: ModalityData) -> None:
-    import h5py
-    import numpy as np
-
-    g = f.create_group(modality)
-    for k, v in data.attrs.items():
-        g.attrs[k] = v
-    ds = g.create_dataset("features", shape=(n, data.dim), dtype=data.dtype, fillvalue=0)
-    data.write_features(ds)
-    g.create_dataset("present", data=np.asarray(data.present, dtype=bool))
-    g.create_dataset("done", data=np.asarray(data.done, dtype=bool))
-    s = h5py.string_dtype()
-    g.create_dataset("failure_ids", data=np.array([i for i, _ in data.failures], dtype=object),
-                     dtype=s)
-    g.create_dataset("failure_reasons",
-                     data=np.array([r for _, r in data.failures], dtype=object), dtype=s)
-
-
-def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
-            replace: bool = True) -> None:
-    """Write a new version of the cache at `path` with each modality in `groups` set to its data.
-
-    Other modality groups of an existing cache are copied over unchanged (with replace=False a
-    modality already there is an error). The new HDF5 file is built in memory -- HDF5 can crash
-    outright when a write fails half-way (disk full), so it never touches the disk itself --
-    then written to `path.tmp-<pid>` with plain file I/O, synced, and renamed over `path`: at
-    every moment `path` is either the old complete file or the new complete file. Any failure
-    (a full disk, Ctrl-C) removes the temporary file and leaves the old cache as it was."""
-    import io
-
-    import h5py
-    import numpy as np
-
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with cache_lock(path):
-        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed publisher
-            with contextlib.suppress(OSError):
-                os.remove(stale)
-        old = None
-        try:
-            if os.path.exists(path):
-                with open_cache(path) as of:
-                    check_item_ids(path, read_ids_from(of, path), item_ids)
-                    clash = [m for m in groups if m in of]
-                    if clash and not replace:
-                        raise VmrError(f"cache {path} already holds {', '.join(clash)} features; "
-                                       "remove the file or write to another path")
-                old = h5py.File(path, "r")
-            image = io.BytesIO()
-            with h5py.File(image, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.create_dataset("item_ids", data=np.array(item_ids, dtype=object),
-                                 dtype=h5py.string_dtype())
-                for m in MODALITIES:
-                    if m in groups:
-                        _write_group(f, m, len(item_ids), groups[m])
-                    elif old is not None and m in old:
-                        old.copy(old[m], f, name=m)
-            buf = image.getbuffer()
-            with open(tmp, "wb") as out:
-                for a in range(0, len(buf), 1 << 24):
-                    out.write(buf[a:a + (1 << 24)])
-                out.flush()
-                os.fsync(out.fileno())
-            del buf
-            os.replace(tmp, path)
-            _fsync_path(os.path.dirname(path), directory=True)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
-                raise VmrError(f"cannot write cache {path}: {os_reason(e)}; the previous cache is "
-                               "unchanged") from None
-            raise
-        finally:
-            if old is not None:
-                old.close()
+        return publish_lock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

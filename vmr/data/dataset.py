@@ -7,14 +7,15 @@ appear in `interactions.parquet`. Indices are for in-process use only, never wri
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmr.data import splits
+from vmr.data.splits import SPLITS
 from vmr.errors import VmrError
 
 FILES = ("dataset.json", "interactions.parquet", "items.parquet")
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -28,18 +29,6 @@ class Dataset:
     item_index: dict[str, int]
     meta: dict
     path: Path | None = None
-    # from the `split` column; when None (a Dataset built by hand) the leave-one-out rule applies
-    n_train: Any = field(default=None, repr=False)  # np.ndarray: train rows per user
-    has_valid: Any = field(default=None, repr=False)  # np.ndarray[bool]: user has a valid row
-
-    def __post_init__(self) -> None:
-        import numpy as np
-
-        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
-        if self.n_train is None:
-            self.n_train = np.where(lengths >= 3, lengths - 2, np.where(lengths == 2, 1, lengths))
-        if self.has_valid is None:
-            self.has_valid = lengths >= 3
 
     @property
     def n_items(self) -> int:
@@ -54,28 +43,21 @@ class Dataset:
         import numpy as np
 
         _check_split(split)
-        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
         if split == "train":
             return np.arange(self.n_users, dtype=np.int64)
-        if split == "valid":
-            return np.flatnonzero(self.has_valid).astype(np.int64)
-        return np.flatnonzero(lengths >= 2).astype(np.int64)
+        return splits.target_pairs(self.sequences, split)[2]
 
     def split_sequences(self, split: str) -> list:
-        """Leave-one-out views of the sequences.
-
+        """Leave-one-out views of the sequences, by the one rule of `vmr.data.splits`:
         - `train`: per user (same order as user_ids) the training prefix (int64 array);
-        - `valid`: (history, target) for users with a valid item: history = every item before it;
-        - `test`: (history, target) for users with a test item: history = every item before it
-          (so it includes the valid item).
+        - `valid` / `test`: (history, target) of every user with such a target, history = every
+          item before the target (the test history includes the valid item).
         Targets are item indices (int); the matching users are `split_users(split)`."""
         _check_split(split)
         if split == "train":
-            return [s[:n] for s, n in zip(self.sequences, self.n_train)]
-        users = self.split_users(split)
-        if split == "valid":
-            return [(self.sequences[u][:-2], int(self.sequences[u][-2])) for u in users]
-        return [(self.sequences[u][:-1], int(self.sequences[u][-1])) for u in users]
+            return splits.train_prefixes(self.sequences)
+        hist, tgt, _ = splits.target_pairs(self.sequences, split)
+        return [(h, int(t)) for h, t in zip(hist, tgt)]
 
 
 def _check_split(split: str) -> None:
@@ -104,7 +86,7 @@ def load_dataset(path: str | Path) -> Dataset:
                        f"{meta.get('format') if isinstance(meta, dict) else None!r} (expected 1)")
     try:
         items = pl.read_parquet(root / "items.parquet")
-        inter = pl.read_parquet(root / "interactions.parquet", columns=["user", "item", "split"])
+        inter = pl.read_parquet(root / "interactions.parquet", columns=["user", "item"])
     except (pl.exceptions.PolarsError, OSError) as e:
         raise VmrError(f"{path}: cannot read the dataset's parquet files: "
                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -123,16 +105,10 @@ def load_dataset(path: str | Path) -> Dataset:
         raise VmrError(f"{root / 'interactions.parquet'}: rows are not grouped by user")
     bounds = np.r_[starts, len(users)]
     sequences = np.split(codes.to_numpy().astype(np.int64), starts[1:])
-    split = inter["split"]
-    train_rows = (split == "train").to_numpy()
-    valid_rows = (split == "valid").to_numpy()
-    n_train = np.add.reduceat(train_rows.astype(np.int64), starts)
-    has_valid = np.add.reduceat(valid_rows.astype(np.int64), starts) > 0
     lengths = np.diff(bounds)
     if meta.get("users") not in (None, len(user_ids)) or meta.get("interactions") not in (
             None, int(lengths.sum())) or meta.get("items") not in (None, len(item_ids)):
         raise VmrError(f"{path}: dataset.json counts do not match the parquet files "
                        f"(rerun `vmr prepare`)")
     return Dataset(item_ids=item_ids, user_ids=user_ids, items=items, sequences=sequences,
-                   item_index=item_index, meta=meta, path=root.resolve(), n_train=n_train,
-                   has_valid=has_valid)
+                   item_index=item_index, meta=meta, path=root.resolve())

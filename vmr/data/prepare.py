@@ -7,16 +7,15 @@ then write `interactions.parquet`, `items.parquet` and `dataset.json` (see docs/
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vmr.data.inputs import Report, join_text, load_interactions, load_items  # noqa: F401
+from vmr.data.splits import split_labels
 from vmr.errors import VmrError
-
-TEXT_END = ".!?;:"  # a text field ending in one of these is joined to the next with a space
+from vmr.fsio import os_reason, sha256_file, sha256_text
 
 
 @dataclass
@@ -26,9 +25,9 @@ class PrepareOptions:
     interactions: str
     out: str
     fmt: str = "table"  # "table" | "sequences"
-    user_col: str = "user"
-    item_col: str = "item"
-    time_col: str = "time"
+    user_col: str | None = None  # None: detected (vmr.data.columns)
+    item_col: str | None = None
+    time_col: str | None = None
     items: str | None = None
     items_id_col: str | None = None
     text_columns: list[str] | None = None
@@ -36,134 +35,10 @@ class PrepareOptions:
     video_column: str | None = None
     kcore: int = 5
     drop_unknown: bool = False
-
-
-@dataclass
-class Report:
-    """Counts and warnings collected while preparing; written to dataset.json and the summary."""
-
-    dropped: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, msg: str) -> None:
-        self.warnings.append(msg)
-
-    def print_warnings(self) -> None:
-        """Warnings go to stderr once the dataset is written (an error stays a single line)."""
-        for msg in self.warnings:
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------------- reading
-def load_interactions(opts: PrepareOptions):
-    """The raw log as a DataFrame (user, item, time: Float64, src: source row) plus its Source."""
-    import polars as pl
-
-    from vmr.data import io
-
-    if opts.fmt == "sequences":
-        return io.read_sequences(opts.interactions)
-    if opts.fmt != "table":
-        raise VmrError(f"--format must be 'table' or 'sequences', got '{opts.fmt}'")
-    df, src = io.read_table(opts.interactions, [opts.user_col, opts.item_col], "interactions")
-    io.require_columns(df, src, {opts.user_col: "--user-col", opts.item_col: "--item-col",
-                                 opts.time_col: "--time-col"}, "interactions table")
-    blank = io.blank_rows(df)  # blank lines carry nothing
-    df = df.select(user=pl.col(opts.user_col), item=pl.col(opts.item_col),
-                   time=pl.col(opts.time_col)).with_row_index("src").filter(~blank)
-    if df.height == 0:
-        raise VmrError(f"{src.name}: interactions file has no rows")
-    rows = df["src"].to_numpy()
-    for col, opt in (("user", opts.user_col), ("item", opts.item_col)):
-        i = io.first_null(df[col])
-        if i is not None:
-            raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {col} id in column "
-                           f"'{opt}'")
-    times = io.parse_times(df["time"], src, opts.time_col, rows)
-    df = df.with_columns(time=pl.Series(times, dtype=pl.Float64),
-                         src=pl.col("src").cast(pl.Int64))
-    return df.select("user", "item", "time", "src"), src
-
-
-def _cell_text(value) -> str | None:
-    """A table cell as stripped text (lists joined with ', '); None when empty."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        value = ", ".join(str(v).strip() for v in value if v is not None and str(v).strip())
-    text = str(value).strip()
-    return text or None
-
-
-def join_text(fields: list) -> str | None:
-    """Join non-empty text fields in order with '. ' (or ' ' after end punctuation)."""
-    parts = [t for t in (_cell_text(f) for f in fields) if t]
-    if not parts:
-        return None
-    out = parts[0]
-    for p in parts[1:]:
-        out += (" " if out[-1] in TEXT_END else ". ") + p
-    return out
-
-
-def _media_path(value, base: Path) -> str | None:
-    text = _cell_text(value)
-    if text is None:
-        return None
-    return os.path.abspath(os.path.join(base, os.path.expanduser(text)))
-
-
-def load_items(opts: PrepareOptions, rep: Report):
-    """The item table as a DataFrame (item, text, title, image, video, src) plus its Source.
-
-    Media paths are made absolute (relative ones are relative to the items file's folder)."""
-    import polars as pl
-
-    from vmr.data import io
-
-    cands = [c for c in (opts.items_id_col, opts.item_col, "item_id") if c]
-    df, src = io.read_table(opts.items, cands, "items")
-    id_col = opts.items_id_col or (opts.item_col if opts.item_col in df.columns else "item_id")
-    wanted = {id_col: "--items-id-col"}
-    for c in opts.text_columns or []:
-        wanted[c] = "--text-columns"
-    if opts.image_column:
-        wanted[opts.image_column] = "--image-column"
-    if opts.video_column:
-        wanted[opts.video_column] = "--video-column"
-    io.require_columns(df, src, wanted, "items table")
-    df = df.with_row_index("src").filter(~io.blank_rows(df))
-    if df.height == 0:
-        raise VmrError(f"{src.name}: items file has no rows")
-    rows = df["src"].to_numpy()
-    i = io.first_null(df[id_col])
-    if i is not None:
-        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty item id in column "
-                       f"'{id_col}'")
-    dup = (~df[id_col].is_first_distinct()).arg_true()
-    if len(dup):
-        j = int(dup[0])
-        item = df[id_col][j]
-        first = int((df[id_col] == item).arg_true()[0])
-        raise VmrError(f"{src.name}: {src.where(int(rows[j]))}: duplicate item id '{item}' "
-                       f"(first on {src.where(int(rows[first]))})")
-    n = df.height
-    text_cols = opts.text_columns or []
-    if not text_cols:
-        rep.warn(f"no --text-columns given: items from {src.name} get no text")
-    cols = [df[c].to_list() for c in text_cols]
-    texts = [join_text(list(f)) for f in zip(*cols)] if cols else [None] * n
-    titles = [_cell_text(v) for v in cols[0]] if cols else [None] * n
-    base = src.path.parent
-    media = {}
-    for key, col in (("image", opts.image_column), ("video", opts.video_column)):
-        media[key] = ([_media_path(v, base) for v in df[col].to_list()] if col else [None] * n)
-    out = pl.DataFrame({
-        "item": df[id_col], "text": texts, "title": titles, "image": media["image"],
-        "video": media["video"], "src": df["src"].cast(pl.Int64),
-    }, schema={"item": pl.String, "text": pl.String, "title": pl.String, "image": pl.String,
-               "video": pl.String, "src": pl.Int64})
-    return out, src
+    preset: str | None = None  # movielens | amazon | recbole: their column names
+    min_rating: float | None = None  # keep interactions rated at least this
+    rating_col: str | None = None  # None: detected (only read with min_rating)
+    media_root: str | None = None  # None: the items file's folder
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -172,24 +47,6 @@ def appearance_codes(values: list[str]) -> tuple[list[int], list[str]]:
     index: dict[str, int] = {}
     codes = [index.setdefault(v, len(index)) for v in values]
     return codes, list(index)
-
-
-def split_labels(user_codes_sorted):
-    """Leave-one-out labels for rows grouped by user: last = test (users with >= 2 rows),
-    second-to-last = valid (users with >= 3 rows), the rest train."""
-    import numpy as np
-
-    u = np.asarray(user_codes_sorted)
-    n = len(u)
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    lengths = np.diff(np.r_[starts, n])
-    ends = np.repeat(starts + lengths, lengths)
-    from_end = ends - 1 - np.arange(n)  # 0 = last row of its user
-    size = np.repeat(lengths, lengths)
-    labels = np.full(n, "train", dtype=object)
-    labels[(from_end == 0) & (size >= 2)] = "test"
-    labels[(from_end == 1) & (size >= 3)] = "valid"
-    return labels
 
 
 def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
@@ -211,18 +68,10 @@ def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
     except Exception as e:  # OSError, or a polars error wrapping one (disk full)
         if not isinstance(e, OSError) and "os error" not in str(e):
             raise
-        raise VmrError(f"{out}: cannot write the dataset: {_write_reason(e)}") from None
+        raise VmrError(f"{out}: cannot write the dataset: {os_reason(e)}") from None
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
-
-
-def _write_reason(e: Exception) -> str:
-    """Why a write failed, in a few words (polars hides the errno inside its message)."""
-    text = str(e)
-    if getattr(e, "errno", None) == errno.ENOSPC or "os error 28" in text:
-        return "No space left on device (the disk is full)"
-    return getattr(e, "strerror", None) or text.splitlines()[0][:200]
 
 
 def _warn_stale_cache(out: Path, items, rep: Report) -> None:
@@ -265,9 +114,12 @@ def prepare_dataset(opts: PrepareOptions) -> str:
 
     if opts.kcore < 1:
         raise VmrError(f"--kcore must be at least 1, got {opts.kcore}")
+    if opts.media_root is not None and not opts.items:
+        raise VmrError("--media-root applies to the media paths of --items; no --items given")
     rep = Report()
-    log, log_src = load_interactions(opts)
-    items_tab, items_src = (load_items(opts, rep) if opts.items else (None, None))
+    log, log_src = load_interactions(opts, rep)
+    log_item_col = rep.columns["item"][0] if "item" in rep.columns else None
+    items_tab, items_src = (load_items(opts, rep, log_item_col) if opts.items else (None, None))
     out = _make_out_dir(opts.out)
     n_raw = log.height
 
@@ -358,20 +210,23 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     coverage = {m: int(items[m].is_not_null().sum()) for m in ("text", "image", "video")}
     split_counts = {s: int((labels == s).sum()) for s in ("train", "valid", "test")}
 
-    inputs = {"interactions": {"path": str(log_src.path), "sha256": io.sha256_file(log_src.path),
+    inputs = {"interactions": {"path": str(log_src.path), "sha256": sha256_file(log_src.path),
                                "bytes": log_src.path.stat().st_size}}
     if items_src is not None:
-        inputs["items"] = {"path": str(items_src.path), "sha256": io.sha256_file(items_src.path),
+        inputs["items"] = {"path": str(items_src.path), "sha256": sha256_file(items_src.path),
                            "bytes": items_src.path.stat().st_size}
     combined = "\n".join(f"{k}:{v['sha256']}" for k, v in inputs.items())
     options = asdict(opts)
     options["interactions"] = str(log_src.path)
     options["items"] = str(items_src.path) if items_src is not None else None
     options["out"] = str(out)
+    columns = {role: col for role, (col, _) in rep.columns.items()}
+    columns["detected"] = [role for role, (_, how) in rep.columns.items() if how != "given"]
     meta = {
         "format": 1, "users": n_users, "items": n_items, "interactions": n_inter,
         "splits": split_counts, "options": options,
-        "inputs_sha256": _sha256_text(combined), "inputs": inputs, "coverage": coverage,
+        "inputs_sha256": sha256_text(combined), "inputs": inputs, "coverage": coverage,
+        "columns": columns, "media_root": rep.media_root,
         "dropped": rep.dropped, "raw": {"interactions": n_raw, "users": len(users_all),
                                         "items": len(items_all)},
         "warnings": rep.warnings, "vmr_version": __version__,
@@ -379,23 +234,24 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     _warn_stale_cache(out, items, rep)
     _write_atomic(out, interactions, items, meta)
     rep.print_warnings()
-    return _summary(out, meta, opts)
+    return _summary(out, meta, opts, rep)
 
 
-def _sha256_text(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _summary(out: Path, meta: dict, opts: PrepareOptions) -> str:
+def _summary(out: Path, meta: dict, opts: PrepareOptions, rep: Report) -> str:
+    from vmr.data.columns import describe
     from vmr.data.io import fmt_int, fraction
 
     d, s, cov = meta["dropped"], meta["splits"], meta["coverage"]
     k = opts.kcore
     w = max(len(fmt_int(meta[x])) for x in ("users", "items", "interactions"))
-    lines = [
-        f"prepared {out}",
+    lines = [f"prepared {out}"]
+    log_cols = {r: v for r, v in rep.columns.items() if r in ("user", "item", "time", "rating")}
+    item_cols = {r: v for r, v in rep.columns.items() if r not in log_cols}
+    if log_cols:
+        lines.append(f"  columns       {describe(log_cols)}")
+    if item_cols:
+        lines.append(f"  item columns  {describe(item_cols)}")
+    lines += [
         f"  users         {fmt_int(meta['users']):>{w}}   (dropped {fmt_int(d['kcore_users'])} "
         f"by {k}-core)",
         f"  items         {fmt_int(meta['items']):>{w}}   (dropped {fmt_int(d['kcore_items'])} "
@@ -405,7 +261,9 @@ def _summary(out: Path, meta: dict, opts: PrepareOptions) -> str:
         f"  interactions  {fmt_int(meta['interactions']):>{w}}   (dropped "
         f"{fmt_int(d['kcore_interactions'])} by {k}-core"
         + (f", {fmt_int(d['unknown_item_interactions'])} with unknown items"
-           if "unknown_item_interactions" in d else "") + ")",
+           if "unknown_item_interactions" in d else "")
+        + (f", {fmt_int(d['min_rating_interactions'])} rated below {opts.min_rating:g}"
+           if "min_rating_interactions" in d else "") + ")",
         f"  split         train {fmt_int(s['train'])} / valid {fmt_int(s['valid'])} / test "
         f"{fmt_int(s['test'])}",
         "  coverage      " + ", ".join(f"{m} {fmt_int(cov[m])} ({fraction(cov[m], meta['items'])})"

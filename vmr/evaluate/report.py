@@ -7,7 +7,6 @@ Markdown table (mean ± sample std over its seeds, and the number of seeds) and 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmr.errors import VmrError
+from vmr.fsio import atomic_write_text, os_reason
+from vmr.model.rundir import RunDir, read_json_object
 
 # Config keys that do not change what a run learns: ignored when grouping runs.
 PER_RUN_KEYS = {"seed", "device", "threads", "eval_batch"}
@@ -28,6 +29,7 @@ class RunInfo:
     meta: dict            # run.json
     metrics: dict
     seed: object = None
+    protocol: dict | None = None     # how metrics_<split>.json was measured (vmr eval)
 
 
 @dataclass
@@ -52,24 +54,15 @@ def _hashable(v):
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VmrError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise VmrError(f"{path}: expected a JSON object")
-    return obj
-
-
 def read_run(run: str | Path, split: str) -> RunInfo:
     """Read a run's config.toml, run.json and metrics_<split>.json."""
     import tomllib
 
-    path = Path(run)
+    rd = RunDir(run)
+    path = rd.path
     if not path.is_dir():
         raise VmrError(f"run directory not found: {path}")
-    cfg_path, meta_path = path / "config.toml", path / "run.json"
+    cfg_path, meta_path = rd.config_toml, rd.info
     if not cfg_path.is_file() and not meta_path.is_file():
         raise VmrError(f"{path}: not a vmr run directory (no config.toml or run.json)")
     config: dict = {}
@@ -78,17 +71,19 @@ def read_run(run: str | Path, split: str) -> RunInfo:
             config = _flatten(tomllib.loads(cfg_path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise VmrError(f"{cfg_path}: unreadable ({e.__class__.__name__}: {e})") from None
-    meta = _read_json(meta_path) if meta_path.is_file() else {}
-    metrics_path = path / f"metrics_{split}.json"
+    meta = read_json_object(meta_path) if meta_path.is_file() else {}
+    metrics_path = rd.metrics_json(split)
     if not metrics_path.is_file():
         raise VmrError(f"{path}: no metrics_{split}.json; run `vmr eval --run {path} "
                        f"--split {split}` first")
-    metrics = _read_json(metrics_path)
+    metrics = read_json_object(metrics_path)
+    protocol = metrics.pop("protocol", None)
     for k, v in metrics.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise VmrError(f"{metrics_path}: value of {k!r} is not a number: {v!r}")
     seed = next((v for k, v in config.items() if k.rsplit(".", 1)[-1] == "seed"), None)
-    return RunInfo(path=path, config=config, meta=meta, metrics=metrics, seed=seed)
+    return RunInfo(path=path, config=config, meta=meta, metrics=metrics, seed=seed,
+                   protocol=protocol)
 
 
 def _group_key(r: RunInfo) -> tuple:
@@ -250,6 +245,22 @@ def render_chart(groups: list[Group], columns: list[str], path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _check_protocols(infos: list[RunInfo], split: str) -> None:
+    """Runs measured under different protocols (history included or not, another split) are
+    not comparable: refuse to put them in one table."""
+    seen = {}
+    for r in infos:
+        p = r.protocol or {}
+        key = (p.get("split", split), p.get("include_history", False))
+        seen.setdefault(key, r.path)
+    if len(seen) > 1:
+        (a, pa), (b, pb) = list(seen.items())[:2]
+        raise VmrError(f"runs were evaluated under different protocols: {pa} "
+                       f"(split {a[0]}, history {'included' if a[1] else 'excluded'}) vs {pb} "
+                       f"(split {b[0]}, history {'included' if b[1] else 'excluded'}); re-run "
+                       "`vmr eval` on them with the same options")
+
+
 def write_report(runs: list[str], out: str | Path = "report", split: str = "test") -> str:
     """Write OUT/report.md and OUT/report.png for the given run directories."""
     if not runs:
@@ -262,6 +273,7 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
             continue  # the same run named twice counts once
         seen.add(key)
         infos.append(read_run(r, split))
+    _check_protocols(infos, split)
     columns = _metric_columns(infos)
     if not columns:
         raise VmrError("the runs' metrics files share no metric (evaluate them with the same "
@@ -273,16 +285,10 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
     out_dir.mkdir(parents=True, exist_ok=True)
     md = render_markdown(groups, columns, split)
     md_path = out_dir / "report.md"
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".md", dir=out_dir)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(md)
-        os.replace(tmp, md_path)
+        atomic_write_text(md_path, md)
         render_chart(groups, columns, out_dir / "report.png")
-    except OSError as e:  # a full disk
-        from vmr.cache.store import os_reason
-
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as e:  # a full disk, a read-only folder
         raise VmrError(f"cannot write the report in {out_dir}: {os_reason(e)}") from None
     table = "\n".join(render_table(groups, columns))
     return f"{table}\nwrote {md_path} and {out_dir / 'report.png'}"

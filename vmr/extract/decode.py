@@ -1,9 +1,15 @@
 """Reading one item's pixels: a video's sampled frames or an image, resized (shorter side) and
 center-cropped to the encoder's input size, as uint8 RGB. Runs inside decode worker processes
-(see pool.py), so it imports only numpy, decord, cv2 and PIL -- never torch."""
+(see pool.py), so it imports only numpy, av / decord, cv2 and PIL -- never torch.
+
+Videos go through one interface, `decode_video`, to either backend: video_av.py (PyAV, the
+default where installed, every platform) or video_decord.py (decord, Linux x86-64). Both apply
+the same sampling rule (sampling.py) to the same frame timestamps; docs/EXTRACT.md, "Decode
+modes", has the modes and what each costs."""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -23,6 +29,9 @@ class DecodeTask:
     spec: PixelSpec
     fps: float = 1.0
     max_frames: int = 32
+    decoder: str = "auto"  # video: "pyav", "decord" or "auto" (see resolve_decoder)
+    keyframes: bool = False  # video: the keyframe nearest each sample moment (approximation)
+    threads: int = 1  # video: decoder threads in this worker
 
 
 class DecodeFailure(Exception):
@@ -76,61 +85,44 @@ def _check_file(path: str | None) -> str:
     return path
 
 
-def decode_video(path: str, spec: PixelSpec, fps: float, max_frames: int):
-    """Sampled frames of one video as uint8 [k, crop, crop, 3] (see sampling.py)."""
-    import cv2
-    import numpy as np
+DECODERS = ("auto", "pyav", "decord")
 
+
+@functools.lru_cache(maxsize=None)
+def resolve_decoder(name: str = "auto") -> str:
+    """"pyav" or "decord": `name` itself when that package is installed; "auto" takes PyAV
+    (faster: it skips frames nothing refers to), else decord. Cheap: nothing is imported."""
+    from importlib.util import find_spec
+
+    from vmr.errors import VmrError
+
+    have = {"pyav": find_spec("av") is not None, "decord": find_spec("decord") is not None}
+    if name == "auto":
+        for d in ("pyav", "decord"):
+            if have[d]:
+                return d
+        raise VmrError("no video decoder is installed: pip install av")
+    if name not in have:
+        raise VmrError(f"--decoder {name!r}: expected one of {', '.join(DECODERS)}")
+    if not have[name]:
+        pkg = "av" if name == "pyav" else "decord"
+        where = "" if name == "pyav" else " (wheels exist for Linux x86-64 only)"
+        raise VmrError(f"--decoder {name}: the package {pkg!r} is not installed{where}; "
+                       f"pip install {pkg}, or use --decoder auto")
+    return name
+
+
+def decode_video(path: str, spec: PixelSpec, fps: float, max_frames: int, decoder: str = "auto",
+                 keyframes: bool = False, threads: int = 1, with_indices: bool = False):
+    """Sampled frames of one video as uint8 [k, crop, crop, 3] (see sampling.py); with
+    `with_indices` also the frame indices they are (display order)."""
     _check_file(path)
-    cap = cv2.VideoCapture(path)  # only the container header: the frame size, no decoding
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    cap.release()
-    frames = None
-    if w > 0 and h > 0:  # decode straight at (about) the encoder's input size ...
-        try:
-            frames = _read_frames(path, fps, max_frames, _target_size(w, h, spec.resize))
-        except DecodeFailure:
-            frames = None  # ... which decord cannot do for some sizes: retry at full size
-    if frames is None:
-        frames = _read_frames(path, fps, max_frames, None)
-    if frames.ndim != 4 or frames.shape[0] == 0:
-        raise DecodeFailure("decoder returned no frames")
-    if min(frames.shape[1:3]) != spec.resize or max(frames.shape[1:3]) < spec.crop:
-        return np.ascontiguousarray(_resize_frames(frames, spec))
-    return np.ascontiguousarray(_center_crop(frames, spec.crop))
-
-
-def _read_frames(path: str, fps: float, max_frames: int, size: tuple[int, int] | None):
-    """Open with decord (at `size` = (width, height) if given) and read the sampled frames."""
-    import numpy as np
-    from decord import DECORDError, VideoReader, cpu
-
-    from vmr.extract.sampling import frame_times, sample_frame_indices
-
-    try:
-        if size:
-            vr = VideoReader(path, ctx=cpu(0), width=size[0], height=size[1], num_threads=1)
-        else:
-            vr = VideoReader(path, ctx=cpu(0), num_threads=1)
-    except (RuntimeError, DECORDError) as e:
-        raise DecodeFailure(f"cannot open video: {_short(e)}") from None
-    try:
-        n = len(vr)
-        if n == 0:
-            raise DecodeFailure("video has no frames")
-        times = None
-        try:
-            ts = vr.get_frame_timestamp(np.arange(n))
-            times, duration = ts[:, 0].tolist(), float(ts[-1, 1] - ts[0, 0])
-        except (RuntimeError, DECORDError, IndexError):
-            pass
-        if times is None:
-            native = float(vr.get_avg_fps() or 0)
-            times, duration = frame_times(n, native) if native > 0 else (list(range(n)), 0.0)
-        idx = sample_frame_indices(times, duration, fps, max_frames)
-        return vr.get_batch(idx).asnumpy()
-    except (RuntimeError, DECORDError) as e:
-        raise DecodeFailure(f"decode error: {_short(e)}") from None
+    if resolve_decoder(decoder) == "pyav":
+        from vmr.extract import video_av as backend
+    else:
+        from vmr.extract import video_decord as backend
+    frames, idx = backend.decode(path, spec, fps, max_frames, keyframes, threads)
+    return (frames, idx) if with_indices else frames
 
 
 def decode_image(path: str, spec: PixelSpec):
@@ -154,7 +146,13 @@ def decode_image(path: str, spec: PixelSpec):
 def run_task(task: DecodeTask):
     """Decode one task; raises DecodeFailure with the reason when the file cannot be used."""
     if task.kind == "video":
-        return decode_video(task.path, task.spec, task.fps, task.max_frames)
+        return decode_video(task.path, task.spec, task.fps, task.max_frames, task.decoder,
+                            task.keyframes, task.threads)
     if task.kind == "image":
         return decode_image(task.path, task.spec)
     raise ValueError(f"unknown decode task kind {task.kind!r}")
+
+
+# the helpers the video backends share
+target_size, center_crop, resize_frames, short_reason = (_target_size, _center_crop,
+                                                         _resize_frames, _short)

@@ -3,6 +3,11 @@
 Accepted matrices: `.npy` (2-D, any float type), or a raw little-endian float32 matrix of any
 other name (e.g. the `.feat1CLS` / `.feat*` files UniSRec and MISSRec releases ship), whose row k
 belongs to the k-th id of the --ids file (one id per line) and whose width is --dim.
+
+Imported rows have no source content vmr could fingerprint: each records
+`import:sha256:<file hash>:row:<k>` (`import:absent` for items the file lacks), which freshness
+checks skip (vmr/extract/fingerprint.py). The import holds the cache's lock for the modality
+(vmr/cache/lock.py), like an extraction.
 """
 
 from __future__ import annotations
@@ -77,10 +82,8 @@ def _gather(arr, idx, dtype):
 def import_features(data: str, modality: str, features: str, ids: str, dim: int | None = None,
                     cache: str | None = None, dtype: str = "float16",
                     overwrite: bool = False) -> str:
-    import numpy as np
-
     from vmr.cache import store
-    from vmr.extract.encoders import file_sha256
+    from vmr.cache.lock import modality_lock
     from vmr.extract.items import load_items
 
     if modality not in store.MODALITIES:
@@ -94,9 +97,27 @@ def import_features(data: str, modality: str, features: str, ids: str, dim: int 
     if arr.shape[0] != len(file_ids):
         raise VmrError(f"{features} has {arr.shape[0]:,} rows but {ids} lists {len(file_ids):,} "
                        "ids; row k must belong to the k-th id")
+    if os.path.isdir(cache):
+        raise VmrError(f"cache {cache} is a directory; --cache must name an HDF5 file")
+    with modality_lock(cache, modality, f"vmr import-features --data {data} --modality "
+                                        f"{modality}"):
+        return _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtype,
+                              overwrite)
+
+
+def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtype, overwrite):
+    import numpy as np
+
+    from vmr.cache import store
+    from vmr.extract.encoders import file_sha256
+
     d = int(arr.shape[1])
+    remap = False  # a cache made before the catalogue grew is carried over (store.publish)
     if os.path.exists(cache):
-        store.check_item_ids(cache, store.read_item_ids(cache), item_ids)
+        cache_ids = store.read_item_ids(cache)
+        remap = cache_ids != item_ids and set(cache_ids) <= set(item_ids)
+        if not remap:
+            store.check_item_ids(cache, cache_ids, item_ids)
         if store.modality_attrs(cache, modality) is not None and not overwrite:
             raise VmrError(f"{cache} already holds {modality} features; pass --overwrite to "
                            "replace them")
@@ -131,14 +152,18 @@ def import_features(data: str, modality: str, features: str, ids: str, dim: int 
                 continue
             ds[rows.tolist()] = _gather(arr, src[rows], np.float32).astype(dtype)
 
+    digest = file_sha256(features)
+    # no source content to fingerprint: the vector's origin, marked so freshness checks skip it
+    fps = [f"import:sha256:{digest}:row:{k + 1}" if k >= 0 else "import:absent"
+           for k in src.tolist()]
     attrs = {"encoder": f"import:{os.path.basename(features)}",
-             "weights": "sha256:" + file_sha256(features), "dim": d, "dtype": dtype,
+             "weights": "sha256:" + digest, "dim": d, "dtype": dtype,
              "fps": 0.0, "max_frames": 0, "pooling": "unknown", "batch_size": 0,
              **store.base_attrs()}
     group = store.ModalityData(attrs=attrs, present=present, done=np.ones(n, bool),
                                failures=failures, write_features=write_features, dtype=dtype,
-                               dim=d)
-    store.publish(cache, item_ids, {modality: group}, replace=True)
+                               dim=d, fingerprints=fps)
+    store.publish(cache, item_ids, {modality: group}, replace=True, remap=remap)
     absent = int((src < 0).sum())
     lines = [f"{modality}: imported {int(present.sum()):,} of {n:,} items ({d}-d, {dtype}) from "
              f"{features} into {cache}"]

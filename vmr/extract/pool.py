@@ -281,3 +281,16 @@ def default_workers() -> int:
     except AttributeError:
         n = os.cpu_count() or 2
     return max(1, n - 1)
+
+
+def default_decode_threads(workers: int) -> int:
+    """Decoder threads per video worker: the cores left after one for the encoder, shared out
+    among the workers; 1 at the default worker count (CPU count - 1) and for in-process decoding.
+    Threads make one video decode sooner, not more videos per core (docs/BENCHMARKS.md)."""
+    if workers < 1:
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 2
+    return max(1, (n - 1) // workers)

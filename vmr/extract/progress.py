@@ -1,13 +1,16 @@
 """Crash-safe progress of one extraction: a directory next to the cache.
 
     <cache>.partial-<modality>/settings.json     what is being extracted (checked on resume)
-    <cache>.partial-<modality>/part-000000.npz   one per encoder batch: ids, features, failures
+    <cache>.partial-<modality>/part-000000.npz   one per encoder batch: ids, features, failures,
+                                                 the content fingerprint of each (fingerprint.py)
 
 A part is written under a temporary name and renamed into place, so after a kill at any moment
 every part that exists is complete; a rerun skips the items in them and re-encodes only what was
-in flight. Nothing is ever written into an HDF5 file until the end (HDF5 files killed mid-write
-can be unreadable); then the parts are assembled into a new cache file that replaces the old
-one atomically (`vmr.cache.store.publish`), and the directory is removed.
+in flight -- and any item whose content changed since its part was written (its fingerprint
+differs from `Progress.fingerprints`, set by the runner). Nothing is ever written into an HDF5
+file until the end (HDF5 files killed mid-write can be unreadable); then the parts are
+assembled into a new cache file that replaces the old one atomically
+(`vmr.cache.store.publish`), and the directory is removed.
 """
 
 from __future__ import annotations
@@ -22,16 +25,27 @@ import zipfile
 from typing import Iterator
 
 from vmr.errors import VmrError
+from vmr.fsio import is_disk_full, os_reason
 
 
 class Progress:
     def __init__(self, path: str):
         self.path = path
         self._next = 0
+        # item id -> fingerprint of its content now (set by the runner): recorded with each
+        # committed item, and entries made from other content do not count as done
+        self.fingerprints: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------- lifecycle
     def open(self, settings: dict, overwrite: bool) -> None:
         """Start or resume. Progress made under other settings is an error unless `overwrite`."""
+        try:
+            self._open(settings, overwrite)
+        except OSError as e:
+            raise VmrError(f"cannot write progress directory {self.path}: {os_reason(e)}"
+                           ) from None
+
+    def _open(self, settings: dict, overwrite: bool) -> None:
         cfg = os.path.join(self.path, "settings.json")
         if os.path.isdir(self.path):
             old = None
@@ -70,12 +84,11 @@ class Progress:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as e:
-            from vmr.cache.store import os_reason
-
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            raise VmrError(f"cannot write progress file {path}: {os_reason(e)}; free space and "
-                           "rerun the same command to resume") from None
+            hint = "free space and rerun" if is_disk_full(e) else "rerun"
+            raise VmrError(f"cannot write progress file {path}: {os_reason(e)}; {hint} the same "
+                           "command to resume") from None
 
     def commit(self, ids: list[str], features, fail_ids: list[str], fail_reasons: list[str],
                frames: int = 0) -> None:
@@ -87,9 +100,11 @@ class Progress:
         if not ids and not fail_ids:
             return
         buf = io.BytesIO()
+        fps = [self.fingerprints.get(i, "") for i in list(ids) + list(fail_ids)]
         np.savez(buf, ids=np.array(ids, dtype=str), features=np.asarray(features, np.float32),
                  fail_ids=np.array(fail_ids, dtype=str),
-                 fail_reasons=np.array(fail_reasons, dtype=str), frames=np.int64(frames))
+                 fail_reasons=np.array(fail_reasons, dtype=str), frames=np.int64(frames),
+                 fingerprints=np.array(fps, dtype=str))
         self._write_atomic(os.path.join(self.path, f"part-{self._next:06d}.npz"), buf.getvalue())
         self._next += 1
 
@@ -102,6 +117,9 @@ class Progress:
             try:
                 with np.load(name, allow_pickle=False) as z:
                     part = {k: z[k] for k in ("ids", "fail_ids", "fail_reasons", "frames")}
+                    part["name"] = name
+                    part["fingerprints"] = z["fingerprints"] if "fingerprints" in z.files \
+                        else None  # written by an older vmr: content unknown, accepted
                     if with_features:
                         part["features"] = z["features"]
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -112,13 +130,28 @@ class Progress:
                 continue
             yield part
 
+    def valid(self, part: dict) -> list[bool]:
+        """Per entry of a part (its ids, then its fail_ids): was it made from the content the
+        item has now? Entries without a recorded fingerprint count as valid."""
+        from vmr.extract.fingerprint import same
+
+        names = part["ids"].tolist() + part["fail_ids"].tolist()
+        fps = part.get("fingerprints")
+        if fps is None or not self.fingerprints:
+            return [True] * len(names)
+        return [i not in self.fingerprints or same(f, self.fingerprints[i])
+                for i, f in zip(names, fps.tolist())]
+
     def done(self) -> tuple[set[str], int, int]:
-        """(ids done (success or failure), number of vectors, number of frames) so far."""
+        """(ids done (success or failure) from their current content, number of vectors,
+        number of frames) so far."""
         ids: set[str] = set()
         vectors = frames = 0
         for p in self.parts():
-            ids.update(p["ids"].tolist())
-            ids.update(p["fail_ids"].tolist())
-            vectors += len(p["ids"])
+            ok = self.valid(p)
+            k = len(p["ids"])
+            ids.update(i for i, v in zip(p["ids"].tolist(), ok[:k]) if v)
+            ids.update(i for i, v in zip(p["fail_ids"].tolist(), ok[k:]) if v)
+            vectors += sum(ok[:k])
             frames += int(p["frames"])
         return ids, vectors, frames

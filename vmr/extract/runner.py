@@ -33,7 +33,7 @@ class ExtractOptions:
     cache: str | None = None
     fps: float = 1.0
     max_frames: int = 32
-    pooling: str = "cls"
+    pooling: str | None = None  # text: cls, mean or model; None = the encoder's default
     batch_size: int = 64
     workers: int | None = None
     timeout: float = 60.0
@@ -41,6 +41,9 @@ class ExtractOptions:
     device: str = "auto"
     shard: str | None = None
     overwrite: bool = False
+    decoder: str = "auto"  # video: auto, pyav or decord (vmr.extract.decode.resolve_decoder)
+    keyframes: bool = False  # video: nearest keyframes instead of exact frames
+    decode_threads: int | None = None  # video: per worker [default: pool.default_decode_threads]
 
 
 @dataclass
@@ -67,8 +70,6 @@ def _validate(opts: ExtractOptions) -> None:
         raise VmrError(f"--timeout {opts.timeout}: must be > 0 seconds")
     if opts.dtype not in ("float16", "float32"):
         raise VmrError(f"--dtype {opts.dtype!r}: expected float16 or float32")
-    if opts.pooling not in ("cls", "mean"):
-        raise VmrError(f"--pooling {opts.pooling!r}: expected cls or mean")
     if opts.workers is not None and opts.workers < 0:
         raise VmrError(f"--workers {opts.workers}: must be >= 0")
 
@@ -82,30 +83,55 @@ def _settings(ident, opts: ExtractOptions) -> dict:
         "dtype": opts.dtype,
         "fps": float(opts.fps) if video else 0.0,
         "max_frames": int(opts.max_frames) if video else 0,
-        "pooling": opts.pooling if text else ("mean" if video else "none"),
+        "pooling": ident.pooling if text else (
+            ("mean-keyframes" if opts.keyframes else "mean") if video else "none"),
+        **({"decoder": _decoder(opts)} if video else {}),  # not compared with the cache's
     }
 
 
+def _decoder(opts: ExtractOptions) -> str:
+    from vmr.extract.decode import resolve_decoder
+
+    return resolve_decoder(opts.decoder)
+
+
 def run_extract(opts: ExtractOptions) -> str:
-    """Run one extraction; returns the summary the CLI prints."""
-    from vmr.cache import store
+    """Run one extraction; returns the summary the CLI prints.
+
+    The whole run holds the lock of the target cache file and modality (vmr.cache.lock): a
+    second extraction of the same cache and modality stops at once with an error naming this
+    one's pid; other modalities run side by side and publish in turn."""
+    from vmr.cache.lock import modality_lock
     from vmr.extract import shard as sharding
     from vmr.extract.encoders import identify
-    from vmr.extract.items import ids_digest, load_items
-    from vmr.extract.progress import Progress
+    from vmr.extract.items import load_items
 
     _validate(opts)
     items = load_items(opts.data)
-    ids = items.ids
     if not any((v or "").strip() for v in items.column(opts.modality)):
         raise VmrError(f"no item of {opts.data} has {opts.modality} content (column "
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = opts.cache or os.path.join(opts.data, "features.h5")
     shard = sharding.parse_shard(opts.shard)
     target = sharding.shard_path(cache, *shard) if shard else cache
-    ident = identify(opts.model, opts.modality)
-    settings = _settings(ident, opts)
+    ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
+    if os.path.isdir(target):
+        raise VmrError(f"cache {target} is a directory; --cache must name an HDF5 file")
+    command = f"vmr extract --data {opts.data} --modality {opts.modality}" + \
+        (f" --shard {shard[0]}/{shard[1]}" if shard else "")
+    with modality_lock(target, opts.modality, command):
+        return _run_locked(opts, items, ident, target, shard)
 
+
+def _run_locked(opts, items, ident, target, shard) -> str:
+    from vmr.cache import store
+    from vmr.extract import shard as sharding
+    from vmr.extract.incremental import make_plan, publish_run
+    from vmr.extract.items import ids_digest
+    from vmr.extract.progress import Progress
+
+    ids = items.ids
+    settings = _settings(ident, opts)
     if opts.modality == "text":
         units = sharding.text_units(items.text, opts.batch_size)
         unit_kind = f"text-batch-{opts.batch_size}"
@@ -114,27 +140,22 @@ def run_extract(opts: ExtractOptions) -> str:
         unit_kind = "item"
     mine = sharding.take(units, shard)
     scope = sorted(r for u in mine for r in u)
+    shard_spec = f"{shard[0]}/{shard[1]}" if shard else ""
 
-    if os.path.exists(target):
-        store.check_item_ids(target, store.read_item_ids(target), ids)
-        old = store.modality_attrs(target, opts.modality)
-        if old is not None and not opts.overwrite:
-            diff = [d for d in store.settings_diff(old, settings) if not d.startswith("dim ")]
-            if diff:
-                raise VmrError(f"{target} already holds {opts.modality} features made with other "
-                               f"settings ({'; '.join(diff)}); pass --overwrite to replace them "
-                               "or use another --cache")
-            if old.get("shard", "") == (f"{shard[0]}/{shard[1]}" if shard else ""):
-                Progress(f"{target}.partial-{opts.modality}").remove()  # killed after publishing
-                return f"{opts.modality}: already in {target}, nothing to do\n" + \
-                    store.describe(target)
+    plan = make_plan(target, items, opts.modality, settings, shard_spec, scope, opts.overwrite)
+    if plan.nothing_to_do:
+        Progress(f"{target}.partial-{opts.modality}").remove()  # killed after publishing
+        return f"{opts.modality}: already in {target}, nothing to do\n" + store.describe(target)
+    for note in plan.notes:
+        print(f"{opts.modality}: {note}", file=sys.stderr)
 
     progress = Progress(f"{target}.partial-{opts.modality}")
     progress.open({**settings, "modality": opts.modality, "items_sha256": ids_digest(ids),
-                   "shard": f"{shard[0]}/{shard[1]}" if shard else "", "shard_unit": unit_kind,
+                   "shard": shard_spec, "shard_unit": unit_kind,
                    "batch_size": opts.batch_size}, overwrite=opts.overwrite)
+    progress.fingerprints = {ids[r]: fp for r, fp in plan.fps.items()}
     done_ids, _, _ = progress.done()
-    todo = [u for u in mine if not all(ids[r] in done_ids for r in u)]
+    todo = [u for u in mine if any(not plan.kept[r] and ids[r] not in done_ids for r in u)]
 
     stats = _Stats()
     t0 = time.monotonic()
@@ -150,18 +171,21 @@ def run_extract(opts: ExtractOptions) -> str:
                   f"{progress.path}; rerun the same command to resume", file=sys.stderr)
             raise
     dim = encoder.dim if encoder is not None else _dim_from_parts(progress)
+    if dim is None and plan.old_attrs is not None:
+        dim = int(plan.old_attrs["dim"])
     if dim is None:  # resumed after every remaining item had failed: ask the model
         from vmr.extract.encoders import load_encoder, resolve_device
 
         dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
     attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, **store.base_attrs()}
     if shard:
-        attrs.update(shard=f"{shard[0]}/{shard[1]}", shard_unit=unit_kind)
-    _publish(target, ids, opts.modality, progress, scope, attrs, opts.dtype, dim)
+        attrs.update(shard=shard_spec, shard_unit=unit_kind)
+    publish_run(target, items, opts.modality, progress, scope, plan, attrs, opts.dtype, dim)
     progress.remove()
     started = stats.started or t0
     wall = time.monotonic() - started
     return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
+            + "".join(f"{opts.modality}: {note}\n" for note in plan.notes)
             + store.describe(target))
 
 
@@ -288,7 +312,14 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
     rows = [u[0] for u in todo]
     no_file = [r for r in rows if not paths[r]]
     bar.update(len(no_file))  # no file listed: done, not present, not a failure
-    tasks = ((r, DecodeTask(opts.modality, paths[r], encoder.pixels, opts.fps, opts.max_frames))
+    video = ()
+    if opts.modality == "video":
+        from vmr.extract.pool import default_decode_threads
+
+        video = (_decoder(opts), opts.keyframes, opts.decode_threads or
+                 default_decode_threads(pool.n))
+    tasks = ((r, DecodeTask(opts.modality, paths[r], encoder.pixels, opts.fps, opts.max_frames,
+                            *video))
              for r in rows if paths[r])
     B = opts.batch_size
     chunks: collections.deque = collections.deque()  # (row, frames not yet encoded)
@@ -377,36 +408,6 @@ def _dim_from_parts(progress) -> int | None:
         if len(p["ids"]):
             return int(p["features"].shape[1])
     return None
-
-
-def _publish(target, ids, modality, progress, scope, attrs, dtype, dim) -> None:
-    import numpy as np
-
-    from vmr.cache.store import ModalityData, publish
-
-    index = {i: r for r, i in enumerate(ids)}
-    n = len(ids)
-    present = np.zeros(n, bool)
-    done = np.zeros(n, bool)
-    done[np.asarray(scope, dtype=np.int64)] = True
-    failures: dict[int, str] = {}
-    for p in progress.parts():
-        present[[index[i] for i in p["ids"].tolist()]] = True
-        for i, reason in zip(p["fail_ids"].tolist(), p["fail_reasons"].tolist()):
-            failures[index[i]] = reason
-
-    def write_features(ds) -> None:
-        for p in progress.parts(with_features=True):
-            if not len(p["ids"]):
-                continue
-            rows = np.array([index[i] for i in p["ids"].tolist()])
-            order = np.argsort(rows)
-            ds[rows[order].tolist()] = p["features"][order].astype(dtype)
-
-    fails = [(ids[r], failures[r]) for r in sorted(failures) if not present[r]]
-    data = ModalityData(attrs=attrs, present=present, done=done, failures=fails,
-                        write_features=write_features, dtype=dtype, dim=dim)
-    publish(target, ids, {modality: data}, replace=True)
 
 
 def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: float) -> str:

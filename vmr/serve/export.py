@@ -3,8 +3,9 @@
 The export directory holds
 - `item_embeddings.npy`  float32 [N, d]; row k is the item on line k of `item_ids.txt`
 - `item_ids.txt`         one item id per line (UTF-8)
-- `user_tower.pt`        {"format", "kind", "config", "model" (state dict), "dims"}: enough to
-                         rebuild the sequence tower with `load_export(dir).user_vectors(...)`
+- `user_tower.pt`        {"format", "kind", "model_args", "config", "model" (state dict)}: tensors
+                         and plain values only (loads with torch.load(weights_only=True));
+                         `load_export(dir).user_vectors(...)` rebuilds the tower from it
 - `index.faiss`          only with --index faiss: an HNSW inner-product index over the rows
 - `manifest.json`        what was exported from where, sizes and sha256 of every file.
 It is written into a temporary sibling directory and renamed into place, so an interrupted export
@@ -13,8 +14,6 @@ leaves the previous export (or none), never a partial one.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import io
 import json
 import os
@@ -26,18 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from vmr.errors import VmrError
+from vmr.fsio import is_disk_full, os_reason, sha256_file
 
-FORMAT = 1
+FORMAT = 2
 INDEXES = ("exact", "faiss")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_faiss():
@@ -60,20 +52,12 @@ def build_faiss_index(vectors: np.ndarray):
     return index
 
 
-def _tower_state(loaded, run_dir: Path, checkpoint_file: str) -> dict:
-    """The checkpoint's model state and config, plus the modality input widths."""
-    import torch
-
-    ckpt = torch.load(run_dir / checkpoint_file, map_location="cpu", weights_only=False)
-    state = ckpt["model"]
-    dims = {k.split(".")[2]: int(v.shape[1]) for k, v in state.items()
-            if k.startswith("items.proj.") and k.endswith(".weight")}
-    config = ckpt.get("config")
-    if config is None:
-        config = loaded.config.to_dict() if hasattr(loaded.config, "to_dict") else loaded.config
-    kind = config.get("model", {}).get("kind", "vmr")
-    return {"format": FORMAT, "kind": kind, "config": config, "model": state, "dims": dims,
-            "n_items": len(loaded.dataset.item_ids)}
+def _tower_state(loaded) -> dict:
+    """The user tower as a plain dict of tensors and values: the checkpoint's model_args and
+    weights, enough for `build_model` to rebuild it (read back with weights_only)."""
+    ck = loaded.ckpt
+    return {"format": FORMAT, "kind": ck["model_args"]["kind"], "model_args": ck["model_args"],
+            "config": ck["config"], "model": ck["model"]}
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -109,7 +93,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     import torch
 
     from vmr import __version__
-    from vmr.evaluate.run_eval import CHECKPOINT_FILES, open_run
+    from vmr.model.loaded import load_run
 
     if index not in INDEXES:
         raise VmrError(f"--index: unknown index '{index}' (use {' or '.join(INDEXES)})")
@@ -123,8 +107,8 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             raise VmrError(f"--out {out}: exists and is not a vmr export (no manifest.json); "
                            "choose another directory")
     run_dir = Path(run)
-    loaded = open_run(run_dir, "auto", device="cpu")
-    ckpt_file = CHECKPOINT_FILES["best" if (run_dir / "best.pt").is_file() else "last"]
+    loaded = load_run(run_dir, "auto", device="cpu")
+    ckpt_file = loaded.checkpoint.name
     item_ids = list(loaded.dataset.item_ids)
     bad = next((i for i in item_ids if "\n" in i or "\r" in i), None)
     if bad is not None:
@@ -143,15 +127,12 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is a normal dir
         np.save(tmp / "item_embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
         (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
-        if hasattr(loaded, "export_user_tower"):
-            loaded.export_user_tower(tmp / "user_tower.pt")
-        else:
-            buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
-            torch.save(_tower_state(loaded, run_dir, ckpt_file), buf)
-            (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
+        buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
+        torch.save(_tower_state(loaded), buf)
+        (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
         if index == "faiss":
             import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(tmp.iterdir())}
         manifest = {
             "format": FORMAT, "vmr_version": __version__,
@@ -169,9 +150,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         _replace_dir(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG):
-            from vmr.cache.store import os_reason
-
+        if isinstance(e, OSError) and (is_disk_full(e) or isinstance(e, PermissionError)):
             raise VmrError(f"cannot write export {out}: {os_reason(e)}; a previous export there "
                            "is unchanged") from None
         raise
@@ -209,11 +188,8 @@ class Export:
                 raise VmrError(f"unknown item id '{unknown}' (not in {self.path / 'item_ids.txt'})")
             idx.append(np.array([self.item_index[x] for x in h], dtype=np.int64))
         tower = self._load_tower()
-        if tower is None:  # popularity: every user is the same constant vector
-            return np.ones((len(histories), self.item_embeddings.shape[1]), dtype=np.float32)
-        from vmr.train import precision
-        from vmr.train.batches import trim_padding
-        from vmr.train.model import pad_histories
+        from vmr.model import precision
+        from vmr.model.towers import pad_histories, trim_padding
 
         cfg = tower.cfg
         seq = trim_padding(pad_histories(idx, cfg.max_len, cfg.objective == "masked"))
@@ -221,19 +197,24 @@ class Export:
             return tower.user_vectors(seq, torch.from_numpy(self.item_embeddings)).float().numpy()
 
     def _load_tower(self):
-        import torch
 
         if self._tower is None:
-            state = torch.load(self.path / "user_tower.pt", map_location="cpu", weights_only=False)
-            if state.get("kind") == "pop":
-                return None
-            from vmr.train.config import config_from_dict
-            from vmr.train.model import Recommender
+            from vmr.model.config import config_from_dict
+            from vmr.model.registry import build_model
+            from vmr.model.rundir import read_checkpoint_file
 
-            cfg = config_from_dict(state["config"])
-            self._amp = cfg.train.amp     # the precision the run was trained and evaluated in
-            model = Recommender(cfg.model, int(state["n_items"]), state.get("dims") or {})
-            model.load_state_dict(state["model"])
+            path = self.path / "user_tower.pt"
+            state = read_checkpoint_file(path, ("format", "model_args", "config", "model"))
+            if state["format"] != FORMAT:
+                raise VmrError(f"{path}: export format {state['format']!r}, this vmr reads "
+                               f"{FORMAT} (export the run again)")
+            self._amp = config_from_dict(state["config"]).train.amp   # the run's precision
+            model = build_model(state["model_args"])
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise VmrError(f"{path}: the weights do not fit its model_args "
+                               f"({str(e).splitlines()[0][:160]})") from None
             self._tower = model.eval()
         return self._tower
 

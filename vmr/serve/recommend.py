@@ -83,11 +83,11 @@ def format_table(rows: list[dict]) -> str:
 def recommend_cli(run: str, user: str | None = None, history: str | None = None, top: int = 10,
                   exclude_history: bool = True, fmt: str = "table") -> str:
     """The output of `vmr recommend`: a table or a JSON document."""
-    from vmr.evaluate.run_eval import open_run
+    from vmr.model.loaded import load_run
 
     if (user is None) == (history is None):
         raise VmrError("give exactly one of --user or --history")
-    loaded = open_run(run, "auto", device="cpu")
+    loaded = load_run(run, "auto", device="cpu")
     ds = loaded.dataset
     hist = user_history(ds, user) if user is not None else parse_history(history, ds.item_index)
     best = top_items(loaded, hist, top, exclude_history)

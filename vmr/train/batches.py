@@ -1,37 +1,10 @@
-"""Turning users' item sequences into training tensors.
-
-Leave-one-out (docs/DESIGN.md): the last item of a sequence is the test target, the one before
-it the validation target, the rest is training data."""
+"""Turning users' training prefixes (vmr.data.splits) into training tensors: windows,
+length-bucketed batches, and the masked objective's corruption."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-
-def n_train(length: int) -> int:
-    """How many leading items of a sequence of this length are training data."""
-    if length >= 3:
-        return length - 2
-    if length == 2:
-        return 1
-    return length
-
-
-def train_prefixes(sequences: list[np.ndarray]) -> list[np.ndarray]:
-    return [s[: n_train(len(s))] for s in sequences]
-
-
-def eval_pairs(sequences: list[np.ndarray], split: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(histories, targets, user rows) for split 'valid' (target = second-to-last, users with >= 3
-    items) or 'test' (target = last, history includes the valid item; users with >= 2 items)."""
-    hist, tgt, rows = [], [], []
-    for u, s in enumerate(sequences):
-        if split == "valid" and len(s) >= 3:
-            hist.append(s[:-2]); tgt.append(s[-2]); rows.append(u)
-        elif split == "test" and len(s) >= 2:
-            hist.append(s[:-1]); tgt.append(s[-1]); rows.append(u)
-    return hist, np.asarray(tgt, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
 def window_rows(prefixes: list[np.ndarray], width: int, min_len: int) -> torch.Tensor:
@@ -57,22 +30,15 @@ def window_rows(prefixes: list[np.ndarray], width: int, min_len: int) -> torch.T
     return torch.from_numpy(out)
 
 
-def trim_padding(x: torch.Tensor) -> torch.Tensor:
-    """Drop leading columns that are padding in every row (rows are left-padded)."""
-    nonpad = (x >= 0).any(0)
-    if not nonpad.any():
-        return x[:, -1:]
-    first = int(nonpad.nonzero()[0])
-    return x[:, first:]
-
-
 def mask_for_prediction(seq: torch.Tensor, rate: float, n_items: int,
                         generator: torch.Generator | None = None):
     """BERT-style corruption for the masked objective (paper 3.2.3).
 
     seq [B, L] left-padded. Each real position becomes a target with probability `rate`; the last
-    position is always a target. A target's input is the [mask] item 80% of the time, a random
-    item 10%, unchanged 10%. Returns (inputs, replace_mask, targets) with targets -100 elsewhere."""
+    position is always a target and always the [mask] item, as at prediction time (the paper:
+    the last position is replaced by [mask]). Any other target's input is the [mask] item 80% of
+    the time, a random item 10%, unchanged 10%. Returns (inputs, replace_mask, targets) with
+    targets -100 elsewhere."""
     real = seq >= 0
     u = torch.rand(seq.shape, generator=generator)
     chosen = (u < rate) & real
@@ -80,6 +46,8 @@ def mask_for_prediction(seq: torch.Tensor, rate: float, n_items: int,
     v = torch.rand(seq.shape, generator=generator)
     to_mask = chosen & (v < 0.8)
     to_rand = chosen & (v >= 0.8) & (v < 0.9)
+    to_mask[:, -1] = chosen[:, -1]
+    to_rand[:, -1] = False
     rand_items = torch.randint(0, n_items, seq.shape, generator=generator)
     inputs = torch.where(to_rand, rand_items, seq)
     targets = torch.where(chosen, seq, torch.full_like(seq, -100))

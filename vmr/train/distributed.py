@@ -4,7 +4,8 @@
 
 Every rank builds the same batch list (same seed), takes its slice of each batch, and DDP
 averages gradients (gloo on CPU, nccl on CUDA). Contrastive pre-training gathers the views of
-all ranks so negatives come from the whole global batch. Only rank 0 writes checkpoints, logs
+all ranks (vmr.model.pretrain.gather_cat) so negatives come from the whole global batch.
+Only rank 0 writes checkpoints, logs
 and plots; every rank validates (the same model, so the same early-stopping decisions)."""
 
 from __future__ import annotations
@@ -45,26 +46,6 @@ def init_from_env() -> Dist:
     if torch.cuda.is_available():
         torch.cuda.set_device(d.local_rank)
     return d
-
-
-def gather_cat(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate x from every rank along dim 0, keeping gradients (rank order). Ranks may
-    hold different numbers of rows: rows are padded to the largest count, gathered, trimmed."""
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, n)
-    sizes = [int(v) for v in sizes]
-    pad = max(sizes) - x.shape[0]
-    if pad:
-        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))], 0)
-    parts = all_gather(x)
-    return torch.cat([p[:k] for p, k in zip(parts, sizes)], 0)
 
 
 def agree(d: Dist, flag: bool) -> bool:

@@ -1,95 +1,23 @@
-"""The models, in one file: the multimodal item encoder, the sequence encoder, and the ID-only
-SASRec and popularity baselines that share the same interface.
+"""The multimodal recommender and its ID-only sibling SASRec, in one file: the item encoder
+(modality fusion), the sequence encoder, and the `Recommender` that joins them.
 
 Every model is a dual tower: `item_embeddings()` gives one vector per item, `user_vectors()` one
-vector per history, and score(u, j) = <u, h_j>. Paper sections 3.1.2 (item encoder) and 3.2
-(sequence encoder); METHOD.md fixes the vague parts."""
+vector per history, and score(u, j) = <u, h_j> (vmr/model/popularity.py is the third model with
+that interface). Paper sections 3.1.2 (item encoder) and 3.2 (sequence encoder); the vague parts
+are read as docs/MODEL.md says."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmr.train.config import ModelConfig
+from vmr.model.blocks import Dropout, attention_mask, make_blocks
+from vmr.model.config import ModelConfig
+from vmr.model.losses import full_softmax_loss, sampled_softmax_loss
 
 MODALITY_ORDER = ("video", "image", "text")
-VISUAL = ("video", "image")
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout drawn with torch.rand: on these CPUs bernoulli_ (nn.Dropout's sampler)
-    costs several times a uniform draw of the same size."""
-    if not training or p == 0.0:
-        return x
-    keep = torch.rand_like(x) >= p
-    return x * keep * (1.0 / (1.0 - p))
-
-
-class Dropout(nn.Module):
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor, p: float | None = None) -> torch.Tensor:
-        return dropout(x, self.p if p is None else p, self.training)
-
-
-class Block(nn.Module):
-    """A post-LayerNorm transformer block: self-attention then a GELU feed-forward."""
-
-    def __init__(self, d: int, n_heads: int, ffn_mult: int, dropout: float):
-        super().__init__()
-        self.n_heads = n_heads
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-        self.ln1 = nn.LayerNorm(d, eps=1e-12)
-        self.ff1 = nn.Linear(d, ffn_mult * d)
-        self.ff2 = nn.Linear(ffn_mult * d, d)
-        self.ln2 = nn.LayerNorm(d, eps=1e-12)
-        self.drop = Dropout(dropout)
-        self.attn_drop = Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                p: float | None = None, last_only: bool = False) -> torch.Tensor:
-        """x [B, L, d]; mask [L, L] or [B, 1, L, L] additive (0 / -inf) or None; p overrides
-        the dropout rate (the item encoder runs the shared blocks with its own rate).
-        last_only: only the last position queries -> [B, 1, d] (what a user vector needs from
-        the top block; keys and values still come from every position)."""
-        B, L, d = x.shape
-        h = self.n_heads
-        if L == 1:
-            # a single key (e.g. the item encoder on one modality): every attention weight is
-            # exactly 1, so only the values are needed; dropout still acts on the weights
-            w, b = self.qkv.weight, self.qkv.bias
-            v = F.linear(x, w[2 * d:], b[2 * d:]).view(B, 1, h, d // h)
-            y = (v * self.attn_drop(x.new_ones(B, 1, h, 1), p)).reshape(B, 1, d)
-            x = self.ln1(x + self.drop(self.out(y), p))
-            return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x))), p))
-        if last_only:
-            w, b = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, -1:], w[:d], b[:d]).view(B, 1, h, d // h).transpose(1, 2)
-            k, v = F.linear(x, w[d:], b[d:]).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)
-            x = x[:, -1:]
-            if mask is not None:
-                mask = mask[..., -1:, :]
-        else:
-            q, k, v = self.qkv(x).view(B, L, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h))
-        if mask is not None:
-            att = att + mask
-        att = self.attn_drop(att.softmax(dim=-1), p)
-        y = (att @ v).transpose(1, 2).reshape(B, x.shape[1], d)
-        x = self.ln1(x + self.drop(self.out(y), p))
-        return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x))), p))
-
-
-def make_blocks(cfg: ModelConfig, n: int) -> nn.ModuleList:
-    return nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.ffn_mult, cfg.dropout)
-                         for _ in range(n))
+VISUAL_MODALITIES = ("video", "image")
 
 
 class ItemEncoder(nn.Module):
@@ -142,8 +70,10 @@ class ItemEncoder(nn.Module):
             return torch.ones(len(idx), 1, dtype=torch.bool, device=idx.device)
         return torch.stack([getattr(self, f"present_{m}")[idx] for m in self.modalities], 1)
 
-    def tokens(self, idx: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """[n, M, d] modality tokens; keep [n, M] bool further masks modalities (views)."""
+    def tokens(self, idx: torch.Tensor, keep: torch.Tensor | None = None,
+               with_ids: bool = True) -> torch.Tensor:
+        """[n, M, d] modality tokens; keep [n, M] bool further masks modalities (views);
+        with_ids=False leaves the ID embedding out (pre-training views)."""
         keep_all = self.present(idx) if keep is None else keep & self.present(idx)
         if self.modalities:
             cols = [self.proj[m](getattr(self, f"feat_{m}")[idx]) for m in self.modalities]
@@ -152,7 +82,8 @@ class ItemEncoder(nn.Module):
         else:
             x = self.mask_tok.unsqueeze(0).expand(len(idx), 1, self.d)
         x = x + self.mod_emb.unsqueeze(0)
-        if self.id_emb is not None and (self.id_fusion == "token" or not self.modalities):
+        if with_ids and self.id_emb is not None and (self.id_fusion == "token"
+                                                     or not self.modalities):
             x = x + self.id_emb(idx).unsqueeze(1)
         return x
 
@@ -198,18 +129,6 @@ class SequenceEncoder(nn.Module):
         for i, blk in enumerate(self.blocks):
             x = blk(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return x
-
-
-def attention_mask(pad: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Additive mask [B, 1, L, L]: a query never sees padding keys (nor, if causal, the future),
-    but always sees itself, so no row is empty."""
-    B, L = pad.shape
-    allowed = ~pad.unsqueeze(1).expand(B, L, L)
-    if causal:
-        allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
-    allowed = allowed | torch.eye(L, dtype=torch.bool, device=pad.device)
-    zero = torch.zeros((), device=pad.device)
-    return torch.where(allowed, zero, torch.tensor(float("-inf"), device=pad.device)).unsqueeze(1)
 
 
 class Recommender(nn.Module):
@@ -264,8 +183,6 @@ class Recommender(nn.Module):
         inp [B, L] input items (-1 padding), tgt [B, L] target items (negative = no target),
         replace_mask [B, L] inputs replaced by [mask] (masked objective), neg_idx [K] shared
         negatives for the sampled softmax (None = full softmax over all items)."""
-        from vmr.train.losses import full_softmax_loss, sampled_softmax_loss
-
         sel = tgt >= 0
         temp = self.cfg.temperature
         if neg_idx is None:
@@ -297,53 +214,8 @@ class Recommender(nn.Module):
         return out
 
 
-@torch.no_grad()
-def histories_to_user_vectors(model: Recommender, histories, table: torch.Tensor,
-                              device: torch.device, tokens: int = 16384,
-                              max_rows: int = 2048) -> torch.Tensor:
-    """User vectors of many histories, returned in the input order. Histories are sorted by
-    length and run in chunks of about `tokens` positions (at most `max_rows` histories), each
-    padded only to its own longest history: most histories are short, so little is padding."""
-    cfg = model.cfg
-    masked = cfg.objective == "masked"
-    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    lengths = np.clip(lengths + (1 if masked else 0), 1, cfg.max_len)
-    order = np.argsort(lengths, kind="stable")
-    sorted_len = lengths[order].tolist()
-    out = torch.empty(len(histories), table.shape[1], device=device)
-    s = 0
-    while s < len(order):
-        # sorted ascending: the chunk's last row is its widest; grow while the budget allows
-        e = s + 1
-        while e < len(order) and e - s < max_rows and (e + 1 - s) * sorted_len[e] <= tokens:
-            e += 1
-        idx = order[s:e]
-        seq = pad_histories([histories[i] for i in idx], sorted_len[e - 1], masked)
-        out[torch.from_numpy(idx).to(device)] = model.user_vectors(seq.to(device), table).float()
-        s = e
-    return out
-
-
 def _init_linear(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
-    """Left-pad item-index histories to [B, max_len] with -1; the masked objective keeps the
-    last max_len-1 items and appends a slot (index 0, replaced by [mask] in the encoder)."""
-    keep = max_len - 1 if masked else max_len
-    cut = [np.asarray(h, dtype=np.int64).reshape(-1)[len(h) - min(len(h), keep):]
-           for h in histories]
-    lens = np.fromiter((len(c) for c in cut), dtype=np.int64, count=len(cut))
-    out = np.full((len(cut), max_len), -1, dtype=np.int64)
-    if lens.sum():
-        end = keep                                         # one past each row's last item
-        rows = np.repeat(np.arange(len(cut)), lens)
-        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-        out[rows, end - np.repeat(lens, lens) + within] = np.concatenate(cut)
-    if masked:
-        out[:, max_len - 1] = 0
-    return torch.from_numpy(out)

@@ -33,14 +33,17 @@ class InfoNCE(nn.Module):
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def mine_hard_negatives(sim: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each row j pick a negative column k != j, drawn with probability softmax(sim[j]) over
-    the other columns: the harder (more similar) the more likely. Returns [B] column indices."""
+def mine_hard_negatives(sim: torch.Tensor, temperature: float,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row j pick a negative column k != j, drawn with probability
+    softmax(sim[j] / temperature) over the other columns: the harder (more similar) the more
+    likely. Cosine similarities span [-1, 1], so without a small temperature the draw is
+    nearly uniform. Returns [B] column indices."""
     B = sim.shape[0]
     if B < 2:
         raise ValueError("hard negatives need a batch of at least 2")
     eye = torch.eye(B, dtype=torch.bool, device=sim.device)
-    w = sim.detach().float().masked_fill(eye, float("-inf")).softmax(dim=1)
+    w = (sim.detach().float() / temperature).masked_fill(eye, float("-inf")).softmax(dim=1)
     return torch.multinomial(w, 1, generator=generator).squeeze(1)
 
 

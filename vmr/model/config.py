@@ -1,4 +1,5 @@
-"""One typed config for training: dataclasses, loaded from TOML, overridden with `--set a.b=v`.
+"""One typed config for a run: dataclasses, loaded from TOML, overridden with `--set a.b=v`.
+Every key is documented in docs/MODEL.md ("The config").
 
 Unknown keys and wrongly typed values are errors. The resolved config is saved into the run
 directory as `config.toml`, so a run can always be reproduced from its directory alone."""
@@ -6,17 +7,19 @@ directory as `config.toml`, so a run can always be reproduced from its directory
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmr.errors import VmrError
+from vmr.model.kinds import MODEL_KINDS
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "vmr"            # vmr (multimodal) | sasrec (ID-only baseline) | pop (popularity)
+    kind: str = "vmr"            # vmr | sasrec | pop: the kinds of vmr/model/kinds.py
     d_model: int = 128           # width of every token (modality tokens and sequence positions)
     n_heads: int = 2
     n_layers: int = 2            # transformer blocks of the sequence encoder
@@ -83,7 +86,7 @@ class Config:
 
 
 CHOICES = {
-    ("model", "kind"): ("vmr", "sasrec", "pop"),
+    ("model", "kind"): tuple(MODEL_KINDS),
     ("model", "share"): ("tie", "init", "none"),
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
@@ -108,6 +111,8 @@ def _coerce(section: str, name: str, value, typ, where: str):
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise VmrError(f"{where}: {section}.{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise VmrError(f"{where}: {section}.{name} must be a finite number, got {value!r}")
         return float(value)
     if typ is str:
         if not isinstance(value, str):
@@ -128,6 +133,8 @@ def _section_types(section_obj) -> dict[str, type]:
 def apply_dict(cfg: Config, data: dict, where: str) -> Config:
     """Overlay a nested dict (as read from TOML) onto cfg; unknown keys are errors."""
     sections = {f.name for f in dataclasses.fields(cfg)}
+    if not isinstance(data, dict):
+        raise VmrError(f"{where}: expected a table of config sections")
     for section, values in data.items():
         if section not in sections:
             raise VmrError(f"{where}: unknown config section [{section}] "
@@ -157,7 +164,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         apply_dict(cfg, data, str(p))
     for item in overrides:
         apply_override(cfg, item)
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 
@@ -176,7 +183,8 @@ def apply_override(cfg: Config, item: str) -> None:
     apply_dict(cfg, {section: {name: value}}, f"--set {key}")
 
 
-def validate(cfg: Config) -> None:
+def check_config(cfg: Config) -> None:
+    """Cross-field checks (single values are checked as they are read)."""
     m, t = cfg.model, cfg.train
     if m.d_model <= 0 or m.d_model % m.n_heads:
         raise VmrError(f"model.d_model ({m.d_model}) must be a positive multiple of "

@@ -1,0 +1,132 @@
+"""The package's import structure (docs/DESIGN.md): every module imports only from its own layer
+or the layers below it, and no two modules import each other, even through a chain of lazy
+(function-level) imports. Both checks read the source, so they also see imports that a test run
+never executes."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "vmr"
+
+# lowest first; a module may import its own layer and those below it
+LAYERS = [
+    ("base", ("vmr", "vmr.errors", "vmr.fsio", "vmr.allocator")),
+    ("data", ("vmr.data", "vmr.cache")),
+    ("extract", ("vmr.extract",)),
+    ("model", ("vmr.model",)),
+    ("evaluate", ("vmr.evaluate",)),
+    ("train", ("vmr.train",)),
+    ("serve", ("vmr.serve",)),
+    ("app", ("vmr.pipeline",)),
+    ("cli", ("vmr.cli", "vmr.__main__")),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> int:
+    best = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (
+                    best is None or len(p) > len(best[1])):
+                best = (i, p)
+    assert best is not None, f"{module} belongs to no layer: add it to LAYERS"
+    return best[0]
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """vmr modules imported anywhere in the file (module level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    own = module_name(path)
+    pkg = own if path.name == "__init__.py" else own.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for n in names:
+            if n.split(".")[0] != "vmr":
+                continue
+            while n and n not in modules:     # `from vmr.x import name` -> vmr.x
+                n = n.rsplit(".", 1)[0] if "." in n else ""
+            if n and n != own:
+                found.add(n)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = sorted(PKG.rglob("*.py"))
+    modules = {module_name(f) for f in files}
+    return {module_name(f): imports_of(f, modules) for f in files}
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    bad = []
+    for mod, deps in graph().items():
+        for dep in deps:
+            if dep == "vmr":          # the package itself: __version__ only
+                continue
+            if layer_of(dep) > layer_of(mod):
+                bad.append(f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {dep} "
+                           f"({LAYERS[layer_of(dep)][0]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles():
+    g = graph()
+    state, stack, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for d in sorted(g.get(m, ())):
+            if d == "vmr":
+                continue
+            if state.get(d) == "open":
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m)
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_checks_catch_a_violation(tmp_path, monkeypatch):
+    """The checker itself: a planted upward import and a planted cycle are found."""
+    fake = tmp_path / "vmr"
+    (fake / "data").mkdir(parents=True)
+    (fake / "train").mkdir()
+    for f in ("__init__.py", "data/__init__.py", "train/__init__.py"):
+        (fake / f).write_text("")
+    (fake / "data" / "io.py").write_text("def f():\n    from vmr.train.loop import x\n")
+    (fake / "train" / "loop.py").write_text("from vmr.data.io import f\nx = 1\n")
+    monkeypatch.setattr(__import__(__name__), "PKG", fake)
+    with pytest.raises(AssertionError, match="vmr.data.io \\(data\\) imports vmr.train.loop"):
+        test_no_module_imports_a_layer_above_its_own()
+    with pytest.raises(AssertionError, match="vmr.data.io -> vmr.train.loop -> vmr.data.io"):
+        test_no_import_cycles()
+
+
+def test_no_module_is_too_long():
+    long = {module_name(f): n for f in PKG.rglob("*.py")
+            if (n := len(f.read_text(encoding="utf-8").splitlines())) > 420}
+    assert not long, f"modules over ~400 lines (split them by what they hold): {long}"

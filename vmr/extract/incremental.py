@@ -1,0 +1,187 @@
+"""What an extraction has to encode, given the cache it updates, and how its results are
+published.
+
+Rows of the modality already in the cache are kept when they were made with the same settings
+(and, for a shard file, the same shard) from the content the item has now (fingerprint.py);
+every other row in the run's scope is encoded. A cache made for a subset of the dataset's items
+(the catalogue grew) is carried over by item id; a cache holding items the dataset lacks is an
+error. Publishing takes each row from exactly one place -- the newest progress entry made from
+the current content, else the kept cache row -- and refuses to mark a row present unless its
+vector was written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from vmr.errors import VmrError
+
+
+@dataclass
+class Plan:
+    kept: "np.ndarray"  # noqa: F821  bool [n]: rows taken unchanged from the cache
+    fps: dict[int, str]  # row -> fingerprint of its content now (rows in scope)
+    kept_fps: dict[int, str] = field(default_factory=dict)  # fingerprint published for kept rows
+    remap: bool = False  # the cache was made for a subset of the items: carry it over by id
+    old_attrs: dict | None = None  # the modality's attributes when rows are kept
+    nothing_to_do: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str, scope,
+              overwrite: bool) -> Plan:
+    import numpy as np
+
+    from vmr.cache import store
+    from vmr.extract import fingerprint
+
+    ids = items.ids
+    n = len(ids)
+    plan = Plan(kept=np.zeros(n, bool), fps={})
+    stored: dict[int, str] = {}
+    cached_done = np.zeros(n, bool)
+    unknown = False
+    if os.path.exists(target):
+        cache_ids = store.read_item_ids(target)
+        if cache_ids != ids:
+            if not set(cache_ids) <= set(ids):
+                store.check_item_ids(target, cache_ids, ids)  # raises: another dataset
+            plan.remap = True
+            plan.notes.append(f"the dataset has {n - len(cache_ids):,} items more than {target}; "
+                              "its cached rows are kept, the new items are added")
+        with store.open_cache(target) as f:
+            if modality in f:
+                old = store.group_attrs(f[modality])
+                diff = [d for d in store.settings_diff(old, settings) if not d.startswith("dim ")]
+                if diff and not overwrite:
+                    raise VmrError(f"{target} already holds {modality} features made with other "
+                                   f"settings ({'; '.join(diff)}); pass --overwrite to replace "
+                                   "them or use another --cache")
+                if not overwrite and old.get("shard", "") == shard_spec:
+                    plan.old_attrs = old
+                    g = f[modality]
+                    done = g["done"][...].astype(bool)
+                    old_fps = store.read_fingerprints(g)
+                    unknown = old_fps is None
+                    where = {i: r for r, i in enumerate(cache_ids)}
+                    for r in range(n):
+                        o = where.get(ids[r])
+                        if o is not None and done[o]:
+                            cached_done[r] = True
+                            stored[r] = "" if old_fps is None else old_fps[o]
+    in_scope = np.zeros(n, bool)
+    in_scope[np.asarray(list(scope), dtype=np.int64)] = True
+    plan.fps = fingerprint.current(items, modality, np.flatnonzero(in_scope).tolist(), stored)
+    stale = []
+    for r, fp in stored.items():
+        if not in_scope[r]:
+            continue
+        if not fp:  # made before fingerprints: unknown, kept
+            plan.kept[r], plan.kept_fps[r], unknown = True, "", True
+        elif fingerprint.same(fp, plan.fps[r]):
+            plan.kept[r], plan.kept_fps[r] = True, plan.fps[r]
+        else:
+            stale.append(r)
+    if unknown:
+        fingerprint.warn_unknown(target, modality)
+    if stale:
+        plan.notes.append(f"{len(stale):,} cached {modality} items changed since they were "
+                          f"extracted (first: {ids[stale[0]]!r}); encoding them again")
+    plan.nothing_to_do = (plan.old_attrs is not None and not plan.remap
+                          and bool(plan.kept[in_scope].all())
+                          and not (cached_done & ~in_scope).any())
+    return plan
+
+
+def publish_run(target: str, items, modality: str, progress, scope, plan: Plan, attrs: dict,
+                dtype: str, dim: int) -> None:
+    """Assemble the progress parts and the kept cache rows into the modality's new group and
+    publish it (vmr.cache.store.publish)."""
+    import numpy as np
+
+    from vmr.cache.store import ModalityData, publish
+
+    ids = items.ids
+    index = {i: r for r, i in enumerate(ids)}
+    n = len(ids)
+    in_scope = np.zeros(n, bool)
+    in_scope[np.asarray(list(scope), dtype=np.int64)] = True
+    present = np.zeros(n, bool)
+    got = np.zeros(n, bool)
+    owner: dict[int, str] = {}  # row -> the part holding its vector
+    failures: dict[int, str] = {}
+    for p in progress.parts():  # oldest first: the newest valid entry of an item wins
+        ok = progress.valid(p)
+        k = len(p["ids"])
+        for i, v in zip(p["ids"].tolist(), ok[:k]):
+            if v and in_scope[index[i]]:
+                r = index[i]
+                present[r] = got[r] = True
+                owner[r] = p["name"]
+                failures.pop(r, None)
+        for i, reason, v in zip(p["fail_ids"].tolist(), p["fail_reasons"].tolist(), ok[k:]):
+            if v and in_scope[index[i]]:
+                r = index[i]
+                got[r], present[r] = True, False
+                owner.pop(r, None)
+                failures[r] = reason
+    keep = plan.kept & in_scope & ~got
+    content = items.column(modality)
+    no_content = np.array([not content[r] for r in range(n)]) & in_scope & ~keep & ~got
+    if modality == "text":
+        no_content[:] = False  # every text item is committed (empty texts as failures)
+    missing = np.flatnonzero(in_scope & ~keep & ~got & ~no_content)
+    if len(missing):
+        raise VmrError(f"{progress.path}: the results of {len(missing):,} items are missing "
+                       f"(first: {ids[missing[0]]!r}); its progress files changed while this "
+                       "run was working (another process?); rerun the same command")
+    if plan.old_attrs is not None and keep.any() and int(plan.old_attrs.get("dim", -1)) != dim:
+        raise VmrError(f"{target} holds {plan.old_attrs.get('dim')}-d {modality} features but the "
+                       f"encoder gives {dim}-d; pass --overwrite to replace them")
+
+    def write_features(ds) -> None:
+        written = np.zeros(n, bool)
+        for p in progress.parts(with_features=True):
+            rows = [(index[i], j) for j, i in enumerate(p["ids"].tolist())
+                    if owner.get(index[i]) == p["name"]]
+            if not rows:
+                continue
+            rows.sort()
+            ds[[r for r, _ in rows]] = p["features"][[j for _, j in rows]].astype(dtype)
+            written[[r for r, _ in rows]] = True
+        lost = np.flatnonzero(present & ~written)
+        if len(lost):  # a part vanished or was damaged since the first pass
+            raise VmrError(f"{progress.path}: the vectors of {len(lost):,} items could not be "
+                           f"read back (first: {ids[lost[0]]!r}); rerun the same command to "
+                           "encode them again")
+
+    fps = [""] * n
+    for r in np.flatnonzero(in_scope).tolist():
+        fps[r] = plan.kept_fps.get(r, "") if keep[r] else plan.fps.get(r, "")
+    fails = [(ids[r], failures[r]) for r in sorted(failures)]
+    data = ModalityData(attrs=attrs, present=present, done=in_scope, failures=fails,
+                        write_features=write_features, dtype=dtype, dim=dim, fingerprints=fps,
+                        keep=keep)
+    publish(target, ids, {modality: data}, replace=True, remap=plan.remap)
+    for note in _other_modalities(target, modality, plan):
+        print(note, file=sys.stderr)
+
+
+def _other_modalities(target: str, modality: str, plan: Plan) -> list[str]:
+    """After carrying a cache over to a larger catalogue: which other modalities now lack the
+    new items."""
+    if not plan.remap:
+        return []
+    from vmr.cache import store
+
+    out = []
+    with store.open_cache(target) as f:
+        for m in store.MODALITIES:
+            if m != modality and m in f:
+                missing = int((~f[m]["done"][...].astype(bool)).sum())
+                if missing:
+                    out.append(f"note: the {m} features in {target} lack the {missing:,} new "
+                               f"items; run `vmr extract --modality {m}` (or import them again)")
+    return out

@@ -1,0 +1,96 @@
+"""A trained run, loaded for evaluation, recommendation and export: `load_run(run_dir)`.
+
+The model is rebuilt from the checkpoint's `model_args` alone; the dataset and the feature
+cache the run was trained on are opened again and checked against the identities that
+run.json recorded, so a re-prepared dataset or a re-extracted cache is refused, not used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vmr.errors import VmrError
+from vmr.model.config import config_from_dict
+from vmr.model.features import load_features
+from vmr.model.kinds import model_kind
+from vmr.model.registry import attach_features, build_model
+from vmr.model.rundir import (RunDir, dataset_fingerprint, feature_identity, read_checkpoint)
+from vmr.model.towers import TowerView
+
+
+class LoadedRun:
+    """A trained model in eval mode as a dual tower:
+    score(u, j) = <user_vectors(histories)[u], item_embeddings()[j]>."""
+
+    def __init__(self, run: RunDir, checkpoint: Path, ckpt: dict, config, dataset, model,
+                 device: torch.device, info: dict):
+        self.run, self.checkpoint, self.ckpt = run, checkpoint, ckpt
+        self.run_dir = run.path
+        self.config, self.dataset, self.model, self.device, self.info = (config, dataset, model,
+                                                                         device, info)
+        self.tower = TowerView(model, device, config.train.amp)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.tower.item_embeddings()
+
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
+        return self.tower.user_vectors(histories)
+
+
+def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+    """Open a run directory's checkpoint ('best', 'last' or 'auto') with its dataset and
+    features; one-line errors for anything missing, damaged or changed since training."""
+    from vmr.data.dataset import load_dataset
+
+    rd = RunDir(run).require()
+    path = rd.checkpoint(checkpoint)
+    info = rd.read_info()
+    ckpt = read_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    if not isinstance(info.get("data"), str):
+        raise VmrError(f"{rd.info}: no 'data' entry naming the run's dataset directory")
+    dataset = load_dataset(info["data"])
+    args = ckpt["model_args"]
+    _check_dataset(rd, info, dataset, args)
+    model = build_model(args)
+    if model_kind(args["kind"]).uses_features and args["dims"]:
+        cache = info.get("cache")
+        if not isinstance(cache, str):
+            raise VmrError(f"{rd.info}: no 'cache' entry naming the run's feature cache")
+        feats, present, attrs = load_features(Path(cache), dataset.item_ids, sorted(args["dims"]))
+        _check_features(rd, info, attrs, cache)
+        attach_features(model, feats, present)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = " ".join(str(e).split("\n")[1:2]).strip()[:200]
+        raise VmrError(f"{path}: the saved weights do not fit the model its model_args "
+                       f"describe ({first})") from None
+    dev = torch.device(device)
+    model.to(dev).eval()
+    return LoadedRun(rd, path, ckpt, cfg, dataset, model, dev, info)
+
+
+def _check_dataset(rd: RunDir, info: dict, dataset, args: dict) -> None:
+    if args["n_items"] != len(dataset.item_ids):
+        raise VmrError(f"{rd.path}: the run was trained on {args['n_items']} items but "
+                       f"{info['data']} now has {len(dataset.item_ids)}; the dataset was "
+                       "re-prepared after training (retrain, or prepare into another folder)")
+    want = info.get("dataset_fingerprint")
+    if want and want != dataset_fingerprint(dataset):
+        raise VmrError(f"{rd.path}: the dataset {info['data']} changed since this run was "
+                       "trained (items or histories differ); retrain, or prepare into another "
+                       "folder")
+
+
+def _check_features(rd: RunDir, info: dict, attrs: dict, cache: str) -> None:
+    recorded = info.get("features") or {}
+    for m, ident in recorded.items():
+        now = feature_identity(attrs.get(m, {}))
+        if now != ident:
+            diff = sorted(k for k in set(now) | set(ident) if now.get(k) != ident.get(k))
+            raise VmrError(f"{rd.path}: the {m} features in {cache} changed since this run was "
+                           f"trained ({', '.join(diff[:4])} differ); retrain, or extract into "
+                           "another --cache")

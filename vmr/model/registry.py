@@ -1,0 +1,42 @@
+"""Building models from the kinds of vmr/model/kinds.py.
+
+`model_args` is what a checkpoint stores to rebuild its model without anything else (as
+nanoGPT's `model_args`): the kind, the model config, the number of items and the width of each
+cached modality. `build_model(model_args)` is the one constructor every reader and the trainer
+use."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from vmr.errors import VmrError
+from vmr.model.config import config_from_dict
+from vmr.model.kinds import model_kind
+
+
+def make_model_args(model_cfg, n_items: int, dims: dict[str, int]) -> dict:
+    """The constructor arguments a checkpoint carries (plain types only)."""
+    return {"kind": model_cfg.kind, "config": dataclasses.asdict(model_cfg),
+            "n_items": int(n_items), "dims": {m: int(d) for m, d in sorted(dims.items())}}
+
+
+def build_model(model_args: dict):
+    """A fresh model of the kind and shape `model_args` describe (see `make_model_args`)."""
+    kind = model_kind(model_args["kind"])
+    cfg = config_from_dict({"model": model_args["config"]}).model
+    module, cls = kind.target.split(":")
+    Model = getattr(importlib.import_module(module), cls)
+    if kind.fit == "counts":
+        return Model(cfg, model_args["n_items"])
+    if kind.uses_features and not model_args["dims"] and not cfg.item_id_emb:
+        raise VmrError("model.kind = vmr needs at least one cached modality or "
+                       "model.item_id_emb = true")
+    return Model(cfg, model_args["n_items"], dict(model_args["dims"]))
+
+
+def attach_features(model, feats: dict, present: dict) -> None:
+    """Give a model that reads content its frozen feature buffers (not saved in checkpoints)."""
+    items = getattr(model, "items", None)
+    if items is not None and feats:
+        items.set_features(feats, present)

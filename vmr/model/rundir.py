@@ -1,0 +1,170 @@
+"""The run directory, and the one checkpoint schema. Every reader and writer of a run goes
+through this module; no other module names a run's files.
+
+    RUN/config.toml          the resolved config (`vmr train --resume` reads it back)
+    RUN/run.json             what ran: status, label, data, cache, modalities, identities,
+                             precision, best epoch (1-based) and its validation metrics
+    RUN/metrics.csv          one row per stage and epoch (1-based), appended as training goes
+    RUN/curves.png           training loss and validation metrics per epoch
+    RUN/checkpoint.pt        the latest checkpoint (resume)
+    RUN/best.pt              the best on validation NDCG@10 (eval, recommend, export)
+    RUN/pretrain.pt          the model after item-level pre-training
+    RUN/metrics_<split>.json written by `vmr eval`
+
+A checkpoint is a plain dict (as nanoGPT's): `format`, `model_args` (enough to rebuild the model
+with `vmr.model.registry.build_model`, from the checkpoint alone), `model` (state dict),
+`config` (the whole resolved config), `stage`, `epoch` (1-based; 0 = before the first),
+`vmr_version`, and for resuming `optimizer`, `heads`, `rng`, `best`, `bad_epochs`. It holds only
+tensors and plain Python values, and is always read with `torch.load(weights_only=True)`: no
+file in a run directory can run code when vmr opens it."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from vmr.errors import VmrError
+from vmr.fsio import atomic_write_bytes, one_line, write_json_atomic
+
+CHECKPOINT_FORMAT = 2
+CHECKPOINT_KEYS = ("format", "model_args", "model", "config", "stage", "epoch")
+CHECKPOINTS = {"best": "best.pt", "last": "checkpoint.pt"}
+# cache attributes that change from one extraction to the next without changing the vectors
+VOLATILE_ATTRS = {"vmr_version", "created", "batch_size", "shard", "shard_unit", "dtype"}
+
+
+class RunDir:
+    """The paths of one run directory and the reading and writing of its JSON files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_toml = self.path / "config.toml"
+        self.info = self.path / "run.json"
+        self.csv = self.path / "metrics.csv"
+        self.curves = self.path / "curves.png"
+        self.last = self.path / CHECKPOINTS["last"]
+        self.best = self.path / CHECKPOINTS["best"]
+        self.pretrain = self.path / "pretrain.pt"
+
+    def metrics_json(self, split: str) -> Path:
+        return self.path / f"metrics_{split}.json"
+
+    def holds_run(self) -> bool:
+        """Whether training has written a checkpoint here."""
+        return self.last.exists() or self.best.exists()
+
+    def require(self) -> "RunDir":
+        """Check that this is a run directory written by `vmr train`."""
+        if not self.path.exists():
+            raise VmrError(f"run directory not found: {self.path}")
+        if not self.path.is_dir():
+            raise VmrError(f"{self.path}: not a directory (a run directory written by "
+                           "`vmr train` is expected)")
+        if not self.info.is_file():
+            raise VmrError(f"{self.path}: not a vmr run directory (no run.json; is it the --out "
+                           "of `vmr train`?)")
+        return self
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The checkpoint file: 'best', 'last', or 'auto' (best.pt, else checkpoint.pt)."""
+        if which == "auto":
+            which = "best" if self.best.is_file() else "last"
+        path = self.path / CHECKPOINTS[which]
+        if not path.is_file():
+            other = "last" if which == "best" else "best"
+            hint = (f"; try --checkpoint {other}" if (self.path / CHECKPOINTS[other]).is_file()
+                    else "; has training finished its first epoch?")
+            raise VmrError(f"{self.path}: no checkpoint {path.name}{hint}")
+        return path
+
+    def read_info(self) -> dict:
+        return read_json_object(self.info)
+
+    def write_info(self, info: dict) -> None:
+        write_json_atomic(self.info, info)
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from `path`, or a one-line error naming the file."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VmrError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VmrError(f"{path}: unreadable ({one_line(e)})") from None
+    if not isinstance(obj, dict):
+        raise VmrError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> None:
+    """Write a checkpoint atomically (serialised in memory first, so a full disk is a plain
+    OSError, not torch's RuntimeError, and the previous file stays intact)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getbuffer())
+
+
+def read_checkpoint_file(path: Path, keys: tuple[str, ...]) -> dict:
+    """torch.load with weights_only (no file can run code), as a dict holding `keys`; one-line
+    errors for planted, damaged or foreign files."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses objects that could run code: a planted or foreign file
+        raise VmrError(f"{path}: refused, the file holds objects other than tensors and plain "
+                       f"values (not written by vmr, or tampered with): {one_line(e, 120)}") \
+            from None
+    except Exception as e:  # a truncated, empty or foreign file
+        raise VmrError(f"{path}: cannot read it, the file is truncated or damaged "
+                       f"({one_line(e)})") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise VmrError(f"{path}: not a vmr file of this kind (missing {', '.join(missing)})")
+    return obj
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint of the schema above, read safely."""
+    ckpt = read_checkpoint_file(path, CHECKPOINT_KEYS)
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise VmrError(f"{path}: checkpoint format {ckpt['format']!r}, this vmr reads "
+                       f"{CHECKPOINT_FORMAT} (retrain the run with this version)")
+    return ckpt
+
+
+def dataset_fingerprint(dataset) -> str:
+    """sha256 of what a model's indices mean: the item ids in order, and every user's id and
+    item sequence. Re-preparing that reorders items or changes histories changes it."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    h.update("\n".join(dataset.item_ids).encode("utf-8"))
+    h.update(b"\0users\0")
+    h.update("\n".join(dataset.user_ids).encode("utf-8"))
+    for s in dataset.sequences:
+        h.update(np.asarray(s, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def feature_identity(attrs: dict) -> dict:
+    """The parts of a cached modality's attributes that decide what its vectors mean."""
+    return {k: _plain(attrs[k]) for k in sorted(attrs) if k not in VOLATILE_ATTRS}
+
+
+def _plain(v):
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return v

@@ -1,0 +1,87 @@
+"""A trained model as the dual tower that evaluation, recommendation and export use:
+score(u, j) = <user_vectors(histories)[u], item_embeddings()[j]>, run in the model's precision.
+
+Also the history padding every reader shares (`pad_histories`, `trim_padding`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vmr.model import precision
+
+
+class TowerView:
+    """Any vmr model (`Recommender`, `Popularity`) as the dual tower that
+    `vmr.evaluate.metrics.evaluate_model` expects; amp: bfloat16 autocast where native."""
+
+    def __init__(self, model, device: torch.device, amp: bool = False):
+        self.model, self.device, self.amp = model, device, amp
+        self._table: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            self.model.eval()
+            with precision.autocast(self.device, self.amp):
+                self._table = self.model.item_embeddings().detach().float()
+        return self._table
+
+    @torch.no_grad()
+    def user_vectors(self, histories) -> torch.Tensor:
+        with precision.autocast(self.device, self.amp):
+            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+                                             self.device)
+
+
+@torch.no_grad()
+def histories_to_user_vectors(model, histories, table: torch.Tensor, device: torch.device,
+                              tokens: int = 16384, max_rows: int = 2048) -> torch.Tensor:
+    """User vectors of many histories, returned in the input order. Histories are sorted by
+    length and run in chunks of about `tokens` positions (at most `max_rows` histories), each
+    padded only to its own longest history: most histories are short, so little is padding."""
+    cfg = model.cfg
+    masked = cfg.objective == "masked"
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    lengths = np.clip(lengths + (1 if masked else 0), 1, cfg.max_len)
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[order].tolist()
+    out = torch.empty(len(histories), table.shape[1], device=device)
+    s = 0
+    while s < len(order):
+        # sorted ascending: the chunk's last row is its widest; grow while the budget allows
+        e = s + 1
+        while e < len(order) and e - s < max_rows and (e + 1 - s) * sorted_len[e] <= tokens:
+            e += 1
+        idx = order[s:e]
+        seq = pad_histories([histories[i] for i in idx], sorted_len[e - 1], masked)
+        out[torch.from_numpy(idx).to(device)] = model.user_vectors(seq.to(device), table).float()
+        s = e
+    return out
+
+
+def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
+    """Left-pad item-index histories to [B, max_len] with -1; the masked objective keeps the
+    last max_len-1 items and appends a slot (index 0, replaced by [mask] in the encoder)."""
+    keep = max_len - 1 if masked else max_len
+    cut = [np.asarray(h, dtype=np.int64).reshape(-1)[len(h) - min(len(h), keep):]
+           for h in histories]
+    lens = np.fromiter((len(c) for c in cut), dtype=np.int64, count=len(cut))
+    out = np.full((len(cut), max_len), -1, dtype=np.int64)
+    if lens.sum():
+        end = keep                                         # one past each row's last item
+        rows = np.repeat(np.arange(len(cut)), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        out[rows, end - np.repeat(lens, lens) + within] = np.concatenate(cut)
+    if masked:
+        out[:, max_len - 1] = 0
+    return torch.from_numpy(out)
+
+
+def trim_padding(x: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding in every row (rows are left-padded)."""
+    nonpad = (x >= 0).any(0)
+    if not nonpad.any():
+        return x[:, -1:]
+    first = int(nonpad.nonzero()[0])
+    return x[:, first:]

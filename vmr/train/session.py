@@ -1,0 +1,140 @@
+"""`vmr train` as a request: resolve the config, check the run directory, load the data, run
+the trainer, and say what happened. The CLI and the demo call `start_training`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmr.errors import VmrError
+from vmr.fsio import atomic_write_text, os_reason, is_disk_full
+from vmr.model.config import Config, check_config, load_config, to_toml
+from vmr.model.rundir import RunDir, read_checkpoint
+
+
+@dataclass
+class TrainRequest:
+    """What `vmr train` was asked to do (the CLI's options, one field each)."""
+    data: str
+    out: str | None = None          # default: runs/<model kind>-<time>
+    cache: str | None = None        # default: DATA/features.h5 (or, on --resume, the run's cache)
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    stage: str = "all"              # all | pretrain | sequence
+    modalities: list[str] | None = None
+    seed: int | None = None
+    resume: bool = False
+
+
+def start_training(req: TrainRequest) -> Path:
+    """Train per the request; returns the run directory. Under torchrun every rank calls this."""
+    from vmr.train.distributed import init_from_env, shutdown
+
+    d = init_from_env()
+    out = req.out
+    try:
+        return _start(d, req)
+    except OSError as e:  # a full disk or a read-only place while writing the run directory
+        if not is_disk_full(e) and not isinstance(e, PermissionError):
+            raise
+        raise VmrError(f"cannot write run directory {out or 'runs/'}: {os_reason(e)}; "
+                       "checkpoints saved before are intact (fix it, then rerun the same "
+                       "command)") from None
+    finally:
+        shutdown(d)
+
+
+def _start(d, req: TrainRequest) -> Path:
+    from vmr.train.data import load_train_data
+    from vmr.train.distributed import barrier
+    from vmr.train.trainer import train
+
+    resume, cache = req.resume, req.cache
+    if req.out is None and resume:
+        raise VmrError("--resume needs --out RUN_DIR (the run to continue)")
+    if resume and req.seed is not None:
+        raise VmrError("--seed cannot change a run being resumed (its seed is in config.toml); "
+                       "drop --seed, or start a new run")
+    if resume and req.modalities:
+        raise VmrError("--modalities cannot change a run being resumed; drop --modalities, or "
+                       "start a new run")
+    if resume and req.config:
+        raise VmrError("--config cannot change a run being resumed (it continues with its "
+                       "config.toml); drop --config, or start a new run")
+    if req.out is None:
+        probe = load_config(req.config, req.overrides)
+        req.out = str(Path("runs") / f"{probe.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDir(req.out)
+    if not resume and req.stage == "sequence" and run.last.exists():
+        resume = _continues_after_pretraining(run)
+    if resume:
+        if not run.config_toml.exists():
+            raise VmrError(f"{run.path}: not a run directory (no config.toml); nothing to resume")
+        cfg = load_config(run.config_toml, req.overrides)
+        if cache is None and run.info.exists():        # continue on the cache the run started with
+            cache = run.read_info().get("cache")
+    else:
+        cfg = _fresh_config(req, run)
+    barrier(d)                       # every rank checked the directory before rank 0 writes
+    data = load_train_data(req.data, cache, cfg)
+    if d.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config_toml, to_toml(cfg))
+    barrier(d)
+    data_dir = Path(req.data)
+    cache_path = Path(cache) if cache else data_dir / "features.h5"
+    meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
+            "modalities": sorted(data.feats), "label": run_label(cfg, req.stage)}
+    summary = train(cfg, data, run.path, stage=req.stage, resume=resume, meta=meta, dist=d)
+    if summary.get("best_valid") and d.main:
+        bv = summary["best_valid"]
+        print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
+              f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
+    return run.path
+
+
+def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
+    cfg = load_config(req.config, req.overrides)
+    if req.seed is not None:
+        cfg.train.seed = req.seed
+    if req.modalities:
+        cfg.data.modalities = list(req.modalities)
+    check_config(cfg)
+    if run.holds_run():
+        raise VmrError(f"{run.path} already holds a run; continue it with --resume or choose "
+                       "another --out")
+    if req.stage == "sequence" and cfg.model.kind == "vmr" and cfg.pretrain.epochs > 0:
+        raise VmrError(f"--stage sequence with pretrain.epochs = {cfg.pretrain.epochs}, but "
+                       f"{run.path} holds no pre-trained model: run `vmr train --stage pretrain "
+                       f"--out {run.path}` first, or set pretrain.epochs=0")
+    return cfg
+
+
+def _continues_after_pretraining(run: RunDir) -> bool:
+    """`--stage sequence` on a run whose last checkpoint ends its pre-training: continue it."""
+    ckpt = read_checkpoint(run.last)
+    pre = ckpt["config"].get("pretrain", {}).get("epochs", 0)
+    if ckpt["stage"] == "pretrain" and ckpt["epoch"] >= pre:
+        return True
+    if ckpt["stage"] == "pretrain":
+        raise VmrError(f"{run.path}: pre-training stopped after epoch {ckpt['epoch']} of {pre}; "
+                       "finish it with `--stage pretrain --resume` first")
+    return False
+
+
+def run_label(cfg: Config, stage: str = "all") -> str:
+    """A run's label says what ran: kind, objective, pre-training, IDs, block sharing."""
+    m = cfg.model
+    if m.kind != "vmr":
+        return m.kind
+    parts = ["vmr", m.objective]
+    if cfg.pretrain.epochs > 0:
+        parts.append("pretrain")
+    if m.item_id_emb:
+        parts.append("id")
+    if m.share != "tie":
+        parts.append(f"share-{m.share}")
+    if stage == "pretrain":
+        parts.append("pretrain-only")
+    return "-".join(parts)
