@@ -14,7 +14,7 @@ Three measurements, each against the right reference in the same run:
    every clip kind (bench/clips.py: today's mp4v clips, long-GOP H.264 at 360p and 720p),
    against today's decode path (decord) in the same run, and each mode's feature cosine to it.
 5. modes: the end-to-end / encoder-only ratio of `vmr extract` for each mode (default, today's
-   `--decoder decord`, `--keyframes`) on the H.264 360p clips; on a GPU this is the GPU ratio.
+   `--decoder decord`, `--keyframes`) on the H.264 clips; on a GPU this is the GPU ratio.
 
 End-to-end rates use the extraction time the command reports (from the first decode to the
 cache file published; imports, model loading and worker start-up are reported separately).
@@ -359,7 +359,8 @@ def main() -> None:
     if "modes" not in a.skip:
         import decode_modes
 
-        res["modes"] = decode_modes.e2e_modes(work, clips["h264-360p"], [*vmodel, *common],
+        h264 = clips["h264-360p"] + clips["h264-720p"]
+        res["modes"] = decode_modes.e2e_modes(work, h264, [*vmodel, *common],
                                               lambda data, cmd, dec: sandwich("video", data, cmd,
                                                                               a, dec))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _synth import make_dataset
+from helpers.synth import make_dataset
 
 # Without dropout both runs see the same global batches and average the same gradients; only
 # the order of floating-point reductions differs, so weights agree to well under 1e-3 after

@@ -216,8 +216,9 @@ def test_broken_files_give_the_same_reasons(tmp_path, decoder):
     (tmp_path / "trunc.mp4").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.mp4").write_text("not a video\n" * 30)
     for name, reason in [("trunc.mp4", "cannot open video"), ("text.mp4", "cannot open video")]:
-        with pytest.raises(DecodeFailure, match=reason):
-            decode_video(str(tmp_path / name), SPEC, 1.0, 32, decoder)
+        for keyframes in (False, True):
+            with pytest.raises(DecodeFailure, match=reason):
+                decode_video(str(tmp_path / name), SPEC, 1.0, 32, decoder, keyframes)
     with pytest.raises(DecodeFailure, match="missing file"):
         decode_video(str(tmp_path / "gone.mp4"), SPEC, 1.0, 32, decoder)
 

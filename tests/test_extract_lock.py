@@ -20,7 +20,7 @@ import pytest
 from test_extract_helpers import (PY, REPO, make_image, make_video, read_group, tiny_open_clip,
                                   write_dataset)
 
-from vmr.cache import store, write
+from vmr.cache import store
 from vmr.cache.lock import lock_path, modality_lock
 from vmr.errors import VmrError
 from vmr.extract.importer import import_features
@@ -223,7 +223,7 @@ def test_vanished_progress_is_never_published_as_present(setup, tmp_path, monkey
     root, model, videos, images, ids, ref = setup
     data = write_dataset(tmp_path / "ds", ids, video=videos)
     cache = os.path.join(data, "features.h5")
-    parts, publish = Progress.parts, write.publish
+    parts, publish = Progress.parts, store.publish
     publishing = []
 
     def vanishing(self, with_features=False):
@@ -236,7 +236,7 @@ def test_vanished_progress_is_never_published_as_present(setup, tmp_path, monkey
         return publish(*args, **kw)
 
     monkeypatch.setattr(Progress, "parts", vanishing)
-    monkeypatch.setattr(write, "publish", flagged)
+    monkeypatch.setattr(store, "publish", flagged)
     with pytest.raises(VmrError, match=r"the vectors of 12 items could not be read back .*"
                                        r"rerun the same command"):
         run_extract(ExtractOptions(data=data, modality="video", model=model, workers=1,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_extract_helpers import PY, REPO, make_image, tiny_open_clip, vmr, write_dataset
 
-from vmr.cache import store, write
+from vmr.cache import store
 from vmr.errors import VmrError
 from vmr.extract.decode import DecodeFailure, PixelSpec
 from vmr.extract.importer import import_features
@@ -126,11 +126,11 @@ def test_progress_and_cache_writes_refused(ds, tmp_path, monkeypatch):
     def no_open(path, mode="r", *a, **kw):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(write, "open", no_open, raising=False)
+    monkeypatch.setattr(store, "open", no_open, raising=False)
     with pytest.raises(VmrError, match=rf"^cannot write cache {cache}: Permission denied; the "
                                        "previous cache is unchanged$"):
         run_extract(opts)
-    monkeypatch.delattr(write, "open")
+    monkeypatch.delattr(store, "open")
     assert not os.path.exists(cache)
     out = run_extract(opts)  # the saved progress finishes the job
     assert out.startswith("image: 0 items encoded") and os.path.exists(cache)
@@ -165,7 +165,8 @@ def decode_peak(path, env=None) -> tuple[str, float]:
             "import PIL.Image, numpy\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n"
-            f"    out = 'shape %s' % (decode_image({str(path)!r}, PixelSpec(256, 224)).shape,)\n"
+            f"    out = 'shape %s' % (decode_image({str(path)!r}, PixelSpec(256, 224),\n"
+            "                                      DecodeFailure).shape,)\n"
             "except DecodeFailure as e:\n"
             "    out = 'failure: %s' % e\n"
             "print(out)\n"
@@ -214,7 +215,7 @@ def test_bounded_loader_gives_the_same_pixels(tmp_path, mode, fmt):
     spec = PixelSpec(256, 224)
     assert np.array_equal(images.decode_image(path, spec), decode.decode_image(path, spec))
     with pytest.raises(DecodeFailure, match="missing file"):
-        images.decode_image(str(tmp_path / "none.png"), spec)
+        images.decode_image(str(tmp_path / "none.png"), spec, DecodeFailure)
 
 
 def test_extraction_records_a_huge_image_as_a_failure(ds, tmp_path):

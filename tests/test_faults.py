@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_extract_helpers import PY, REPO, read_group, write_dataset
 
-from _synth import make_dataset
+from helpers.synth import make_dataset
 from vmr.cache import store
 from vmr.cli import main
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from _synth import make_dataset
+from helpers.synth import make_dataset
 from vmr.errors import VmrError
 from vmr.model import precision
 from vmr.train.session import TrainRequest, start_training

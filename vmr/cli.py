@@ -9,47 +9,11 @@ import sys
 import click
 
 from vmr import __version__
+from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 
 MODALITIES = ("video", "image", "text")
-
-
-class MultiValueOption(click.Option):
-    """An option that takes one or more values: `--k 5 10` as well as `--k 5 --k 10`.
-
-    Click rejects nargs=-1 on options, so this option consumes the following non-option tokens
-    itself."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("multiple", True)
-        super().__init__(*args, **kwargs)
-        self._previous_parser_process = None
-        self._eat_all_parser = None
-
-    def add_to_parser(self, parser, ctx):
-        def parser_process(value, state):
-            values = [value]
-            while state.rargs and not state.rargs[0].startswith("-"):
-                values.append(state.rargs.pop(0))
-            for v in values:
-                self._previous_parser_process(v, state)
-
-        retval = super().add_to_parser(parser, ctx)
-        for name in self.opts:
-            our_parser = parser._long_opt.get(name) or parser._short_opt.get(name)
-            if our_parser:
-                self._eat_all_parser = our_parser
-                self._previous_parser_process = our_parser.process
-                our_parser.process = parser_process
-                break
-        return retval
-
-
-def _csv_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -65,6 +29,7 @@ def cli():
       vmr eval      run directory                        -> HR@K / NDCG@K / MRR table
       vmr report    several run directories              -> Markdown table + bar chart
       vmr recommend run directory + a user or history    -> top items
+      vmr gallery   run directory                        -> HTML pages of recommendations
     `vmr demo` runs all of it on a generated catalogue.
     """
 
@@ -238,25 +203,14 @@ def cache():
 @cache.command("info")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--data", "data", default=None, type=click.Path(file_okay=False),
-              help="Dataset directory to check the cached rows against: rows whose text or "
-                   "file changed since extraction are reported as stale [default: the cache's "
-                   "folder, when it holds dataset.json].")
+              help="Dataset whose current texts/files the rows are checked against (stale rows) "
+                   "[default: the cache's folder, when it holds dataset.json].")
 def cache_info(path, data):
     """Print what a cache holds: modalities, encoder, coverage, failures, and which rows are
     stale (made from content that has changed since)."""
-    import os
+    from vmr.extract.fingerprint import cache_info as info
 
-    from vmr.cache.store import describe
-
-    text = describe(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if data is None and os.path.isfile(os.path.join(folder, "dataset.json")):
-        data = folder
-    if data is not None:
-        from vmr.extract.fingerprint import describe_freshness
-
-        text += "\n" + describe_freshness(data, path)
-    click.echo(text)
+    click.echo(info(path, data))
 
 
 @cache.command("merge")
@@ -291,19 +245,27 @@ def cache_merge(shards, out):
               help="Comma-separated subset of text,video,image to use [default: all cached].")
 @click.option("--seed", default=None, type=int, help="Random seed (overrides train.seed; not "
               "with --resume).")
+@click.option("--seeds", "seeds", cls=MultiValueOption, type=int,
+              help="Train once per seed: `--seeds 1 2 3` writes OUT/seed-1, ... and "
+                   "OUT/seeds.json (mean ± std of the best validation metrics).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
               "(with its config.toml; --set may change e.g. train.epochs).")
-def train(data, cache, config, overrides, out, stage, modalities, seed, resume):
+def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, resume):
     """Train the multimodal recommender (or the SASRec / popularity baselines) on cached
     features."""
     from vmr.allocator import keep_freed_memory
     from vmr.train.session import TrainRequest, start_training
 
     keep_freed_memory()
-    run_dir = start_training(TrainRequest(
-        data=data, out=out, cache=cache, config=config, overrides=list(overrides), stage=stage,
-        modalities=_csv_list(modalities), seed=seed, resume=resume))
-    click.echo(f"run directory: {run_dir}")
+    req = TrainRequest(data=data, out=out, cache=cache, config=config, overrides=list(overrides),
+                       stage=stage, modalities=_csv_list(modalities), seed=seed, resume=resume)
+    if seeds:
+        from vmr.train.seeds import format_seeds, train_seeds
+
+        runs, summary = train_seeds(req, list(seeds))
+        click.echo(format_seeds(runs[0].parent, summary))
+        return
+    click.echo(f"run directory: {start_training(req)}")
 
 
 # ------------------------------------------------------------------------------------------ eval
@@ -321,12 +283,15 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, resume):
 def eval_cmd(run, ks, split, include_history, checkpoint):
     """Full-ranking leave-one-out evaluation: HR@K, NDCG@K and MRR over all items."""
     from vmr.allocator import keep_freed_memory
-    from vmr.evaluate.run_eval import evaluate_run
+    from vmr.evaluate.report import expand_seed_runs
+    from vmr.evaluate.run_eval import evaluate_run, format_eval
 
     keep_freed_memory()
     ks = sorted(set(ks)) if ks else [5, 10]
-    click.echo(evaluate_run(run, ks=ks, split=split, include_history=include_history,
-                            checkpoint=checkpoint))
+    for r in expand_seed_runs([run]):       # a `train --seeds` parent: each of its seed runs
+        click.echo(format_eval(r, evaluate_run(r, ks=ks, split=split,
+                                               include_history=include_history,
+                                               checkpoint=checkpoint)))
 
 
 @cli.command()
@@ -359,12 +324,12 @@ def report(runs, out, split):
               show_default=True, help="Output format.")
 def recommend(run, user, history, top, exclude_history, fmt):
     """Recommend the next items for a known user or an ad-hoc history."""
-    from vmr.serve.recommend import recommend_cli
+    from vmr.serve.recommend import format_recommendations, recommend_run
 
     if (user is None) == (history is None):
         raise VmrError("give exactly one of --user or --history")
-    click.echo(recommend_cli(run=run, user=user, history=history, top=top,
-                             exclude_history=exclude_history, fmt=fmt))
+    click.echo(format_recommendations(recommend_run(run, user=user, history=history, top=top,
+                                                    exclude_history=exclude_history), fmt))
 
 
 @cli.command()
@@ -380,6 +345,23 @@ def export(run, out, index):
     from vmr.serve.export import export_run
 
     click.echo(export_run(run, out, index=index))
+
+
+@cli.command()
+@click.option("--run", "run", required=True, type=click.Path(file_okay=False),
+              help="Run directory written by `vmr train`.")
+@click.option("--users", "users", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many users to show (the first ones with a test item).")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Recommendations shown per user.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the site (index.html, users/, thumbs/); open index.html.")
+def gallery(run, users, top, out):
+    """A static HTML gallery: per user the history, the held-out test item and the top
+    recommendations, as image thumbnails, video frame strips or text cards."""
+    from vmr.serve.gallery import format_gallery, write_gallery
+
+    click.echo(format_gallery(write_gallery(run, out, users=users, top=top)))
 
 
 def main(argv=None):
@@ -410,8 +392,8 @@ def main(argv=None):
         elif isinstance(e, PermissionError):
             click.echo(f"error: permission denied{where}: choose a place you can write to",
                        err=True)
-        else:
-            raise
+        else:       # a path that cannot be what it should (a file for a folder, /proc, ...)
+            click.echo(f"error: {e.strerror or type(e).__name__}{where}", err=True)
         sys.exit(1)
 
 

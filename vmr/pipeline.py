@@ -81,17 +81,21 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
         run_paths.append(run_dir)
 
     from vmr.evaluate.report import write_report
-    from vmr.evaluate.run_eval import evaluate_run
+    from vmr.evaluate.run_eval import evaluate_run, format_eval
+    from vmr.serve.gallery import format_gallery, write_gallery
 
     _say("5/6 vmr eval --k 5 10 (test split, full ranking over all items)")
     for run_dir in run_paths:
         print(f"-- {run_dir.name}")
-        print(evaluate_run(str(run_dir), ks=[5, 10], split="test", include_history=False,
-                           checkpoint="best"))
+        print(format_eval(run_dir, evaluate_run(str(run_dir), ks=[5, 10], split="test",
+                                                include_history=False, checkpoint="best")))
     _say("6/6 vmr report")
     print(write_report([str(p) for p in run_paths], out=str(root / "report"), split="test"))
+    _say(f"vmr gallery --run {run_paths[0]} --users 6")
+    gallery = write_gallery(str(run_paths[0]), root / "gallery", users=6, top=10)
+    print(format_gallery(gallery))
     print(f"\nreport: {root / 'report' / 'report.md'}\nplot:   {root / 'report' / 'report.png'}\n"
-          f"training curves: {runs_dir}/*/curves.png")
+          f"training curves: {runs_dir}/*/curves.png\ngallery: {gallery['index']}")
     sys.stdout.flush()
 
 

@@ -19,233 +19,255 @@ Layout::
 
 A cache file is never modified in place: `publish` writes a complete new file next to it and
 renames it over the old one, so a reader (or a crash) only ever sees a whole file.
+
+Reading lives in vmr/cache/read.py and is re-exported here (`store.read_modality`, ...); this
+module holds the writing. Locks: vmr/cache/lock.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import glob
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable
 
+from vmr import __version__
+from vmr.cache.lock import publish_lock
+from vmr.cache.lock import publish_lock as cache_lock  # noqa: F401  (its former name)
+from vmr.cache.read import (FORMAT, MODALITIES, SETTING_KEYS, _py, check_item_ids,  # noqa: F401
+                            describe, group_attrs, list_modalities, modality_attrs, open_cache,
+                            read_failures, read_fingerprints, read_ids_from, read_item_ids,
+                            read_modality, settings_diff)
 from vmr.errors import VmrError
-from vmr.fsio import os_reason  # noqa: F401  (re-exported: others import it from here)
+from vmr.fsio import os_reason  # (re-exported: other modules import it from here)
 
-FORMAT = 1
-MODALITIES = ("text", "image", "video")
-# attributes that must agree for two runs to produce interchangeable features
-SETTING_KEYS = ("encoder", "weights", "dim", "dtype", "fps", "max_frames", "pooling")
+CHUNK = 4096
 
 
-def _py(value):
-    """An HDF5 attribute value as a plain Python value."""
-    import numpy as np
+@dataclass
+class ModalityData:
+    """Everything `publish` needs to write one modality group.
 
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+    `write_features(ds)` fills the (n_items x dim) dataset `ds`, which starts all zeros; it can
+    stream rows in from anywhere (progress files, another cache, a memory-mapped matrix).
+
+    `fingerprints` (optional, one string per item, "" = unknown) are opaque to the cache: what
+    was encoded for each row, as the writer describes it. `keep` (optional bool mask over the
+    items) names rows to take unchanged from the modality's group in the cache being replaced:
+    their features, present flag, failure and fingerprint (where `fingerprints` gives "")."""
+
+    attrs: dict
+    present: "np.ndarray"  # noqa: F821
+    done: "np.ndarray"  # noqa: F821
+    failures: list[tuple[str, str]]
+    write_features: Callable[["h5py.Dataset"], None]  # noqa: F821
+    dtype: str = "float16"
+    dim: int = 0
+    fingerprints: list[str] | None = None
+    keep: "np.ndarray | None" = None  # noqa: F821
 
 
-@contextlib.contextmanager
-def open_cache(path: str) -> Iterator["h5py.File"]:  # noqa: F821
-    """Open a cache file for reading; every way it can be unusable becomes a one-line VmrError."""
-    import h5py
+def base_attrs() -> dict:
+    """Attributes every modality group carries besides the encoder settings."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return {"vmr_version": __version__, "created": now.isoformat()}
 
-    if not os.path.exists(path):
-        raise VmrError(f"cache {path} does not exist")
-    if os.path.isdir(path):
-        raise VmrError(f"cache {path} is a directory, not an HDF5 file")
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))  # noqa: SIM115
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
-        raise VmrError(f"cache {path} is not a readable HDF5 file ({reason}); it may be truncated "
-                       "or not a vmr cache: move it away and extract again") from None
-    try:
-        if _py(f.attrs.get("format")) != FORMAT or "item_ids" not in f:
-            raise VmrError(f"cache {path} is not a vmr feature cache (format {FORMAT}): no "
-                           "'format' attribute or 'item_ids' dataset")
-        yield f
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
-        f.close()
+        os.close(fd)
 
 
-def read_ids_from(f, path: str) -> list[str]:
-    try:
-        return [str(s) for s in f["item_ids"].asstr()[...]]
-    except (OSError, TypeError, ValueError) as e:
-        raise VmrError(f"cache {path}: cannot read item_ids ({e})") from None
-
-
-def read_item_ids(cache_path: str) -> list[str]:
-    """The cache's item ids, in its (= the dataset's) order."""
-    with open_cache(cache_path) as f:
-        return read_ids_from(f, cache_path)
-
-
-def check_item_ids(cache_path: str, cache_ids: list[str], item_ids: list[str]) -> None:
-    """Raise unless the cache was built for exactly these item ids, in this order."""
-    if list(cache_ids) == list(item_ids):
-        return
-    if len(cache_ids) < len(item_ids) and set(cache_ids) <= set(item_ids):
-        known = set(cache_ids)
-        first = next(i for i in item_ids if i not in known)
-        raise VmrError(f"cache {cache_path} holds {len(cache_ids)} items but the dataset has "
-                       f"{len(item_ids)}: the dataset gained {len(item_ids) - len(cache_ids)} "
-                       f"items since (first: {first!r}); rerun `vmr extract` for each modality "
-                       "to add them (the cached rows are kept)")
-    if len(cache_ids) != len(item_ids):
-        raise VmrError(f"cache {cache_path} holds {len(cache_ids)} items but the dataset has "
-                       f"{len(item_ids)}: it was built for another dataset (use another --cache)")
-    k = next(i for i, (a, b) in enumerate(zip(cache_ids, item_ids)) if a != b)
-    raise VmrError(f"cache {cache_path} was built for another dataset: item {k + 1} is "
-                   f"{cache_ids[k]!r} in the cache but {item_ids[k]!r} in the dataset "
-                   "(use another --cache)")
-
-
-def list_modalities(cache_path: str) -> list[str]:
-    """Modalities the cache holds a group for (complete or not), in text, image, video order."""
-    with open_cache(cache_path) as f:
-        return [m for m in MODALITIES if m in f]
-
-
-def group_attrs(group) -> dict:
-    return {k: _py(v) for k, v in group.attrs.items()}
-
-
-def modality_attrs(cache_path: str, modality: str) -> dict | None:
-    """The attributes of one modality group, or None when the cache has no such group."""
-    with open_cache(cache_path) as f:
-        return group_attrs(f[modality]) if modality in f else None
-
-
-def settings_diff(old: dict, new: dict) -> list[str]:
-    """Human-readable differences between two attribute dicts on the SETTING_KEYS."""
-    out = []
-    for k in SETTING_KEYS:
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, float) or isinstance(b, float):
-            same = a is not None and b is not None and abs(float(a) - float(b)) < 1e-9
-        else:
-            same = a == b
-        if not same:
-            out.append(f"{k} {a!r} -> {b!r}")
-    return out
-
-
-def read_modality(cache_path: str, item_ids: list[str], modality: str):
-    """Features of one modality for training.
-
-    Returns (features float32 [n, d], present bool [n], attrs dict). Raises VmrError when the
-    cache belongs to other item ids, lacks the modality, or the modality is incomplete."""
+def _strings(g, name: str, values) -> None:
+    import h5py
     import numpy as np
 
-    with open_cache(cache_path) as f:
-        check_item_ids(cache_path, read_ids_from(f, cache_path), item_ids)
-        if modality not in f:
-            have = ", ".join(m for m in MODALITIES if m in f) or "none"
-            raise VmrError(f"cache {cache_path} has no {modality} features (it has: {have}); "
-                           f"run `vmr extract --modality {modality}`")
-        g = f[modality]
-        attrs = group_attrs(g)
-        done = g["done"][...].astype(bool)
-        if attrs.get("shard"):
-            raise VmrError(f"cache {cache_path} is shard {attrs['shard']} of a sharded "
-                           f"{modality} extraction; merge the shards with `vmr cache merge`")
-        if not done.all():
-            raise VmrError(f"{modality} features in {cache_path} are incomplete ({int(done.sum())} "
-                           f"of {done.size} items done); rerun `vmr extract --modality {modality}`")
+    g.create_dataset(name, data=np.array(list(values), dtype=object), dtype=h5py.string_dtype())
+
+
+def _sorted_failures(failures, index: dict[str, int]) -> list[tuple[str, str]]:
+    return sorted(failures, key=lambda x: index.get(x[0], len(index)))
+
+
+def _copy_rows(src, ds, old_rows, new_rows) -> None:
+    """ds[new_rows] = src[old_rows], reading `src` in contiguous blocks (h5py wants increasing
+    indices)."""
+    import numpy as np
+
+    if not len(old_rows):
+        return
+    order = np.argsort(old_rows)
+    so, sn = old_rows[order], new_rows[order]
+    for a in range(0, int(so[-1]) + 1, CHUNK):
+        lo, hi = np.searchsorted(so, a), np.searchsorted(so, a + CHUNK)
+        if lo == hi:
+            continue
+        block = src[a:min(a + CHUNK, src.shape[0])]
+        o = np.argsort(sn[lo:hi])
+        ds[sn[lo:hi][o].tolist()] = block[so[lo:hi][o] - a]
+
+
+def _write_group(f, path: str, modality: str, item_ids: list[str], data: ModalityData, old,
+                 old_ids: list[str] | None) -> None:
+    import numpy as np
+
+    n = len(item_ids)
+    g = f.create_group(modality)
+    for k, v in data.attrs.items():
+        g.attrs[k] = v
+    ds = g.create_dataset("features", shape=(n, data.dim), dtype=data.dtype, fillvalue=0)
+    data.write_features(ds)
+    present = np.array(data.present, dtype=bool)
+    done = np.array(data.done, dtype=bool)
+    failures = list(data.failures)
+    fps = None if data.fingerprints is None else list(data.fingerprints)
+    keep = np.zeros(n, bool) if data.keep is None else np.asarray(data.keep, dtype=bool)
+    if keep.any():
+        changed = f"cache {path}: its {modality} features changed while this run was working " \
+                  "(another process replaced them?); rerun the same command"
+        if old is None or modality not in old:
+            raise VmrError(changed)
+        og = old[modality]
+        a = group_attrs(og)
+        if int(a.get("dim", -1)) != data.dim or str(a.get("dtype")) != data.dtype:
+            raise VmrError(changed)
+        index = {i: r for r, i in enumerate(old_ids)}
+        new_rows = np.flatnonzero(keep)
         try:
-            feats = g["features"][...].astype(np.float32)
-            present = g["present"][...].astype(bool)
-        except OSError as e:
-            raise VmrError(f"cache {cache_path}: cannot read {modality} features ({e})") from None
-        return feats, present, attrs
+            old_rows = np.array([index[item_ids[r]] for r in new_rows], dtype=np.int64)
+        except KeyError:
+            raise VmrError(changed) from None
+        if not og["done"][...].astype(bool)[old_rows].all():
+            raise VmrError(changed)
+        old_present = og["present"][...].astype(bool)[old_rows]
+        present[new_rows] = old_present
+        done[new_rows] = True
+        _copy_rows(og["features"], ds, old_rows[old_present], new_rows[old_present])
+        kept_ids = {item_ids[r] for r in new_rows}
+        failures = [x for x in failures if x[0] not in kept_ids]
+        failures += [x for x in read_failures(og) if x[0] in kept_ids]
+        old_fps = read_fingerprints(og)
+        if fps is None and old_fps is not None:
+            fps = [""] * n
+        if fps is not None:
+            for r, o in zip(new_rows.tolist(), old_rows.tolist()):
+                if not fps[r]:
+                    fps[r] = old_fps[o] if old_fps is not None else ""
+    g.create_dataset("present", data=present)
+    g.create_dataset("done", data=done)
+    failures = _sorted_failures(failures, {i: r for r, i in enumerate(item_ids)})
+    _strings(g, "failure_ids", (i for i, _ in failures))
+    _strings(g, "failure_reasons", (r for _, r in failures))
+    if fps is not None:
+        _strings(g, "fingerprints", fps)
 
 
-def read_failures(group) -> list[tuple[str, str]]:
-    """(item id, reason) pairs of one modality group."""
-    if "failure_ids" not in group:
-        return []
-    ids = [str(s) for s in group["failure_ids"].asstr()[...]]
-    reasons = [str(s) for s in group["failure_reasons"].asstr()[...]]
-    return list(zip(ids, reasons))
+def _remap_group(og, f, modality: str, old_ids: list[str], item_ids: list[str]) -> None:
+    """Copy a group made for `old_ids` (all of them in `item_ids`) to the new item order: rows
+    move with their ids; items new to the cache are not done (the modality is incomplete)."""
+    import numpy as np
+
+    index = {i: r for r, i in enumerate(item_ids)}
+    n = len(item_ids)
+    g = f.create_group(modality)
+    for k, v in og.attrs.items():
+        g.attrs[k] = v
+    src = og["features"]
+    ds = g.create_dataset("features", shape=(n, src.shape[1]), dtype=src.dtype, fillvalue=0)
+    new_of_old = np.array([index[i] for i in old_ids], dtype=np.int64)
+    _copy_rows(src, ds, np.arange(len(old_ids)), new_of_old)
+    for name in ("present", "done"):
+        arr = np.zeros(n, bool)
+        arr[new_of_old] = og[name][...].astype(bool)
+        g.create_dataset(name, data=arr)
+    failures = _sorted_failures(read_failures(og), index)
+    _strings(g, "failure_ids", (i for i, _ in failures))
+    _strings(g, "failure_reasons", (r for _, r in failures))
+    old_fps = read_fingerprints(og)
+    if old_fps is not None:
+        fps = [""] * n
+        for o, r in enumerate(new_of_old.tolist()):
+            fps[r] = old_fps[o]
+        _strings(g, "fingerprints", fps)
 
 
-def read_fingerprints(group) -> list[str] | None:
-    """The group's per-item fingerprints ("" = unknown), or None for a cache made before vmr
-    recorded them."""
-    if "fingerprints" not in group:
-        return None
-    return [str(s) for s in group["fingerprints"].asstr()[...]]
+def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
+            replace: bool = True, remap: bool = False) -> None:
+    """Write a new version of the cache at `path` with each modality in `groups` set to its data.
 
+    Other modality groups of an existing cache are copied over unchanged (with replace=False a
+    modality already there is an error). With remap=True an existing cache made for a subset of
+    `item_ids` is accepted: its other groups are carried over row by row (by item id), the new
+    items not done. The new HDF5 file is built in memory -- HDF5 can crash outright when a write
+    fails half-way (disk full), so it never touches the disk itself -- then written to
+    `path.tmp-<pid>` with plain file I/O, synced, and renamed over `path` while holding the
+    publish lock (vmr.cache.lock): at every moment `path` is either the old complete file or the
+    new complete file. Any failure (a full disk, Ctrl-C) removes the temporary file and leaves
+    the old cache as it was."""
+    import io
 
-def describe(path: str, max_failures: int = 5) -> str:
-    """What `vmr cache info` prints: modalities, encoder, coverage, the first failures."""
-    with open_cache(path) as f:
-        ids = read_ids_from(f, path)
-        n = len(ids)
-        size = os.path.getsize(path)
-        lines = [f"cache {path}: format {FORMAT}, {n:,} items, {size / 1e6:.1f} MB"]
-        mods = [m for m in MODALITIES if m in f]
-        if not mods:
-            lines.append("  no modalities yet")
-        for m in mods:
-            g = f[m]
-            a = group_attrs(g)
-            present = g["present"][...].astype(bool)
-            done = g["done"][...].astype(bool)
-            head = (f"{m}: encoder {a.get('encoder')} (weights {a.get('weights')}), dim "
-                    f"{a.get('dim')}, {a.get('dtype')}")
-            if m == "video":
-                head += f", fps {a.get('fps')}, max_frames {a.get('max_frames')}"
-            if m == "text":
-                head += f", pooling {a.get('pooling')}"
-            if a.get("shard"):
-                head += f", shard {a['shard']} ({a.get('shard_unit')})"
-            lines.append(head)
-            pct = 100.0 * present.sum() / max(n, 1)
-            lines.append(f"  present {int(present.sum()):,} / {n:,} ({pct:.1f}%), done "
-                         f"{int(done.sum()):,} / {n:,}; created {a.get('created')} by vmr "
-                         f"{a.get('vmr_version')}")
-            fails = read_failures(g)
-            if fails:
-                shown = "; ".join(f"{i!r}: {r}" for i, r in fails[:max_failures])
-                more = f" (first {max_failures})" if len(fails) > max_failures else ""
-                lines.append(f"  failures {len(fails):,}{more}: {shown}")
-            fps = read_fingerprints(g)
-            if fps is None:
-                lines.append("  fingerprints: none (cache made by an older vmr): whether the "
-                             "features match the items' current content is unknown")
-            else:
-                rows = [fps[r] for r in range(n) if done[r]]
-                imported = sum(fp.startswith("import:") for fp in rows)
-                unknown = sum(not fp for fp in rows)
-                note = f"  fingerprints: {len(rows) - imported - unknown:,} items"
-                if imported:
-                    note += f", {imported:,} imported (not checked)"
-                if unknown:
-                    note += f", {unknown:,} unknown"
-                lines.append(note)
-            if g["features"].shape != (n, a.get("dim")):
-                lines.append(f"  WARNING: features shape {g['features'].shape} does not match "
-                             f"{n} items x dim {a.get('dim')}")
-        return "\n".join(lines)
+    import h5py
+    import numpy as np
 
-
-# ------------------------------------------------------------------------------------- writing
-# Writing lives in vmr/cache/write.py (locks in vmr/cache/lock.py); `store.publish`,
-# `store.ModalityData`, `store.base_attrs` and `store.cache_lock` stay importable from here.
-def __getattr__(name: str):
-    if name in ("ModalityData", "base_attrs", "publish"):
-        from vmr.cache import write
-
-        return getattr(write, name)
-    if name == "cache_lock":
-        from vmr.cache.lock import publish_lock
-
-        return publish_lock
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as e:
+        raise VmrError(f"cannot write cache {path}: {os_reason(e)}") from None
+    tmp = f"{path}.tmp-{os.getpid()}"
+    item_ids = list(item_ids)
+    with publish_lock(path):
+        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed publisher
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+        old = old_ids = None
+        try:
+            if os.path.exists(path):
+                with open_cache(path) as of:
+                    old_ids = read_ids_from(of, path)
+                    if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
+                        check_item_ids(path, old_ids, item_ids)
+                    clash = [m for m in groups if m in of]
+                    if clash and not replace:
+                        raise VmrError(f"cache {path} already holds {', '.join(clash)} features; "
+                                       "remove the file or write to another path")
+                old = h5py.File(path, "r")
+            image = io.BytesIO()
+            with h5py.File(image, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.create_dataset("item_ids", data=np.array(item_ids, dtype=object),
+                                 dtype=h5py.string_dtype())
+                for m in MODALITIES:
+                    if m in groups:
+                        _write_group(f, path, m, item_ids, groups[m], old, old_ids)
+                    elif old is not None and m in old:
+                        if old_ids == item_ids:
+                            old.copy(old[m], f, name=m)
+                        else:
+                            _remap_group(old[m], f, m, old_ids, item_ids)
+            buf = image.getbuffer()
+            with open(tmp, "wb") as out:
+                for a in range(0, len(buf), 1 << 24):
+                    out.write(buf[a:a + (1 << 24)])
+                out.flush()
+                os.fsync(out.fileno())
+            del buf
+            os.replace(tmp, path)
+            _fsync_path(os.path.dirname(path), directory=True)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(e, OSError):
+                raise VmrError(f"cannot write cache {path}: {os_reason(e)}; the previous cache is "
+                               "unchanged") from None
+            raise
+        finally:
+            if old is not None:
+                old.close()

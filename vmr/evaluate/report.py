@@ -1,6 +1,7 @@
 """`vmr report`: compare evaluated runs.
 
-Runs that share a configuration except the seed form a group; each group becomes one row of a
+Runs that share a configuration except the seed form a group (a `vmr train --seeds` parent
+directory stands for its seed runs, listed in its seeds.json); each group becomes one row of a
 Markdown table (mean ± sample std over its seeds, and the number of seeds) and one pair of bars
 (HR@10, NDCG@10 with std error bars) in a PNG chart.
 """
@@ -19,7 +20,33 @@ from vmr.fsio import atomic_write_text, os_reason
 from vmr.model.rundir import RunDir, read_json_object
 
 # Config keys that do not change what a run learns: ignored when grouping runs.
-PER_RUN_KEYS = {"seed", "device", "threads", "eval_batch"}
+PER_RUN_KEYS = {"seed", "device", "threads", "eval_batch", "tensorboard"}
+# `vmr train --seeds 1 2 3 --out OUT` writes OUT/seed-1, ... and this summary of them
+SEEDS_JSON = "seeds.json"
+
+
+def read_seeds(parent: str | Path) -> dict | None:
+    """OUT/seeds.json of a `vmr train --seeds` parent directory (None when `parent` is not one):
+    {"seeds", "runs" (folder names inside OUT), "best_valid" ({metric: {mean, std, values}})}."""
+    parent = Path(parent)
+    path = parent / SEEDS_JSON
+    if not path.is_file() or RunDir(parent).info.is_file():
+        return None
+    doc = read_json_object(path)
+    runs = doc.get("runs")
+    if not isinstance(runs, list) or not runs or not all(
+            isinstance(r, str) and r and Path(r).name == r for r in runs):
+        raise VmrError(f"{path}: 'runs' must list the seed run folders inside {parent}")
+    return doc
+
+
+def expand_seed_runs(runs: list[str | Path]) -> list[str]:
+    """Run directories, with each `vmr train --seeds` parent replaced by its seed runs."""
+    out = []
+    for r in runs:
+        doc = read_seeds(r)
+        out += [str(Path(r) / name) for name in doc["runs"]] if doc else [str(r)]
+    return out
 
 
 @dataclass
@@ -265,6 +292,7 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
     """Write OUT/report.md and OUT/report.png for the given run directories."""
     if not runs:
         raise VmrError("give at least one run directory")
+    runs = expand_seed_runs(runs)
     seen: set[Path] = set()
     infos = []
     for r in runs:

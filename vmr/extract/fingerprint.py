@@ -211,3 +211,15 @@ def describe_freshness(data_dir: str, cache_path: str) -> str:
         else:
             lines.append(f"  {m}: up to date ({fr.checked:,} items checked){extra}")
     return "\n".join(lines)
+
+
+def cache_info(cache_path: str, data_dir: str | None = None) -> str:
+    """`vmr cache info`: the cache's description, then its freshness against `data_dir`
+    (default: the cache's folder when it holds dataset.json)."""
+    from vmr.cache import store
+
+    text = store.describe(cache_path)
+    folder = os.path.dirname(os.path.abspath(cache_path))
+    if data_dir is None and os.path.isfile(os.path.join(folder, "dataset.json")):
+        data_dir = folder
+    return text if data_dir is None else text + "\n" + describe_freshness(data_dir, cache_path)

@@ -24,6 +24,10 @@ import os
 DEFAULT_MAX_PIXELS = 25_000_000
 
 
+class ImageFailure(Exception):
+    """The image cannot be used; the message is the reason (callers pass their own class)."""
+
+
 def max_pixels() -> int:
     try:
         return max(1, int(os.environ.get("VMR_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)))
@@ -38,51 +42,49 @@ def _target_size(w: int, h: int, short: int) -> tuple[int, int]:
     return max(short, round(w * short / h)), short
 
 
-def load_image(path: str, resize: int, limit: int | None = None):
+def load_image(path: str, resize: int, failure: type = ImageFailure, limit: int | None = None):
     """An image as uint8 RGB [1, h, w, 3] with its shorter side resized to `resize` (bicubic).
-    Raises vmr.extract.decode.DecodeFailure with the reason when it cannot be used."""
+    Raises `failure` (the decode workers pass vmr.extract.decode.DecodeFailure; this module
+    does not import decode.py, which calls it) with the reason when it cannot be used."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from vmr.extract.decode import DecodeFailure
-
     limit = limit or max_pixels()
     if not path:
-        raise DecodeFailure("no file given")
+        raise failure("no file given")
     if not os.path.exists(path):
-        raise DecodeFailure(f"missing file {path}")
+        raise failure(f"missing file {path}")
     if os.path.isdir(path):
-        raise DecodeFailure(f"{path} is a directory")
+        raise failure(f"{path} is a directory")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise DecodeFailure(f"empty file {path}")
+        raise failure(f"empty file {path}")
     try:
         with Image.open(path) as im:  # reads the header only
             full = im.size
             im.draft("RGB", (resize, resize))  # JPEG: decode at a reduced scale
             w, h = im.size
             if w * h > limit:
-                raise DecodeFailure(f"image too large: {full[0]} x {full[1]} = "
-                                    f"{full[0] * full[1] / 1e6:.1f} million pixels (limit "
-                                    f"{limit / 1e6:.1f} million, VMR_MAX_IMAGE_PIXELS); "
-                                    "downscale it")
+                raise failure(f"image too large: {full[0]} x {full[1]} = "
+                              f"{full[0] * full[1] / 1e6:.1f} million pixels (limit "
+                              f"{limit / 1e6:.1f} million, VMR_MAX_IMAGE_PIXELS); downscale it")
             im.load()
             if im.mode != "RGB":  # (converting an RGB image would only copy it)
                 im = im.convert("RGB")
             tw, th = _target_size(im.width, im.height, resize)
             im = im.resize((tw, th), Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8)[None]
-    except DecodeFailure:
+    except failure:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         text = " ".join(str(e).split()) or type(e).__name__
-        raise DecodeFailure(f"cannot decode image: {text[:160]}") from None
+        raise failure(f"cannot decode image: {text[:160]}") from None
 
 
-def decode_image(path: str, spec):
-    """Drop-in for vmr.extract.decode.decode_image: one image as uint8 [1, crop, crop, 3]."""
+def decode_image(path: str, spec, failure: type = ImageFailure):
+    """For vmr.extract.decode.decode_image: one image as uint8 [1, crop, crop, 3]."""
     import numpy as np
 
-    arr = load_image(path, spec.resize)
+    arr = load_image(path, spec.resize, failure)
     h, w = arr.shape[1:3]
     top, left = max(0, (h - spec.crop) // 2), max(0, (w - spec.crop) // 2)
     return np.ascontiguousarray(arr[:, top:top + spec.crop, left:left + spec.crop])

@@ -13,16 +13,14 @@ frame's features do not depend on what else is in a batch of fixed shape.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
-import queue
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
 from vmr.errors import VmrError
+from vmr.extract.background import prefetch as _prefetch
+from vmr.extract.background import stop_on_sigterm as _stop_on_sigterm
 
 
 @dataclass
@@ -238,41 +236,6 @@ def _check_finite(feats, ids: list[str], modality: str, dtype: str):
     return good, feats[ok], bad
 
 
-def _prefetch(gen, depth: int = 4):
-    """Run a generator in a background thread, `depth` items ahead of the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def work():
-        try:
-            for x in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(("ok", x), timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
-                    return
-            q.put(("ok", end))
-        except BaseException as e:
-            q.put(("err", e))
-
-    t = threading.Thread(target=work, daemon=True, name="vmr-prefetch")
-    t.start()
-    try:
-        while True:
-            kind, x = q.get()
-            if kind == "err":
-                raise x
-            if x is end:
-                return
-            yield x
-    finally:
-        stop.set()
-
-
 def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
     import numpy as np
 
@@ -418,20 +381,3 @@ def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: floa
     return (f"{modality}: {s.items:,} items encoded, {s.failed:,} failed in this run; {s.frames:,} "
             f"{unit} in {wall:.1f} s ({(s.items + s.failed) / wall:.1f} items/s, "
             f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}")
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (a scheduler's preemption) stops as cleanly as Ctrl-C: progress is kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)

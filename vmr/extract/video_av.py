@@ -145,11 +145,22 @@ def _decode_counted(container, stream, wanted: list[int], spec: PixelSpec) -> di
     return got
 
 
-def _open(path: str, threads: int):
+def _open(path: str, threads: int, probe: bool = True):
+    """Open the container. probe=False: FFmpeg's stream probing does not decode frames (it
+    usually decodes the first keyframe to learn the reordering delay, among others); only for
+    --keyframes, where every keyframe is decoded and drained on its own, so that delay does
+    not matter."""
     import av
 
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = None
+        if not probe:
+            try:
+                container = av.open(path, metadata_errors="ignore", options={"skip_frame": "all"})
+            except (av.error.FFmpegError, OSError, UnicodeError, ValueError):
+                container = None  # try again the usual way, for the usual error
+        if container is None:
+            container = av.open(path, metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeError, ValueError) as e:
         raise DecodeFailure(f"cannot open video: {short_reason(e)}") from None
     if not container.streams.video or container.streams.video[0].codec_context is None:
@@ -167,7 +178,7 @@ def read_video(path: str, spec: PixelSpec, fps: float, max_frames: int, keyframe
     import av
     import numpy as np
 
-    container, stream = _open(path, threads)
+    container, stream = _open(path, threads, probe=not keyframes)
     try:
         index = _index(container, stream)
         n = len(index.pts)
@@ -191,7 +202,7 @@ def read_video(path: str, spec: PixelSpec, fps: float, max_frames: int, keyframe
                 _decode_runs(container, stream, index, [(None, wanted)], spec, None, got)
         except _Unseekable:  # start again from a fresh open, in one pass
             container.close()
-            container, stream = _open(path, threads)
+            container, stream = _open(path, threads, probe=not keyframes)
             if index.timed:
                 _decode_runs(container, stream, index, [(None, wanted)], spec, skip, got,
                              at_start=True)

@@ -31,7 +31,10 @@ class ModelConfig:
     item_id_emb: bool = True     # learn a per-item ID embedding besides the content
     id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
-    item_norm: bool = True       # L2-normalise the projected modality tokens before max-pooling
+    item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
+    fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean
+    early_fusion: bool = False   # sum the modality tokens into one before the fusion transformer
+    modality_dropout: float = 0.0  # sequence stage: chance to hide each present modality of an item
     objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
     mask_rate: float = 0.2       # masked objective: share of positions that become targets
     temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
@@ -67,6 +70,7 @@ class TrainConfig:
     amp: bool = True             # bfloat16 autocast where native (CUDA; CPUs with AVX512-BF16/AMX)
     compile: bool = False        # CUDA only: torch.compile the model
     max_minutes: float = 0.0     # stop after this wall-clock budget (0 = none); the best checkpoint is kept
+    tensorboard: bool = False    # also log metrics.csv's rows to RUN/tensorboard/ (vmr[tensorboard])
 
 
 @dataclass
@@ -90,6 +94,7 @@ CHOICES = {
     ("model", "share"): ("tie", "init", "none"),
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
+    ("model", "fusion_pool"): ("max", "mean"),
     ("train", "loss"): ("full", "sampled"),
 }
 
@@ -189,7 +194,7 @@ def check_config(cfg: Config) -> None:
     if m.d_model <= 0 or m.d_model % m.n_heads:
         raise VmrError(f"model.d_model ({m.d_model}) must be a positive multiple of "
                        f"model.n_heads ({m.n_heads})")
-    for name in ("dropout", "item_dropout"):
+    for name in ("dropout", "item_dropout", "modality_dropout"):
         if not 0 <= getattr(m, name) < 1:
             raise VmrError(f"model.{name} must be in [0, 1), got {getattr(m, name)}")
     if not 0 < m.mask_rate < 1:

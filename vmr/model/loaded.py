@@ -60,7 +60,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         if not isinstance(cache, str):
             raise VmrError(f"{rd.info}: no 'cache' entry naming the run's feature cache")
         feats, present, attrs = load_features(Path(cache), dataset.item_ids, sorted(args["dims"]))
-        _check_features(rd, info, attrs, cache)
+        _check_features(rd, info, attrs, feats, present, cache)
         attach_features(model, feats, present)
     try:
         model.load_state_dict(ckpt["model"])
@@ -85,10 +85,11 @@ def _check_dataset(rd: RunDir, info: dict, dataset, args: dict) -> None:
                        "folder")
 
 
-def _check_features(rd: RunDir, info: dict, attrs: dict, cache: str) -> None:
+def _check_features(rd: RunDir, info: dict, attrs: dict, feats: dict, present: dict,
+                    cache: str) -> None:
     recorded = info.get("features") or {}
     for m, ident in recorded.items():
-        now = feature_identity(attrs.get(m, {}))
+        now = feature_identity(attrs.get(m, {}), feats.get(m), present.get(m))
         if now != ident:
             diff = sorted(k for k in set(now) | set(ident) if now.get(k) != ident.get(k))
             raise VmrError(f"{rd.path}: the {m} features in {cache} changed since this run was "

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vmr.model.config import PretrainConfig
 from vmr.model.losses import InfoNCE, MatchingLoss, mine_hard_negatives
-from vmr.model.recommender import VISUAL_MODALITIES, ItemEncoder
+from vmr.model.recommender import VISUAL_MODALITIES, ItemEncoder, random_keep
 
 
 class PretrainHeads(nn.Module):
@@ -61,8 +61,8 @@ def pretrain_losses(enc: ItemEncoder, heads: PretrainHeads, idx: torch.Tensor,
     tok = enc.tokens(idx, with_ids=False)                   # absent modalities already [mask]
     z_is = enc.fuse(tok)
     if "is" in terms:
-        v1 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop), with_ids=False))
-        v2 = enc.fuse(enc.tokens(idx, _random_keep(present, cfg.modality_drop), with_ids=False))
+        v1 = enc.fuse(enc.tokens(idx, random_keep(present, cfg.modality_drop), with_ids=False))
+        v2 = enc.fuse(enc.tokens(idx, random_keep(present, cfg.modality_drop), with_ids=False))
         out["is"] = heads.is_(gather_cat(v1), gather_cat(v2))
     cross = [k for k in ("pwc", "pwm", "i", "s") if k in terms]
     if cross:
@@ -89,20 +89,6 @@ def pretrain_losses(enc: ItemEncoder, heads: PretrainHeads, idx: torch.Tensor,
                 mixed = torch.where(vis.view(1, -1, 1), t, t[neg])   # visual of j, text of neg(j)
                 out["pwm"] = heads.pwm(enc.fuse(t), enc.fuse(mixed))
     return out
-
-
-def _random_keep(present: torch.Tensor, p: float) -> torch.Tensor:
-    """Drop each present modality with probability p, but keep at least one present one."""
-    keep = present & (torch.rand(present.shape, device=present.device) >= p)
-    empty = ~keep.any(1) & present.any(1)
-    if empty.any():
-        # restore one random present modality in rows that lost all of them
-        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
-        pick = scores.argmax(1)
-        restore = torch.zeros_like(keep)
-        restore[torch.arange(len(keep), device=keep.device), pick] = True
-        keep = keep | (restore & empty.unsqueeze(1))
-    return keep
 
 
 def gather_cat(x: torch.Tensor) -> torch.Tensor:

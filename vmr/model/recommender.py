@@ -50,6 +50,9 @@ class ItemEncoder(nn.Module):
         self.p = cfg.item_dropout
         self.norm = cfg.item_norm
         self.id_fusion = cfg.id_fusion
+        self.pool = cfg.fusion_pool
+        self.early = cfg.early_fusion
+        self.modality_dropout = cfg.modality_dropout
         self.content_scale = nn.Parameter(torch.tensor(1.0))
         self.blocks = blocks
         self.n_blocks = cfg.item_layers
@@ -88,18 +91,27 @@ class ItemEncoder(nn.Module):
         return x
 
     def fuse(self, tok: torch.Tensor) -> torch.Tensor:
-        """[n, M, d] tokens -> [n, d] item embedding (transformer, projection, L2, max-pool)."""
+        """[n, M, d] tokens -> [n, d] item embedding (transformer, projection, L2, then a pool
+        over the tokens: max, eq. 3, or mean)."""
+        if self.early and tok.shape[1] > 1:
+            tok = tok.sum(dim=1, keepdim=True)    # early fusion: one token = Linear(concat)
         x = self.drop(self.ln(tok))
         for blk in self.blocks[: self.n_blocks]:
             x = blk(x, None, self.p)
         x = self.head(x)
         if self.norm:
             x = F.normalize(x, dim=-1)
+        if self.pool == "mean":
+            return x.mean(dim=1)
         return x.max(dim=1).values
 
     def forward(self, idx: torch.Tensor | None = None, keep: torch.Tensor | None = None):
         if idx is None:
             idx = torch.arange(self.n_items, device=self.mod_emb.device)
+        if keep is None and self.training and self.modality_dropout > 0 and len(self.modalities) > 1:
+            # training only: hide a present modality now and then, so that every modality must
+            # carry the item on its own and fusion cannot lean on the strongest one alone
+            keep = random_keep(self.present(idx), self.modality_dropout)
         h = self.fuse(self.tokens(idx, keep))
         if self.id_emb is not None and self.id_fusion == "residual" and self.modalities:
             h = self.content_scale * h + self.id_emb(idx)
@@ -219,3 +231,17 @@ def _init_linear(m: nn.Module) -> None:
         nn.init.normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def random_keep(present: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop each present modality with probability p, but keep at least one present one."""
+    keep = present & (torch.rand(present.shape, device=present.device) >= p)
+    empty = ~keep.any(1) & present.any(1)
+    if empty.any():
+        # restore one random present modality in rows that lost all of them
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        pick = scores.argmax(1)
+        restore = torch.zeros_like(keep)
+        restore[torch.arange(len(keep), device=keep.device), pick] = True
+        keep = keep | (restore & empty.unsqueeze(1))
+    return keep

@@ -157,9 +157,18 @@ def dataset_fingerprint(dataset) -> str:
     return h.hexdigest()
 
 
-def feature_identity(attrs: dict) -> dict:
-    """The parts of a cached modality's attributes that decide what its vectors mean."""
-    return {k: _plain(attrs[k]) for k in sorted(attrs) if k not in VOLATILE_ATTRS}
+def feature_identity(attrs: dict, feats=None, present=None) -> dict:
+    """What decides a cached modality's vectors: the cache attributes (encoder, weights,
+    settings) and, given the loaded matrix, a sha256 of its values and presence mask."""
+    ident = {k: _plain(attrs[k]) for k in sorted(attrs) if k not in VOLATILE_ATTRS}
+    if feats is not None:
+        import hashlib
+
+        h = hashlib.sha256(feats.numpy().tobytes())
+        if present is not None:
+            h.update(present.numpy().tobytes())
+        ident["values_sha256"] = h.hexdigest()
+    return ident
 
 
 def _plain(v):

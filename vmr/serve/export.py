@@ -6,10 +6,31 @@ The export directory holds
 - `user_tower.pt`        {"format", "kind", "model_args", "config", "model" (state dict)}: tensors
                          and plain values only (loads with torch.load(weights_only=True));
                          `load_export(dir).user_vectors(...)` rebuilds the tower from it
+- `user_tower.ts`        the user tower as TorchScript, usable with torch alone (no vmr):
+                         LongTensor [B, L] of item indices (line order of item_ids.txt), oldest
+                         first, left-padded with -1 -> float32 user vectors [B, d]; the item
+                         table is baked in (vmr/serve/portable.py, docs/API.md)
+- `item_embeddings.safetensors`  the same matrix as item_embeddings.npy, key "item_embeddings"
+                         (written where the safetensors package is installed)
 - `index.faiss`          only with --index faiss: an HNSW inner-product index over the rows
 - `manifest.json`        what was exported from where, sizes and sha256 of every file.
 It is written into a temporary sibling directory and renamed into place, so an interrupted export
 leaves the previous export (or none), never a partial one.
+
+Without vmr (the top 10 of a history, by inner product, history items left out):
+
+    import numpy as np, torch
+    tower = torch.jit.load("serving/user_tower.ts")
+    items = torch.from_numpy(np.load("serving/item_embeddings.npy"))
+    ids = open("serving/item_ids.txt", encoding="utf-8").read().split("\n")[:-1]
+    hist = [ids.index(i) for i in ("i1", "i2", "i3")]
+    scores = (tower(torch.tensor([hist])) @ items.T)[0]
+    scores[hist] = -float("inf")
+    top = [ids[j] for j in torch.sort(scores, descending=True, stable=True).indices[:10]]
+
+user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
+false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
+that trained and recommend under bfloat16 autocast (manifest.json: user_tower_ts.run_precision).
 """
 
 from __future__ import annotations
@@ -130,6 +151,9 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
         torch.save(_tower_state(loaded), buf)
         (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
+        from vmr.serve.portable import run_precision, tower_manifest, write_portable
+
+        portable = write_portable(loaded, tmp, emb)
         if index == "faiss":
             import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -141,6 +165,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             "dataset": str(getattr(loaded.dataset, "path", "") or ""),
             "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
             "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
+            "user_tower_ts": tower_manifest(loaded),
             "index": ("faiss-hnsw" if index == "faiss" else "exact"),
             "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
                        "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),
@@ -154,9 +179,13 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             raise VmrError(f"cannot write export {out}: {os_reason(e)}; a previous export there "
                            "is unchanged") from None
         raise
+    note = ("" if run_precision(loaded) == "float32" else
+            "\nnote: user_tower.ts runs in float32, the run in bfloat16 autocast: its scores "
+            "differ from `vmr recommend`'s by bfloat16 rounding (train with --set train.amp=false "
+            "for an exact match)")
     return (f"exported {emb.shape[0]} items (d={emb.shape[1]}) from {run_dir} ({ckpt_file}) to "
-            f"{out}: item_embeddings.npy, item_ids.txt, user_tower.pt"
-            + (", index.faiss" if index == "faiss" else "") + ", manifest.json")
+            f"{out}: item_embeddings.npy, item_ids.txt, user_tower.pt, {', '.join(portable)}"
+            + (", index.faiss" if index == "faiss" else "") + ", manifest.json" + note)
 
 
 class Export:

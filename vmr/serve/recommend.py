@@ -15,14 +15,17 @@ from vmr.errors import VmrError
 TITLE_WIDTH = 60
 
 
-def parse_history(history: str, item_index: dict[str, int]) -> np.ndarray:
-    """Item indices of a space-separated id list; an unknown id is an error naming it."""
-    ids = history.split()
+def parse_history(history, item_index: dict[str, int], what: str = "--history") -> np.ndarray:
+    """Item indices of a space-separated id string or a list of ids; an unknown id is an error
+    naming it (`what` names the option or argument in messages)."""
+    ids = history.split() if isinstance(history, str) else [str(x) for x in history]
     if not ids:
-        raise VmrError("--history is empty: give item ids separated by spaces, oldest first")
+        raise VmrError(f"{what} is empty: give item ids separated by spaces, oldest first"
+                       if isinstance(history, str) else f"{what} is empty: give item ids, "
+                       "oldest first")
     for x in ids:
         if x not in item_index:
-            raise VmrError(f"--history: unknown item id '{x}' (not in the run's dataset)")
+            raise VmrError(f"{what}: unknown item id '{x}' (not in the run's dataset)")
     return np.array([item_index[x] for x in ids], dtype=np.int64)
 
 
@@ -80,27 +83,43 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(head)] + [line(c) for c in cells])
 
 
-def recommend_cli(run: str, user: str | None = None, history: str | None = None, top: int = 10,
-                  exclude_history: bool = True, fmt: str = "table") -> str:
-    """The output of `vmr recommend`: a table or a JSON document."""
-    from vmr.model.loaded import load_run
-
+def recommend_for(loaded, user: str | None = None, history=None, top: int = 10,
+                  exclude_history: bool = True, what: str = "--history") -> dict:
+    """The next items for a known user or a history (a space-separated string or a list of item
+    ids) of an opened run: {"user", "history" (ids), "exclude_history", "items": [{"rank",
+    "item", "score", "title"}, ...]} (what `vmr recommend --format json` prints)."""
     if (user is None) == (history is None):
         raise VmrError("give exactly one of --user or --history")
-    loaded = load_run(run, "auto", device="cpu")
     ds = loaded.dataset
-    hist = user_history(ds, user) if user is not None else parse_history(history, ds.item_index)
+    hist = (user_history(ds, user) if user is not None
+            else parse_history(history, ds.item_index, what))
     best = top_items(loaded, hist, top, exclude_history)
     idx = [i for i, _ in best]
     rows = [{"rank": r + 1, "item": ds.item_ids[i], "score": s, "title": t}
             for r, ((i, s), t) in enumerate(zip(best, _titles(ds, idx)))]
+    return {"user": user, "history": [ds.item_ids[i] for i in hist.tolist()],
+            "exclude_history": exclude_history, "items": rows}
+
+
+def recommend_run(run: str, user: str | None = None, history=None, top: int = 10,
+                  exclude_history: bool = True) -> dict:
+    """`recommend_for` on the run directory `run` (its best checkpoint, else the last)."""
+    from vmr.model.loaded import load_run
+
+    if (user is None) == (history is None):
+        raise VmrError("give exactly one of --user or --history")
+    return recommend_for(load_run(run, "auto", device="cpu"), user, history, top,
+                         exclude_history)
+
+
+def format_recommendations(doc: dict, fmt: str = "table") -> str:
+    """The output of `vmr recommend` for what `recommend_for` returned: a table or JSON."""
     if fmt == "json":
-        doc = {"user": user, "history": [ds.item_ids[i] for i in hist.tolist()],
-               "exclude_history": exclude_history, "items": rows}
         return json.dumps(doc, ensure_ascii=False, indent=2)
+    rows, user = doc["items"], doc["user"]
     who = f"user {user}" if user is not None else "the given history"
-    head = (f"top {len(rows)} for {who} ({len(hist)} history items, "
-            f"{'excluded' if exclude_history else 'included'})")
+    head = (f"top {len(rows)} for {who} ({len(doc['history'])} history items, "
+            f"{'excluded' if doc['exclude_history'] else 'included'})")
     if not rows:
         return f"{head}\nno items left to recommend (the history covers the whole catalogue)"
     return f"{head}\n{format_table(rows)}"

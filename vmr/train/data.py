@@ -37,7 +37,8 @@ class TrainData:
     def identities(self) -> dict:
         """What run.json records so readers can refuse a changed dataset or cache."""
         return {"dataset_fingerprint": self.fingerprint,
-                "features": {m: feature_identity(a) for m, a in self.feature_attrs.items()}}
+                "features": {m: feature_identity(a, self.feats[m], self.present[m])
+                             for m, a in self.feature_attrs.items()}}
 
 
 def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config) -> TrainData:
@@ -45,8 +46,11 @@ def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config)
 
     ds = load_dataset(data_dir)
     if model_kind(cfg.model.kind).uses_features:
+        from vmr.extract.fingerprint import check_fresh
+
         cache_path = Path(cache) if cache else Path(data_dir) / "features.h5"
         feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None)
+        check_fresh(data_dir, cache_path, sorted(feats))   # no row made from changed content
     else:
         feats, present, attrs = {}, {}, {}
     seqs = [np.asarray(s, dtype=np.int64) for s in ds.sequences]

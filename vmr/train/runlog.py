@@ -1,5 +1,7 @@
 """The run's human-readable record: metrics.csv (one row per stage and epoch, epochs 1-based as
-on the console) and curves.png. Only the main process writes."""
+on the console) and curves.png; with `train.tensorboard = true` also every row's numbers as
+TensorBoard scalars in RUN/tensorboard/ (tag `<stage>/<column>`, step = epoch). Only the main
+process writes."""
 
 from __future__ import annotations
 
@@ -14,17 +16,38 @@ COLUMNS = ("stage", "epoch", "loss", "seconds", "seq_per_s", "valid_HR@5", "vali
            "valid_HR@10", "valid_NDCG@10", "valid_MRR", "eval_seconds",
            "L_pwc", "L_pwm", "L_i", "L_s", "L_is")
 STAGE_ORDER = {"pretrain": 0, "sequence": 1}
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_writer_class():
+    """torch's SummaryWriter, or a one-line error saying how to install what it needs."""
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs the package)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VmrError("train.tensorboard = true needs the tensorboard package: "
+                       "pip install 'vmr[tensorboard]' (or pip install tensorboard), or set "
+                       "train.tensorboard=false") from None
+    return SummaryWriter
 
 
 class MetricsLog:
-    def __init__(self, run: RunDir, main: bool = True):
+    def __init__(self, run: RunDir, main: bool = True, tensorboard: bool = False):
         self.run, self.main = run, main
+        self.tb = None
+        if tensorboard and main:
+            self.tb = tensorboard_writer_class()(log_dir=str(run.path / TENSORBOARD_DIR))
 
     def append(self, row: dict) -> None:
         unknown = set(row) - set(COLUMNS)
         assert not unknown, unknown
         if not self.main:
             return
+        if self.tb is not None:
+            for c in COLUMNS[2:]:
+                if isinstance(row.get(c), (int, float)):
+                    self.tb.add_scalar(f"{row['stage']}/{c}", row[c], int(row["epoch"]))
+            self.tb.flush()
         new = not self.run.csv.exists()
         with open(self.run.csv, "a", encoding="utf-8") as f:
             if new:
@@ -32,6 +55,11 @@ class MetricsLog:
             f.write(",".join(_fmt(row[c]) if c in row else "" for c in COLUMNS) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
     def truncate(self, stage: str, epoch: int) -> None:
         """On resume, forget rows written after the checkpoint (stage, epoch) resumed from."""

@@ -76,11 +76,20 @@ def _start(d, req: TrainRequest) -> Path:
             cache = run.read_info().get("cache")
     else:
         cfg = _fresh_config(req, run)
+    if cfg.train.tensorboard:        # missing package: say so before any work
+        from vmr.train.runlog import tensorboard_writer_class
+
+        tensorboard_writer_class()
     barrier(d)                       # every rank checked the directory before rank 0 writes
     data = load_train_data(req.data, cache, cfg)
     if d.main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config_toml, to_toml(cfg))
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.config_toml, to_toml(cfg))
+        except OSError as e:
+            raise VmrError(f"cannot write run directory {run.path}: {os_reason(e)}; checkpoints "
+                           "saved before are intact (fix it, then rerun the same command)") \
+                from None
     barrier(d)
     data_dir = Path(req.data)
     cache_path = Path(cache) if cache else data_dir / "features.h5"

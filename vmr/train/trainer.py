@@ -83,12 +83,13 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     heads = PretrainHeads(cfg.model.d_model).to(device)
     if d.enabled:                      # same initial weights everywhere, other dropout draws
         torch.manual_seed(t.seed + 7919 * d.rank)
-    st = TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main), device, d,
-                    quiet or not d.main, args)
+    st = TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard), device,
+                    d, quiet or not d.main, args)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
                **(meta or {}), **data.identities()}
     if model_kind(cfg.model.kind).fit == "counts":
+        st.log.close()                   # nothing per epoch to log
         if d.main:
             summary.update(_fit_counts(st))
             run.write_info(summary)
@@ -131,6 +132,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
             if own is None and state is not None:     # continuing after a pre-training run
                 set_rng_state(state["rng"])
             summary.update(sequence_stage(st, own))
+    st.log.close()                       # the TensorBoard writer, if any (flushed every row)
     summary["status"] = "finished"
     summary["train_seconds"] = round(time.time() - st.t0, 2)
     if d.enabled:

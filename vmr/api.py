@@ -1,0 +1,190 @@
+"""The Python API: the pipeline as functions (docs/API.md has a worked example).
+
+    ds = vmr.prepare("log.csv", "data/", items="items.csv", text_columns=["title"])
+    vmr.extract("data/", "text")                      # {"cache", "modality", "summary"}
+    run = vmr.train("data/", "runs/full", overrides={"train.epochs": 20})
+    run.evaluate(k=(5, 10))                           # the metrics dict; writes metrics_test.json
+    run.recommend(user="u1", top=10)                  # [{"rank", "item", "score", "title"}, ...]
+    run = vmr.load("runs/full")
+
+Every function does what the command of the same name does and fails the same way (VmrError,
+one line). Nothing here changes the process: `vmr.train` restores the random number generators
+and torch's thread count it found, and the glibc allocator setting of vmr/allocator.py is left
+to the command line (`vmr train`, `vmr eval`), which owns its process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from vmr.errors import VmrError
+
+
+def _options(cls, fixed: dict, given: dict, what: str):
+    """cls(**fixed, **given), with a one-line error for an option cls does not have."""
+    known = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise VmrError(f"{what}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
+    return cls(**fixed, **given)
+
+
+def _path(data) -> str:
+    """A dataset directory given as a path or as a Dataset."""
+    path = getattr(data, "path", data)
+    if path is None:
+        raise VmrError("this Dataset has no directory; pass the dataset directory instead")
+    return str(path)
+
+
+def prepare(interactions: str | Path, out: str | Path, **options):
+    """`vmr prepare`: write the dataset directory `out` and return it loaded (a Dataset).
+    Options are PrepareOptions' fields (`vmr prepare --help`): items, text_columns (a list or
+    "a,b"), image_column, video_column, fmt, kcore, preset, ..."""
+    from vmr.data.dataset import load_dataset
+    from vmr.data.prepare import PrepareOptions, prepare_dataset
+
+    if isinstance(options.get("text_columns"), str):
+        options["text_columns"] = [c.strip() for c in options["text_columns"].split(",")
+                                   if c.strip()]
+    for k in ("items", "media_root"):
+        if options.get(k) is not None:
+            options[k] = str(options[k])
+    opts = _options(PrepareOptions, {"interactions": str(interactions), "out": str(out)},
+                    options, "vmr.prepare")
+    prepare_dataset(opts)
+    return load_dataset(out)
+
+
+def extract(data, modality: str, **options) -> dict:
+    """`vmr extract`: encode every item's `modality` into the feature cache; returns
+    {"cache": path, "modality": modality, "summary": the text the command prints}. Options are
+    ExtractOptions' fields: model, cache, fps, max_frames, pooling, batch_size, workers, ..."""
+    from vmr.extract.runner import ExtractOptions, run_extract
+
+    if options.get("cache") is not None:
+        options["cache"] = str(options["cache"])
+    opts = _options(ExtractOptions, {"data": _path(data), "modality": modality}, options,
+                    "vmr.extract")
+    summary = run_extract(opts)
+    cache = Path(opts.cache) if opts.cache else Path(opts.data) / "features.h5"
+    return {"cache": str(cache), "modality": modality, "summary": summary}
+
+
+def _override_list(overrides) -> list[str]:
+    """--set strings from a list of "key=value" or a dict {"train.epochs": 3, ...}."""
+    if isinstance(overrides, str):
+        raise VmrError('overrides: give a list of "section.key=value" strings or a dict')
+    if isinstance(overrides, dict):
+        out = []
+        for k, v in overrides.items():
+            text = ("true" if v else "false") if isinstance(v, bool) else (
+                v if isinstance(v, (int, float)) else json.dumps(v))
+            out.append(f"{k}={text}")
+        return out
+    return [str(o) for o in overrides]
+
+
+def train(data, out: str | Path | None = None, config: str | Path | None = None,
+          overrides=(), **kw) -> "Run":
+    """`vmr train`: train into the run directory `out` (default runs/<kind>-<time>) and return
+    it loaded. `overrides`: ["train.epochs=3", ...] or {"train.epochs": 3}; keyword options are
+    TrainRequest's: cache, stage, modalities, seed, resume."""
+    import torch
+
+    from vmr.train.runtime import rng_state, set_rng_state
+    from vmr.train.session import TrainRequest, start_training
+
+    for k in ("cache",):
+        if kw.get(k) is not None:
+            kw[k] = str(kw[k])
+    req = _options(TrainRequest, {"data": _path(data), "out": None if out is None else str(out),
+                                  "config": None if config is None else str(config),
+                                  "overrides": _override_list(overrides)}, kw, "vmr.train")
+    rng, threads = rng_state(), torch.get_num_threads()
+    try:
+        run_dir = start_training(req)
+    finally:                      # training seeds the global generators; give them back
+        set_rng_state(rng)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return load(run_dir)
+
+
+def load(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu") -> "Run":
+    """A trained run: its best checkpoint ('auto': best.pt, else checkpoint.pt; or 'best',
+    'last'), with its dataset and features, checked against what it was trained on."""
+    from vmr.model.loaded import load_run
+
+    if checkpoint not in ("auto", "best", "last"):
+        raise VmrError(f"checkpoint must be 'auto', 'best' or 'last', got {checkpoint!r}")
+    return Run(load_run(run_dir, checkpoint, device=device))
+
+
+class Run:
+    """A trained run: `evaluate`, `recommend`, `export`, `gallery`. Attributes: path, config
+    (the resolved Config), dataset, info (run.json), checkpoint (the file loaded)."""
+
+    def __init__(self, loaded):
+        self._loaded = loaded
+        self.path: Path = loaded.run_dir
+        self.config = loaded.config
+        self.dataset = loaded.dataset
+        self.info: dict = loaded.info
+        self.checkpoint: Path = loaded.checkpoint
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, kind={self.config.model.kind!r}, " \
+               f"checkpoint={self.checkpoint.name!r})"
+
+    def evaluate(self, k=(5, 10), split: str = "test", include_history: bool = False,
+                 progress: bool = False) -> dict:
+        """`vmr eval`: full-ranking HR@k, NDCG@k, MRR (plus users, items, protocol); also
+        writes RUN/metrics_<split>.json as the command does."""
+        from vmr.evaluate.run_eval import evaluate_run
+
+        ks = [k] if isinstance(k, int) else list(k)
+        if split not in ("test", "valid"):
+            raise VmrError(f"split must be 'test' or 'valid', got {split!r}")
+        if not ks or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in ks):
+            raise VmrError(f"k must be positive integers, got {k!r}")
+        return evaluate_run(self.path, ks=ks, split=split, include_history=include_history,
+                            loaded=self._loaded, progress=progress)
+
+    def recommend(self, user: str | None = None, history=None, top: int = 10,
+                  exclude_history: bool = True) -> list[dict]:
+        """`vmr recommend`: the top items for a known user (all of their history) or a history
+        (item ids, oldest first): [{"rank", "item", "score", "title"}, ...], best first."""
+        from vmr.serve.recommend import recommend_for
+
+        if (user is None) == (history is None):
+            raise VmrError("give exactly one of user= or history=")
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise VmrError(f"top must be a positive integer, got {top!r}")
+        doc = recommend_for(self._loaded, user=user, history=history, top=top,
+                            exclude_history=exclude_history, what="history")
+        return doc["items"]
+
+    def export(self, out: str | Path, index: str = "exact") -> Path:
+        """`vmr export`: item embeddings, user tower (also as TorchScript) into `out`."""
+        from vmr.serve.export import export_run
+
+        export_run(self.path, out, index=index)
+        return Path(out)
+
+    def gallery(self, out: str | Path, users: int = 5, top: int = 10) -> Path:
+        """`vmr gallery`: a static HTML site of `users` users' recommendations; returns the
+        path of its index.html."""
+        from vmr.serve.gallery import write_gallery
+
+        return write_gallery(self.path, out, users=users, top=top, loaded=self._loaded)["index"]
+
+
+def extract_subpackage():
+    """The vmr.extract subpackage (vmr/__init__.py makes it callable as `extract` above)."""
+    import sys
+
+    import vmr.extract  # noqa: F401  (the package itself only: no encoder, no torch)
+
+    return sys.modules["vmr.extract"]

@@ -1,0 +1,245 @@
+"""`vmr gallery`: a static HTML site showing what a run recommends, to look at with a browser.
+
+    DIR/index.html        the users shown, their held-out test item and whether the top K hit it
+    DIR/users/<h>.html    one page per user: the history (oldest first), the held-out test item
+                          with its rank, and the top-K recommendations (the held-out item marked)
+    DIR/thumbs/<h>-*.jpg  thumbnails: an item's image (center crop), a strip of a few sampled
+                          frames of its video; items with neither show a text card
+    DIR/gallery.json      what was shown: run, checkpoint, K, users, and their pages
+
+Recommendations are computed as `vmr recommend` computes them, from the history BEFORE the
+user's test item (which is the one held out), history items excluded. File names are hashes of
+the opaque ids, every link is relative, and nothing is fetched from elsewhere, so the folder can
+be copied anywhere and opened from disk. A small inline script sets `data-status` on <body>
+("ok" when every image loaded and no error occurred) for automated checks."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from vmr.errors import VmrError
+from vmr.fsio import os_reason
+
+MANIFEST = "gallery.json"
+MAX_HISTORY = 20            # history items shown per user (the latest)
+THUMB, FRAME, FRAMES = 128, 96, 4
+
+CSS = """body{font-family:system-ui,sans-serif;margin:1.2em;background:#fafafa;color:#222}
+a{color:#0645ad}h1{font-size:1.3em}h2{font-size:1.05em;margin:1.2em 0 .4em}
+.row{display:flex;flex-wrap:wrap;gap:10px}
+.card{width:200px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px;
+font-size:12px;position:relative}
+.card img{display:block;max-width:100%;margin:0 auto 4px}
+.card.target{border:3px solid #d33;padding:4px}
+.badge{position:absolute;top:4px;right:4px;background:#d33;color:#fff;border-radius:3px;
+padding:1px 4px;font-size:11px}
+.text{background:#eef;border-radius:4px;padding:6px;height:90px;overflow:hidden;color:#334}
+.id{color:#777;font-family:monospace}.score{color:#060}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"""
+
+STATUS_SCRIPT = """<script>
+(function () {
+  var errors = 0;
+  window.addEventListener("error", function () { errors += 1; }, true);
+  window.addEventListener("load", function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+    document.body.setAttribute("data-images", ok + "/" + imgs.length);
+    document.body.setAttribute("data-status", errors === 0 && ok === imgs.length ? "ok" : "error");
+  });
+})();
+</script>"""
+
+
+def _h(text) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def _key(kind: str, value: str) -> str:
+    """A file name for an opaque id (ids may hold any character)."""
+    return hashlib.sha256(f"{kind}\0{value}".encode("utf-8")).hexdigest()[:20]
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            f'<meta name="generator" content="vmr gallery">\n<title>{_h(title)}</title>\n'
+            f"<style>{CSS}</style>\n{STATUS_SCRIPT}\n</head>\n<body>\n{body}\n</body></html>\n")
+
+
+class Thumbnails:
+    """Thumbnails of items, made once each, into DIR/thumbs."""
+
+    def __init__(self, dataset, folder: Path):
+        self.ds, self.folder = dataset, folder
+        self.done: dict[int, list[str]] = {}
+        cols = dataset.items.columns if dataset.items is not None else []
+        self.col = {c: dataset.items[c].to_list() if c in cols else [None] * dataset.n_items
+                    for c in ("title", "text", "image", "video")}
+
+    def of(self, i: int) -> list[str]:
+        """File names (in thumbs/) of item i's thumbnails: image and/or video strip."""
+        if i not in self.done:
+            key = _key("item", self.ds.item_ids[i])
+            names = []
+            if self.col["image"][i] and self._image(self.col["image"][i], f"{key}-image.jpg"):
+                names.append(f"{key}-image.jpg")
+            if self.col["video"][i] and self._video(self.col["video"][i], f"{key}-video.jpg"):
+                names.append(f"{key}-video.jpg")
+            self.done[i] = names
+        return self.done[i]
+
+    def _save(self, pixels: np.ndarray, name: str) -> bool:
+        from PIL import Image
+
+        Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(
+            self.folder / name, "JPEG", quality=85)
+        return True
+
+    def _image(self, path: str, name: str) -> bool:
+        from vmr.extract.decode import DecodeFailure, PixelSpec, decode_image
+
+        try:
+            return self._save(decode_image(path, PixelSpec(THUMB, THUMB))[0], name)
+        except (DecodeFailure, VmrError, ValueError):
+            return False
+
+    def _video(self, path: str, name: str) -> bool:
+        from vmr.extract.decode import DecodeFailure, PixelSpec, decode_video
+
+        try:
+            frames = decode_video(path, PixelSpec(FRAME, FRAME), fps=2.0, max_frames=FRAMES)
+        except (DecodeFailure, VmrError, ValueError, OSError):
+            return False
+        if len(frames) == 0:
+            return False
+        return self._save(np.concatenate(list(frames), axis=1), name)
+
+    def card(self, i: int, extra: str = "", target: bool = False) -> str:
+        item = self.ds.item_ids[i]
+        title = self.col["title"][i] or ""
+        text = self.col["text"][i] or ""
+        media = "".join(f'<img src="../thumbs/{n}" alt="{_h(item)}">' for n in self.of(i))
+        if not media:
+            media = f'<div class="text">{_h(text[:240] or title or "(no content)")}</div>'
+        badge = '<span class="badge">held-out next item</span>' if target else ""
+        return (f'<div class="card{" target" if target else ""}">{badge}{media}'
+                f'<div><b>{_h(title[:80])}</b></div><div class="id">{_h(item)}</div>'
+                f"{extra}</div>")
+
+
+def pick_users(dataset, n: int) -> list[int]:
+    """The first n users (dataset order) that have a test target."""
+    users = [int(u) for u in dataset.split_users("test")[:n]]
+    if not users:
+        raise VmrError(f"{dataset.path}: no user has a test item (users need 2 interactions)")
+    return users
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise VmrError(f"--out {out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+            raise VmrError(f"--out {out}: exists and is not a vmr gallery (no {MANIFEST}); "
+                           "choose another directory")
+        for sub in ("users", "thumbs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "users").mkdir(parents=True, exist_ok=True)
+    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+
+
+def write_gallery(run, out: str | Path, users: int = 5, top: int = 10, loaded=None) -> dict:
+    """Write the gallery of `users` users of a run (a run directory, or `loaded`) into `out`;
+    returns gallery.json's content plus "index" (the path of index.html)."""
+    import torch
+
+    from vmr.model.loaded import load_run
+    from vmr.serve.recommend import top_items
+
+    if users < 1 or top < 1:
+        raise VmrError("--users and --top must be at least 1")
+    loaded = loaded or load_run(run, "auto", device="cpu")
+    ds, out = loaded.dataset, Path(out)
+    chosen = pick_users(ds, users)
+    test = dict(zip(ds.split_users("test").tolist(), ds.split_sequences("test")))
+    try:
+        _prepare_out(out)
+        thumbs = Thumbnails(ds, out / "thumbs")
+        items = loaded.item_embeddings()
+        entries = []
+        for n, u in enumerate(chosen):
+            hist, target = test[u]
+            hist = np.asarray(hist, dtype=np.int64)
+            best = top_items(loaded, hist, top, exclude_history=True)
+            with torch.no_grad():
+                s = (loaded.user_vectors([hist]).to(items.dtype) @ items.T)[0].float()
+            keep = torch.ones_like(s, dtype=torch.bool)
+            keep[torch.from_numpy(hist)] = False
+            keep[target] = False
+            rank = 1 + int(((s >= s[target]) & keep).sum())     # ties count against it
+            page = f"users/{_key('user', ds.user_ids[u])}.html"
+            entries.append({"user": ds.user_ids[u], "page": page, "history": len(hist),
+                            "target": ds.item_ids[target], "target_rank": rank,
+                            "hit": rank <= top})
+            body = _user_body(ds, thumbs, u, hist, target, rank, best, top, chosen, n)
+            (out / page).write_text(_page(f"vmr gallery: user {ds.user_ids[u]}", body),
+                                    encoding="utf-8")
+        doc = {"format": 1, "run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name,
+               "top": top, "users": entries,
+               "hits": sum(e["hit"] for e in entries)}
+        (out / "index.html").write_text(_page("vmr gallery", _index_body(doc)), encoding="utf-8")
+        (out / MANIFEST).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    except OSError as e:
+        raise VmrError(f"cannot write the gallery in {out}: {os_reason(e)}") from None
+    return {**doc, "index": out / "index.html"}
+
+
+def _user_body(ds, thumbs: Thumbnails, u: int, hist, target: int, rank: int, best, top: int,
+               chosen: list[int], n: int) -> str:
+    nav = ['<a href="../index.html">all users</a>']
+    if n > 0:
+        nav.append(f'<a href="{_key("user", ds.user_ids[chosen[n - 1]])}.html">previous</a>')
+    if n + 1 < len(chosen):
+        nav.append(f'<a href="{_key("user", ds.user_ids[chosen[n + 1]])}.html">next</a>')
+    shown = hist[-MAX_HISTORY:]
+    earlier = (f" (the latest {len(shown)}; {len(hist) - len(shown)} earlier not shown)"
+               if len(hist) > len(shown) else "")
+    hits = "in the top" if rank <= top else "not in the top"
+    parts = [f"<p>{' · '.join(nav)}</p>", f"<h1>user {_h(ds.user_ids[u])}</h1>",
+             f"<h2>history, oldest first: {len(hist)} items{earlier}</h2>",
+             '<div class="row">' + "".join(thumbs.card(int(i)) for i in shown) + "</div>",
+             f"<h2>held-out next item: rank {rank} ({hits} {top})</h2>",
+             '<div class="row">' + thumbs.card(target, target=True) + "</div>",
+             f"<h2>top {len(best)} recommendations (history excluded)</h2>", '<div class="row">']
+    for r, (i, score) in enumerate(best):
+        extra = f'<div>#{r + 1} <span class="score">score {score:.4f}</span></div>'
+        parts.append(thumbs.card(int(i), extra, target=int(i) == target))
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _index_body(doc: dict) -> str:
+    top = doc["top"]
+    rows = "".join(
+        f'<tr><td><a href="{_h(e["page"])}">{_h(e["user"])}</a></td><td>{e["history"]}</td>'
+        f'<td class="id">{_h(e["target"])}</td><td>{e["target_rank"]}</td>'
+        f'<td>{"yes" if e["hit"] else ""}</td></tr>' for e in doc["users"])
+    return (f"<h1>vmr gallery</h1><p>run <code>{_h(Path(doc['run']).name)}</code> "
+            f"({_h(doc['checkpoint'])}): the top {top} for {len(doc['users'])} users, from the "
+            f"history before each user's held-out test item; the held-out item is in the top "
+            f"{top} for {doc['hits']} of them.</p>"
+            f"<table><tr><th>user</th><th>history</th><th>held-out item</th><th>its rank</th>"
+            f"<th>in top {top}</th></tr>{rows}</table>")
+
+
+def format_gallery(doc: dict) -> str:
+    """What `vmr gallery` prints."""
+    return (f"wrote a gallery of {len(doc['users'])} users (top {doc['top']}; the held-out item "
+            f"in it for {doc['hits']}): {doc['index']}")
