@@ -158,7 +158,9 @@ def test_st_hub_id_resolves_offline_with_every_pooling(models, hub):
     assert ident.name == "st:vmr-test/tiny-bert"
     # the blob name stands for the hash: same identity as hashing the weights file itself
     assert ident.weights == "sha256:" + sha256_file(models["st"] / "model.safetensors")
-    assert ident.pooling == "model(mean+normalize)"  # the model's own modules, spelled out
+    assert ident.pooling == "cls"  # the default
+    # the model's own modules, spelled out
+    assert identify("st:vmr-test/tiny-bert", "text", "model").pooling == "model(mean+normalize)"
     want_mean = reference(models["plain"], TEXTS, "mean")
     for pooling, want in [("cls", reference(models["plain"], TEXTS, "cls")), ("mean", want_mean),
                           ("model", want_mean / np.linalg.norm(want_mean, axis=1, keepdims=True))]:
@@ -179,7 +181,7 @@ def test_st_model_pooling_runs_the_models_own_modules(models, hub):
     assert f.shape == (3, 8) and enc.dim == 8  # the Dense module projects 16 -> 8
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
     # same Transformer weights, other pooling config: same weights id, other pooling id
-    cls = identify("st:vmr-test/cls", "text")
+    cls = identify("st:vmr-test/cls", "text", "model")
     assert cls.weights == dense.weights and cls.pooling == "model(cls+normalize)"
     want = reference(models["plain"], TEXTS, "cls")
     got = load_encoder(cls).encode(load_encoder(cls).tokenize(TEXTS))
@@ -187,15 +189,15 @@ def test_st_model_pooling_runs_the_models_own_modules(models, hub):
                                rtol=1e-4, atol=1e-5)
 
 
-def test_plain_transformers_dir_defaults_to_mean_and_refuses_model(models, hub):
+def test_plain_transformers_dir_pools_tokens_and_refuses_model(models, hub):
     ident = identify(f"st:{models['plain']}", "text")
-    assert ident.name == "st:plain" and ident.pooling == "mean"
+    assert ident.name == "st:plain" and ident.pooling == "cls"
     enc = load_encoder(ident)
     np.testing.assert_allclose(enc.encode(enc.tokenize(TEXTS)),
-                               reference(models["plain"], TEXTS, "mean"), rtol=1e-4, atol=1e-5)
+                               reference(models["plain"], TEXTS, "cls"), rtol=1e-4, atol=1e-5)
     with pytest.raises(VmrError, match="defines no pooling of its own"):
         identify(f"st:{models['plain']}", "text", "model")
-    with pytest.raises(VmrError, match="expected model, cls, mean"):
+    with pytest.raises(VmrError, match="expected cls, mean, model"):
         identify(f"st:{models['plain']}", "text", "max")
 
 

@@ -45,9 +45,10 @@ def test_identities_of_existing_specs_are_unchanged(tmp_path):
     assert (st.name, st.weights, st.pooling) == ("st:model", minilm_weights(), "cls")
 
 
-def test_text_default_pooling_is_the_models_own():
-    assert encoders.identify("minilm", "text").pooling == "model(mean+normalize)"
-    assert identify(None, "text") == identify("minilm", "text", "model")
+def test_text_default_pooling_is_cls_and_model_is_spelled_out():
+    assert identify(None, "text") == identify("minilm", "text", "cls")
+    assert identify("minilm", "text").pooling == "cls"
+    assert identify("minilm", "text", "model").pooling == "model(mean+normalize)"
 
 
 def test_every_kind_is_in_the_help_and_the_unknown_model_error():
@@ -63,7 +64,7 @@ def test_every_kind_is_in_the_help_and_the_unknown_model_error():
     flat = "".join(cli.stdout.split())  # click wraps lines (and breaks words at hyphens)
     for k in ENCODERS:
         assert "".join(k.about.split()) in flat and k.syntax in flat
-    assert "[model|cls|mean]" in flat
+    assert "[cls|mean|model]" in flat and "[default:cls," in flat
 
 
 def test_hub_kind_wins_over_arch_parsing():
@@ -118,11 +119,11 @@ def test_runner_writes_the_pooling_identity_and_refuses_another(tmp_path):
 
     ds = write_dataset(tmp_path / "ds", ["a", "b", "c"],
                        text=["red lipstick", "blue nail polish", "shampoo for dry hair"])
-    run_extract(ExtractOptions(data=ds, modality="text", device="cpu"))
+    run_extract(ExtractOptions(data=ds, modality="text", pooling="model", device="cpu"))
     *_, attrs = read_group(os.path.join(ds, "features.h5"), "text")
     assert attrs["pooling"] == "model(mean+normalize)" and attrs["encoder"] == "minilm"
     assert attrs["weights"] == minilm_weights() and int(attrs["dim"]) == 384
     assert "nothing to do" in run_extract(ExtractOptions(data=ds, modality="text",
                                                          pooling="model", device="cpu"))
-    with pytest.raises(VmrError, match="pooling"):
-        run_extract(ExtractOptions(data=ds, modality="text", pooling="cls", device="cpu"))
+    with pytest.raises(VmrError, match=r"pooling 'model\(mean\+normalize\)' -> 'cls'"):
+        run_extract(ExtractOptions(data=ds, modality="text", device="cpu"))  # default: cls

@@ -2,55 +2,13 @@
 plain-Python ranking of the same model's scores."""
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vmr.cli import main
-
-ITEMS = ["7", "007", "x-1"] + [f"i{k:02d}" for k in range(22)]  # "7" and "007" differ
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """Run `vmr ARGS` in-process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def build_runs(root: Path) -> dict[str, Path]:
-    """A small dataset with string ids and titles, a popularity run, and a 2-epoch SASRec run."""
-    rng = random.Random(0)
-    rows = ["user,item,time"]
-    for u in range(45):
-        n = rng.randint(4, 9)
-        # users drift through the catalogue so that the sequence model has something to learn
-        start = rng.randrange(len(ITEMS))
-        seq = [ITEMS[(start + 2 * j + rng.randint(0, 1)) % len(ITEMS)] for j in range(n)]
-        rows += [f"u{u:03d},{it},{t}" for t, it in enumerate(seq)]
-    (root / "inter.csv").write_text("\n".join(rows) + "\n")
-    titles = ["item,title"] + [f"{it},Title of {it}" if it != "x-1" else f"{it}," for it in ITEMS]
-    (root / "items.csv").write_text("\n".join(titles) + "\n")
-    ds, pop, sas = root / "ds", root / "run_pop", root / "run_sas"
-    for args in (
-        ["prepare", "--interactions", str(root / "inter.csv"), "--items", str(root / "items.csv"),
-         "--text-columns", "title", "--kcore", "1", "--out", str(ds)],
-        ["train", "--data", str(ds), "--set", "model.kind=pop", "--out", str(pop)],
-        ["train", "--data", str(ds), "--set", "model.kind=sasrec", "--set", "train.epochs=2",
-         "--set", "model.d_model=16", "--set", "train.device=cpu", "--out", str(sas)],
-    ):
-        try:
-            main(args)
-        except SystemExit as e:
-            assert not e.code, f"vmr {' '.join(args)} failed"
-    return {"data": ds, "pop": pop, "sasrec": sas}
-
+from helpers import run_cli
+from helpers.runs import ITEMS, build_runs
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -93,12 +51,15 @@ def close(a: dict, b: dict, tol: float = 0.03) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["pop", "sasrec"])
-def test_eval_matches_brute_force_and_writes_json(runs, capsys, kind):
+def test_eval_matches_brute_force_and_writes_json(runs, kind):
     run = runs[kind]
-    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--k", "5", "10")
+    code, out, err = run_cli("eval", "--run", str(run), "--k", "5", "10")
     assert code == 0, err
     written = json.loads((run / "metrics_test.json").read_text())
     protocol = written.pop("protocol")
+    by_freq = written.pop("buckets")["frequency"]          # tests/test_cold_items.py checks them
+    assert list(by_freq) == ["0", "1-4", "5-19", "20+"]
+    assert sum(g["users"] for g in by_freq.values()) == written["users"]
     assert protocol == {"split": "test", "include_history": False, "checkpoint": "best.pt",
                         "ranking": "full", "ties": "against the target"}
     assert list(written) == ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR", "users", "items"]
@@ -108,7 +69,7 @@ def test_eval_matches_brute_force_and_writes_json(runs, capsys, kind):
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_eval_popularity_ties_count_against_target(runs, capsys):
+def test_eval_popularity_ties_count_against_target(runs):
     """Popularity scores tie a lot; ties must not help the target (exact brute-force match)."""
     from vmr.evaluate.metrics import evaluate_model
     from vmr.model.loaded import load_run
@@ -124,52 +85,53 @@ def test_eval_popularity_ties_count_against_target(runs, capsys):
         assert r == 1 + len(beaten_by)
 
 
-def test_k_option_both_spellings(runs, capsys):
+def test_k_option_both_spellings(runs):
     run = runs["sasrec"]
-    assert run_cli(capsys, "eval", "--run", str(run), "--k", "3", "--k", "20", "--k", "1")[0] == 0
+    assert run_cli("eval", "--run", str(run), "--k", "3", "--k", "20", "--k", "1")[0] == 0
     a = json.loads((run / "metrics_test.json").read_text())
-    assert run_cli(capsys, "eval", "--run", str(run), "--k", "20", "1", "3")[0] == 0
+    assert run_cli("eval", "--run", str(run), "--k", "20", "1", "3")[0] == 0
     b = json.loads((run / "metrics_test.json").read_text())
     assert a == b
     assert list(a)[:6] == ["HR@1", "NDCG@1", "HR@3", "NDCG@3", "HR@20", "NDCG@20"]
     assert a["HR@1"] <= a["HR@3"] <= a["HR@20"]
 
 
-def test_eval_valid_split_include_history_and_last_checkpoint(runs, capsys):
+def test_eval_valid_split_include_history_and_last_checkpoint(runs):
     run = runs["sasrec"]
-    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--split", "valid",
+    code, out, err = run_cli("eval", "--run", str(run), "--split", "valid",
                              "--include-history", "--checkpoint", "last")
     assert code == 0, err
     m = json.loads((run / "metrics_valid.json").read_text())
     assert m.pop("protocol") == {"split": "valid", "include_history": True,
                                  "checkpoint": "checkpoint.pt", "ranking": "full",
                                  "ties": "against the target"}
+    assert m.pop("buckets")["edges"] == [1, 5, 20]
     assert close(m, brute_metrics(run, "valid", include_history=True, checkpoint="last"))
     assert "history included" in out and "checkpoint.pt" in out
 
 
-def test_eval_errors_are_one_line(runs, capsys, tmp_path):
-    code, out, err = run_cli(capsys, "eval", "--run", str(tmp_path / "nope"))
+def test_eval_errors_are_one_line(runs, tmp_path):
+    code, out, err = run_cli("eval", "--run", str(tmp_path / "nope"))
     assert code == 1 and err.startswith("error: run directory not found") and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "eval", "--run", str(runs["data"]))
+    code, _, err = run_cli("eval", "--run", str(runs["data"]))
     assert code == 1 and "not a vmr run directory" in err and err.count("\n") == 1
     half = tmp_path / "half"
     half.mkdir()
     (half / "run.json").write_text((runs["sasrec"] / "run.json").read_text())
-    code, _, err = run_cli(capsys, "eval", "--run", str(half))
+    code, _, err = run_cli("eval", "--run", str(half))
     assert code == 1 and "no checkpoint best.pt" in err and "Traceback" not in err
     (half / "checkpoint.pt").write_bytes((runs["sasrec"] / "checkpoint.pt").read_bytes())
-    code, _, err = run_cli(capsys, "eval", "--run", str(half))
+    code, _, err = run_cli("eval", "--run", str(half))
     assert code == 1 and "--checkpoint last" in err
-    code, _, err = run_cli(capsys, "eval", "--run", str(runs["sasrec"]), "--k", "0")
+    code, _, err = run_cli("eval", "--run", str(runs["sasrec"]), "--k", "0")
     assert code != 0 and "--k" in err
 
 
-def test_eval_valid_reproduces_the_trainers_best_validation(runs, capsys):
+def test_eval_valid_reproduces_the_trainers_best_validation(runs):
     """The trainer (TrainData sequences) and `vmr eval` (the prepared Dataset's split column)
     select the same valid pairs and rank them in the same precision: the numbers agree."""
     run = runs["sasrec"]
-    code, _, err = run_cli(capsys, "eval", "--run", str(run), "--split", "valid", "--k", "5", "10")
+    code, _, err = run_cli("eval", "--run", str(run), "--split", "valid", "--k", "5", "10")
     assert code == 0, err
     got = json.loads((run / "metrics_valid.json").read_text())
     best = json.loads((run / "run.json").read_text())["best_valid"]

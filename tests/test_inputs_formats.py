@@ -4,29 +4,14 @@ written here in the layout of the real one."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 
 import polars as pl
 import pytest
 
-from vmr.cli import main
+from helpers import run_cli as cli
 from vmr.data.dataset import load_dataset
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """`vmr ARGS` in-process through the real entry point: (exit code, stdout, stderr). An
-    exception other than SystemExit (a traceback) propagates and fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code or 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def error_line(code: int, err: str, *needles: str) -> str:

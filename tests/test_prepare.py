@@ -3,8 +3,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from vmr.cli import main
+from helpers import run_cli, run_process
 from vmr.data.dataset import Dataset, load_dataset
 from vmr.data.prepare import PrepareOptions, prepare_dataset
 from vmr.data.splits import split_labels
@@ -47,30 +45,6 @@ def write_table(path: Path, header, rows) -> Path:
             for r in rows:
                 f.write(json.dumps(dict(zip(header, r))) + "\n")
     return path
-
-
-@pytest.fixture(autouse=True)
-def _capture(capsys):
-    """Give run_cli access to pytest's captured stdout/stderr."""
-    global _CAPSYS
-    _CAPSYS = capsys
-    yield
-    _CAPSYS = None
-
-
-_CAPSYS = None
-
-
-def run_cli(*args):
-    """Run the real CLI entry point (`vmr.cli.main`) in-process: (exit code, stdout, stderr)."""
-    _CAPSYS.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = _CAPSYS.readouterr()
-    return code, out, err
 
 
 def check_error(code, err, *needles):
@@ -407,10 +381,8 @@ def test_error_other_cases(tmp_path, log_csv):
 
 
 def test_subprocess_error_is_one_line(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "-m", "vmr", "prepare", "--interactions",
-                        str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    r = run_process("prepare", "--interactions", tmp_path / "missing.csv",
+                    "--out", tmp_path / "o", timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.csv'}: interactions "
                                              f"file not found"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_eval_cli import ITEMS, build_runs, run_cli
+from helpers import run_cli
+from helpers.runs import ITEMS, build_runs
 from vmr.errors import VmrError
 
 
@@ -28,13 +29,13 @@ def scores_for(run, history_ids):
 
 
 # --------------------------------------------------------------------------------- recommend
-def test_recommend_user_json_matches_model_scores(runs, capsys):
+def test_recommend_user_json_matches_model_scores(runs):
     from vmr.data.dataset import load_dataset
 
     ds = load_dataset(runs["data"])
     user = ds.user_ids[3]
     history = [ds.item_ids[i] for i in ds.sequences[3]]
-    code, out, err = run_cli(capsys, "recommend", "--run", str(runs["sasrec"]), "--user", user,
+    code, out, err = run_cli("recommend", "--run", str(runs["sasrec"]), "--user", user,
                              "--top", "5", "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
@@ -51,9 +52,9 @@ def test_recommend_user_json_matches_model_scores(runs, capsys):
     assert all(t == f"Title of {i}" for i, t in titles.items() if i != "x-1")
 
 
-def test_recommend_history_ids_are_opaque_strings(runs, capsys):
+def test_recommend_history_ids_are_opaque_strings(runs):
     run = str(runs["pop"])
-    code, out, _ = run_cli(capsys, "recommend", "--run", run, "--history", "7 007",
+    code, out, _ = run_cli("recommend", "--run", run, "--history", "7 007",
                            "--top", str(len(ITEMS)), "--format", "json")
     assert code == 0
     doc = json.loads(out)
@@ -62,13 +63,13 @@ def test_recommend_history_ids_are_opaque_strings(runs, capsys):
     assert len(got) == len(ITEMS) - 2 and "7" not in got and "007" not in got
     # untitled item -> null title; popularity ties keep dataset order
     assert {r["item"]: r["title"] for r in doc["items"]}.get("x-1", None) is None
-    code, out, _ = run_cli(capsys, "recommend", "--run", run, "--history", "7 007",
+    code, out, _ = run_cli("recommend", "--run", run, "--history", "7 007",
                            "--include-history", "--top", str(len(ITEMS)), "--format", "json")
     assert {"7", "007"} <= {r["item"] for r in json.loads(out)["items"]}
 
 
-def test_recommend_table_output(runs, capsys):
-    code, out, _ = run_cli(capsys, "recommend", "--run", str(runs["sasrec"]), "--history",
+def test_recommend_table_output(runs):
+    code, out, _ = run_cli("recommend", "--run", str(runs["sasrec"]), "--history",
                            "i01 i03 i05", "--top", "3")
     assert code == 0
     lines = out.strip().splitlines()
@@ -78,29 +79,30 @@ def test_recommend_table_output(runs, capsys):
     assert all("Title of" in ln or " x-1 " in ln + " " for ln in lines[2:])
 
 
-def test_recommend_errors_name_the_id(runs, capsys):
+def test_recommend_errors_name_the_id(runs):
     run = str(runs["sasrec"])
-    code, _, err = run_cli(capsys, "recommend", "--run", run, "--history", "i01 07 i02")
+    code, _, err = run_cli("recommend", "--run", run, "--history", "i01 07 i02")
     assert code == 1
     assert err == "error: --history: unknown item id '07' (not in the run's dataset)\n"
-    code, _, err = run_cli(capsys, "recommend", "--run", run, "--user", "u3")
+    code, _, err = run_cli("recommend", "--run", run, "--user", "u3")
     assert code == 1 and "unknown user id 'u3'" in err and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "recommend", "--run", run, "--history", "   ")
+    code, _, err = run_cli("recommend", "--run", run, "--history", "   ")
     assert code == 1 and "--history is empty" in err
-    code, _, err = run_cli(capsys, "recommend", "--run", run)
+    code, _, err = run_cli("recommend", "--run", run)
     assert code == 1 and "exactly one of --user or --history" in err
 
 
 # ------------------------------------------------------------------------------------ export
-def test_export_files_and_rebuilt_user_tower(runs, capsys, tmp_path):
+def test_export_files_and_rebuilt_user_tower(runs, tmp_path):
     from vmr.serve.export import load_export
     from vmr.model.loaded import load_run
 
     out = tmp_path / "exp"
-    code, text, err = run_cli(capsys, "export", "--run", str(runs["sasrec"]), "--out", str(out))
+    code, text, err = run_cli("export", "--run", str(runs["sasrec"]), "--out", str(out))
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
-        "item_embeddings.npy", "item_ids.txt", "manifest.json", "user_tower.pt"]
+        "item_embeddings.npy", "item_embeddings.safetensors", "item_ids.txt", "manifest.json",
+        "user_tower.pt", "user_tower.ts"]      # .ts and .safetensors: tests/test_portable_export
     loaded = load_run(runs["sasrec"])
     emb = np.load(out / "item_embeddings.npy")
     assert emb.dtype == np.float32
@@ -124,22 +126,22 @@ def test_export_files_and_rebuilt_user_tower(runs, capsys, tmp_path):
         exp.user_vectors([["nope"]])
 
 
-def test_export_popularity_run(runs, capsys, tmp_path):
+def test_export_popularity_run(runs, tmp_path):
     from vmr.serve.export import load_export
 
     out = tmp_path / "pop"
-    assert run_cli(capsys, "export", "--run", str(runs["pop"]), "--out", str(out))[0] == 0
+    assert run_cli("export", "--run", str(runs["pop"]), "--out", str(out))[0] == 0
     exp = load_export(out)
     idx, _ = exp.search(exp.user_vectors([["i01"]]), 3)
     pop = exp.item_embeddings[:, 0]
     assert pop[idx[0]].tolist() == sorted(pop, reverse=True)[:3]
 
 
-def test_export_is_atomic(runs, capsys, tmp_path, monkeypatch):
+def test_export_is_atomic(runs, tmp_path, monkeypatch):
     import vmr.serve.export as export
 
     out = tmp_path / "exp"
-    assert run_cli(capsys, "export", "--run", str(runs["sasrec"]), "--out", str(out))[0] == 0
+    assert run_cli("export", "--run", str(runs["sasrec"]), "--out", str(out))[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def killed(*a, **k):
@@ -152,26 +154,26 @@ def test_export_is_atomic(runs, capsys, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no temp directory left
     monkeypatch.undo()
     # a successful export replaces the old one whole
-    assert run_cli(capsys, "export", "--run", str(runs["pop"]), "--out", str(out))[0] == 0
+    assert run_cli("export", "--run", str(runs["pop"]), "--out", str(out))[0] == 0
     assert np.load(out / "item_embeddings.npy").shape[1] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
-def test_export_refuses_foreign_directory(runs, capsys, tmp_path):
+def test_export_refuses_foreign_directory(runs, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    code, _, err = run_cli(capsys, "export", "--run", str(runs["pop"]), "--out",
+    code, _, err = run_cli("export", "--run", str(runs["pop"]), "--out",
                            str(tmp_path / "mine"))
     assert code == 1 and "not a vmr export" in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_export_faiss_index(runs, capsys, tmp_path):
+def test_export_faiss_index(runs, tmp_path):
     faiss = pytest.importorskip("faiss")
     from vmr.serve.export import load_export
 
     out = tmp_path / "ann"
-    code, _, err = run_cli(capsys, "export", "--run", str(runs["sasrec"]), "--out", str(out),
+    code, _, err = run_cli("export", "--run", str(runs["sasrec"]), "--out", str(out),
                            "--index", "faiss")
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["index"] == "faiss-hnsw"
@@ -183,9 +185,9 @@ def test_export_faiss_index(runs, capsys, tmp_path):
     assert np.array_equal(approx, exact)  # tiny catalogue: HNSW is exact here
 
 
-def test_export_faiss_missing_is_a_clear_error(runs, capsys, tmp_path, monkeypatch):
+def test_export_faiss_missing_is_a_clear_error(runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    code, _, err = run_cli(capsys, "export", "--run", str(runs["pop"]), "--out",
+    code, _, err = run_cli("export", "--run", str(runs["pop"]), "--out",
                            str(tmp_path / "x"), "--index", "faiss")
     assert code == 1 and "pip install 'vmr[ann]'" in err
     assert not (tmp_path / "x").exists()

@@ -1,17 +1,14 @@
 """End-to-end training on a tiny planted dataset: it learns, it resumes exactly, it fails clearly."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import run_process, start_process
 from helpers.synth import make_dataset
 from vmr.errors import VmrError
 from vmr.model import precision
@@ -72,21 +69,14 @@ def test_pretraining_stage_logs_its_terms(ds, tmp_path):
     assert float(pre[0][header.index("L_pwc")]) == 0         # no visual modality: PWC is off
 
 
-def _run_cli(args):
-    return subprocess.run([sys.executable, "-m", "vmr", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
-
-
 def test_resume_after_kill_matches_uninterrupted(ds, tmp_path):
     sets = FAST + ["model.kind=vmr", "pretrain.epochs=2", "train.epochs=6", "train.patience=100"]
     args = ["train", "--data", str(ds)] + [a for s in sets for a in ("--set", s)]
-    ref = _run_cli(args + ["--out", str(tmp_path / "ref")])
+    ref = run_process(*args, "--out", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
     # the same run, killed with SIGKILL after its 4th epoch row (2 pretrain + 2 sequence)
     out = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "vmr", *args, "--out", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    p = start_process(*args, "--out", out)
     deadline = time.time() + 120
     csv = out / "metrics.csv"
     while time.time() < deadline:
@@ -97,7 +87,7 @@ def test_resume_after_kill_matches_uninterrupted(ds, tmp_path):
     p.wait()
     done = len(csv.read_text().splitlines()) - 1
     assert 4 <= done < 8, "the run was not killed mid-way"
-    res = _run_cli(["train", "--data", str(ds), "--out", str(out), "--resume"])
+    res = run_process("train", "--data", ds, "--out", out, "--resume")
     assert res.returncode == 0, res.stderr
     a = torch.load(tmp_path / "ref" / "best.pt", weights_only=True)
     b = torch.load(out / "best.pt", weights_only=True)
@@ -153,7 +143,7 @@ def test_sampled_loss_and_masked_objective_train(ds, tmp_path):
 
 
 def test_cli_train_bad_set_is_one_line(ds):
-    r = _run_cli(["train", "--data", str(ds), "--set", "model.nope=1"])
+    r = run_process("train", "--data", ds, "--set", "model.nope=1")
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: --set model.nope: unknown config key")
     assert "Traceback" not in r.stderr

@@ -4,10 +4,10 @@ The Python API (vmr/api.py, docs/API.md) is re-exported here lazily: `vmr.prepar
 `vmr.extract`, `vmr.train`, `vmr.load` and `vmr.Run` import it, and through it torch, on first
 use, so `import vmr` stays cheap and `vmr --help` fast.
 
-`vmr.extract` is also the name of the extraction subpackage, which the import system binds on
-this package whenever a module of it is imported. So that both keep working, the package's
-`extract` attribute is that subpackage made callable: `vmr.extract(data, "text")` calls
-`vmr.api.extract`, and `vmr.extract.runner` is still the module."""
+`vmr.extract` and `vmr.train` are also the names of subpackages, which the import system binds
+on this package whenever a module of theirs is imported. So that both keep working, those two
+attributes are the subpackages made callable: `vmr.train(data, out)` calls `vmr.api.train`,
+and `vmr.train.session` is still the module."""
 
 import sys
 import types
@@ -18,30 +18,35 @@ _API = ("prepare", "extract", "train", "load", "Run")
 __all__ = ["__version__", *_API]
 
 
-class _CallableExtract(types.ModuleType):
-    """The vmr.extract subpackage, callable as the API's extract()."""
+def _callable_subpackage(name: str):
+    """A property whose value is the subpackage `name`, callable as the API function `name`."""
 
-    def __call__(self, data, modality, **options):
+    def __call__(self, *args, **kwargs):
         from vmr import api
 
-        return api.extract(data, modality, **options)
+        return getattr(api, name)(*args, **kwargs)
+
+    cls = type(f"_Callable_{name}", (types.ModuleType,), {"__call__": __call__})
+
+    def get(self):
+        module = self.__dict__.get(f"_subpackage_{name}")
+        if module is None:                   # not imported yet (cheap: no torch)
+            from vmr.api import subpackage
+
+            module = subpackage(name)
+        if type(module) is types.ModuleType:
+            module.__class__ = cls
+        return module
+
+    def bind(self, module):                  # the import system binding vmr.<name>
+        self.__dict__[f"_subpackage_{name}"] = module
+
+    return property(get, bind)
 
 
 class _Package(types.ModuleType):
-    @property
-    def extract(self):
-        module = self.__dict__.get("_extract_subpackage")
-        if module is None:            # not imported yet: import it (cheap, no torch)
-            from vmr.api import extract_subpackage
-
-            module = extract_subpackage()
-        if not isinstance(module, _CallableExtract):
-            module.__class__ = _CallableExtract
-        return module
-
-    @extract.setter
-    def extract(self, module):        # the import system binding vmr.extract
-        self.__dict__["_extract_subpackage"] = module
+    extract = _callable_subpackage("extract")
+    train = _callable_subpackage("train")
 
 
 sys.modules[__name__].__class__ = _Package

@@ -8,9 +8,10 @@
     run = vmr.load("runs/full")
 
 Every function does what the command of the same name does and fails the same way (VmrError,
-one line). Nothing here changes the process: `vmr.train` restores the random number generators
-and torch's thread count it found, and the glibc allocator setting of vmr/allocator.py is left
-to the command line (`vmr train`, `vmr eval`), which owns its process."""
+one line). Nothing here changes the process: `vmr.train` and `vmr.load` restore the random
+number generators (and `vmr.train` torch's thread count) they found, and the glibc allocator
+setting of vmr/allocator.py is left to the command line (`vmr train`, `vmr eval`), which owns
+its process."""
 
 from __future__ import annotations
 
@@ -115,11 +116,14 @@ def train(data, out: str | Path | None = None, config: str | Path | None = None,
 def load(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu") -> "Run":
     """A trained run: its best checkpoint ('auto': best.pt, else checkpoint.pt; or 'best',
     'last'), with its dataset and features, checked against what it was trained on."""
+    import torch
+
     from vmr.model.loaded import load_run
 
     if checkpoint not in ("auto", "best", "last"):
         raise VmrError(f"checkpoint must be 'auto', 'best' or 'last', got {checkpoint!r}")
-    return Run(load_run(run_dir, checkpoint, device=device))
+    with torch.random.fork_rng(devices=[]):   # building the model draws initial weights
+        return Run(load_run(run_dir, checkpoint, device=device))
 
 
 class Run:
@@ -181,10 +185,12 @@ class Run:
         return write_gallery(self.path, out, users=users, top=top, loaded=self._loaded)["index"]
 
 
-def extract_subpackage():
-    """The vmr.extract subpackage (vmr/__init__.py makes it callable as `extract` above)."""
+def subpackage(name: str):
+    """The subpackage vmr.extract or vmr.train, which vmr/__init__.py makes callable as the
+    function of the same name above."""
     import sys
 
-    import vmr.extract  # noqa: F401  (the package itself only: no encoder, no torch)
+    import vmr.extract  # noqa: F401  (the packages themselves only: nothing heavy)
+    import vmr.train  # noqa: F401
 
-    return sys.modules["vmr.extract"]
+    return sys.modules[f"vmr.{name}"]

@@ -10,6 +10,8 @@ import click
 
 from vmr import __version__
 from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
+from vmr.cli_options import gallery_options
+from vmr.cli_options import eval_target_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 
@@ -80,9 +82,10 @@ def cli():
                    "instead of failing.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Dataset directory to write (interactions.parquet, items.parquet, dataset.json).")
+@new_items_options
 def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating, rating_col,
             items, items_id_col, text_columns, image_column, video_column, media_root, kcore,
-            drop_unknown, out):
+            drop_unknown, out, new_items, new_items_seed):
     """Turn raw interaction logs into a validated dataset directory (k-core, time order,
     leave-one-out split). Columns not named are detected from the usual names, and the summary
     says which were used. Formats, presets and detection: docs/DATA.md."""
@@ -94,7 +97,7 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
         text_columns=_csv_list(text_columns), image_column=image_column,
         video_column=video_column, kcore=kcore, drop_unknown=drop_unknown, out=out,
         preset=preset, min_rating=min_rating, rating_col=rating_col, media_root=media_root,
-    )
+        new_items=new_items, new_items_seed=new_items_seed)
     summary = prepare_dataset(opts)
     click.echo(summary)
 
@@ -250,7 +253,9 @@ def cache_merge(shards, out):
                    "OUT/seeds.json (mean ± std of the best validation metrics).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
               "(with its config.toml; --set may change e.g. train.epochs).")
-def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, resume):
+@transfer_options
+def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, resume, init_from,
+          freeze):
     """Train the multimodal recommender (or the SASRec / popularity baselines) on cached
     features."""
     from vmr.allocator import keep_freed_memory
@@ -258,7 +263,8 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, r
 
     keep_freed_memory()
     req = TrainRequest(data=data, out=out, cache=cache, config=config, overrides=list(overrides),
-                       stage=stage, modalities=_csv_list(modalities), seed=seed, resume=resume)
+                       stage=stage, modalities=_csv_list(modalities), seed=seed, resume=resume,
+                       init_from=init_from, freeze=freeze)
     if seeds:
         from vmr.train.seeds import format_seeds, train_seeds
 
@@ -280,7 +286,8 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, r
               help="Rank items the user already interacted with too (excluded by default).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which checkpoint of the run to evaluate.")
-def eval_cmd(run, ks, split, include_history, checkpoint):
+@eval_target_options
+def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cache):
     """Full-ranking leave-one-out evaluation: HR@K, NDCG@K and MRR over all items."""
     from vmr.allocator import keep_freed_memory
     from vmr.evaluate.report import expand_seed_runs
@@ -291,7 +298,8 @@ def eval_cmd(run, ks, split, include_history, checkpoint):
     for r in expand_seed_runs([run]):       # a `train --seeds` parent: each of its seed runs
         click.echo(format_eval(r, evaluate_run(r, ks=ks, split=split,
                                                include_history=include_history,
-                                               checkpoint=checkpoint)))
+                                               checkpoint=checkpoint, freq_edges=freq_edges,
+                                               data=data, cache=cache)))
 
 
 @cli.command()
@@ -341,21 +349,14 @@ def recommend(run, user, history, top, exclude_history, fmt):
               show_default=True, help="'faiss' also writes an HNSW inner-product index "
               "(needs the optional extra: pip install 'vmr[ann]').")
 def export(run, out, index):
-    """Write item embeddings and the user-tower model for serving."""
+    """Write item embeddings and the user tower (also as TorchScript: docs/API.md) for serving."""
     from vmr.serve.export import export_run
 
     click.echo(export_run(run, out, index=index))
 
 
 @cli.command()
-@click.option("--run", "run", required=True, type=click.Path(file_okay=False),
-              help="Run directory written by `vmr train`.")
-@click.option("--users", "users", default=10, show_default=True, type=click.IntRange(min=1),
-              help="How many users to show (the first ones with a test item).")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Recommendations shown per user.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the site (index.html, users/, thumbs/); open index.html.")
+@gallery_options
 def gallery(run, users, top, out):
     """A static HTML gallery: per user the history, the held-out test item and the top
     recommendations, as image thumbnails, video frame strips or text cards."""

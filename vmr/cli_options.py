@@ -41,3 +41,50 @@ def csv_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# Options of the cold-start and transfer features, grouped so that cli.py stays short.
+def new_items_options(f):
+    """`vmr prepare --new-items FRACTION [--new-items-seed S]`."""
+    f = click.option("--new-items-seed", "new_items_seed", default=0, show_default=True, type=int,
+                     help="Seed of the --new-items draw (same seed and items: same new items).")(f)
+    return click.option("--new-items", "new_items", default=0.0, type=float, metavar="FRACTION",
+                        help="Strict new-item protocol: mark this random share of the catalogue as "
+                             "new; none of their interactions is trained on, they are evaluated "
+                             "as targets among all items (docs/EVALUATION.md).")(f)
+
+
+def transfer_options(f):
+    """`vmr train --init-from RUN_DIR [--freeze]`."""
+    f = click.option("--freeze", is_flag=True,
+                     help="With --init-from: keep the content encoder (projections, fusion "
+                          "blocks) fixed.")(f)
+    return click.option("--init-from", "init_from", default=None, type=click.Path(file_okay=False),
+                        help="Start from a run trained on another catalogue with the same feature "
+                             "encoders: every weight but the item IDs (its config is the "
+                             "default; docs/MODEL.md).")(f)
+
+
+def eval_target_options(f):
+    """`vmr eval --freq-edges 1 5 20 [--data DIR [--cache FILE]]`."""
+    f = click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
+                     help="With --data: its feature cache [default: DATA/features.h5].")(f)
+    f = click.option("--data", "data", default=None, type=click.Path(file_okay=False),
+                     help="Zero-shot: score this other dataset from content alone (same "
+                          "encoders; IDs unknown); writes RUN/metrics_<split>@<name>.json.")(f)
+    return click.option("--freq-edges", "freq_edges", cls=MultiValueOption, type=int,
+                        help="Metrics by how often the target was trained on: bucket edges "
+                             "[default: 1 5 20 = 0, 1-4, 5-19, 20+ interactions].")(f)
+
+
+def gallery_options(f):
+    """`vmr gallery --run RUN --users N --top K --out DIR`."""
+    f = click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+                     help="Folder for the site (index.html, users/, thumbs/); open index.html.")(f)
+    f = click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+                     help="Recommendations shown per user.")(f)
+    f = click.option("--users", "users", default=10, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="How many users to show (the first ones with a test item).")(f)
+    return click.option("--run", "run", required=True, type=click.Path(file_okay=False),
+                        help="Run directory written by `vmr train`.")(f)

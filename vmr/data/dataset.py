@@ -38,6 +38,17 @@ class Dataset:
     def n_users(self) -> int:
         return len(self.user_ids)
 
+    @property
+    def new_items(self) -> list[str]:
+        """Ids of the items `vmr prepare --new-items` kept out of training (catalogue order)."""
+        return list((self.meta.get("new_items") or {}).get("items") or [])
+
+    def new_item_indices(self):
+        """The new items as item indices (int64, ascending)."""
+        import numpy as np
+
+        return np.asarray(sorted(self.item_index[it] for it in self.new_items), dtype=np.int64)
+
     def split_users(self, split: str):
         """Indices (into user_ids) of the users that `split_sequences(split)` returns, in order."""
         import numpy as np
@@ -49,13 +60,14 @@ class Dataset:
 
     def split_sequences(self, split: str) -> list:
         """Leave-one-out views of the sequences, by the one rule of `vmr.data.splits`:
-        - `train`: per user (same order as user_ids) the training prefix (int64 array);
+        - `train`: per user (same order as user_ids) the training prefix (int64 array), without
+          the new items of the strict new-item protocol;
         - `valid` / `test`: (history, target) of every user with such a target, history = every
           item before the target (the test history includes the valid item).
         Targets are item indices (int); the matching users are `split_users(split)`."""
         _check_split(split)
         if split == "train":
-            return splits.train_prefixes(self.sequences)
+            return splits.train_prefixes(self.sequences, self.new_item_indices())
         hist, tgt, _ = splits.target_pairs(self.sequences, split)
         return [(h, int(t)) for h, t in zip(hist, tgt)]
 
@@ -63,6 +75,18 @@ class Dataset:
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise VmrError(f"unknown split '{split}' (use train, valid or test)")
+
+
+def _check_new_items(where: Path, meta: dict, item_index: dict) -> None:
+    new = meta.get("new_items")
+    if new is None:
+        return
+    ids = new.get("items") if isinstance(new, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise VmrError(f"{where}: 'new_items' must hold a list of item ids under 'items'")
+    bad = next((i for i in ids if i not in item_index), None)
+    if bad is not None:
+        raise VmrError(f"{where}: new item '{bad}' is not in items.parquet")
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -110,5 +134,6 @@ def load_dataset(path: str | Path) -> Dataset:
             None, int(lengths.sum())) or meta.get("items") not in (None, len(item_ids)):
         raise VmrError(f"{path}: dataset.json counts do not match the parquet files "
                        f"(rerun `vmr prepare`)")
+    _check_new_items(root / "dataset.json", meta, item_index)
     return Dataset(item_ids=item_ids, user_ids=user_ids, items=items, sequences=sequences,
                    item_index=item_index, meta=meta, path=root.resolve())

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vmr.data.inputs import Report, join_text, load_interactions, load_items  # noqa: F401
-from vmr.data.splits import split_labels
+from vmr.data.splits import pick_new_items, split_labels
 from vmr.errors import VmrError
 from vmr.fsio import os_reason, sha256_file, sha256_text
 
@@ -39,6 +39,8 @@ class PrepareOptions:
     min_rating: float | None = None  # keep interactions rated at least this
     rating_col: str | None = None  # None: detected (only read with min_rating)
     media_root: str | None = None  # None: the items file's folder
+    new_items: float = 0.0  # share of the catalogue kept out of training (strict new-item protocol)
+    new_items_seed: int = 0
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -114,6 +116,8 @@ def prepare_dataset(opts: PrepareOptions) -> str:
 
     if opts.kcore < 1:
         raise VmrError(f"--kcore must be at least 1, got {opts.kcore}")
+    if not 0 <= opts.new_items < 1:
+        raise VmrError(f"--new-items must be a fraction in [0, 1), got {opts.new_items:g}")
     if opts.media_root is not None and not opts.items:
         raise VmrError("--media-root applies to the media paths of --items; no --items given")
     rep = Report()
@@ -169,7 +173,10 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     order = np.argsort(time, kind="stable")
     order = order[np.argsort(u_codes[order], kind="stable")]
     log = log[order]
-    labels = split_labels(u_codes[order])
+    new_ids = _new_items(opts, sorted(set(log["item"].to_list())))
+    new_rows = log["item"].is_in(pl.Series(new_ids, dtype=pl.String).implode()).to_numpy() \
+        if new_ids else None
+    labels = split_labels(u_codes[order], new_rows)
     interactions = pl.DataFrame({
         "user": log["user"], "item": log["item"], "time": log["time"],
         "split": pl.Series(labels.tolist(), dtype=pl.String),
@@ -209,6 +216,9 @@ def prepare_dataset(opts: PrepareOptions) -> str:
                  f"target)")
     coverage = {m: int(items[m].is_not_null().sum()) for m in ("text", "image", "video")}
     split_counts = {s: int((labels == s).sum()) for s in ("train", "valid", "test")}
+    if new_ids:
+        split_counts["excluded"] = int((labels == "excluded").sum())
+        new_ids = [it for it in items["item"].to_list() if it in set(new_ids)]  # catalogue order
 
     inputs = {"interactions": {"path": str(log_src.path), "sha256": sha256_file(log_src.path),
                                "bytes": log_src.path.stat().st_size}}
@@ -231,10 +241,24 @@ def prepare_dataset(opts: PrepareOptions) -> str:
                                         "items": len(items_all)},
         "warnings": rep.warnings, "vmr_version": __version__,
     }
+    if new_ids:
+        meta["new_items"] = {"fraction": opts.new_items, "seed": opts.new_items_seed,
+                             "count": len(new_ids), "items": new_ids}
     _warn_stale_cache(out, items, rep)
     _write_atomic(out, interactions, items, meta)
     rep.print_warnings()
     return _summary(out, meta, opts, rep)
+
+
+def _new_items(opts: PrepareOptions, item_ids: list[str]) -> list[str]:
+    """The new items of the strict new-item protocol (vmr.data.splits.pick_new_items)."""
+    if not opts.new_items:
+        return []
+    new = pick_new_items(item_ids, opts.new_items, opts.new_items_seed)
+    if not new:
+        raise VmrError(f"--new-items {opts.new_items:g} marks no item of the {len(item_ids)} "
+                       "items; use a larger fraction")
+    return new
 
 
 def _summary(out: Path, meta: dict, opts: PrepareOptions, rep: Report) -> str:
@@ -265,7 +289,9 @@ def _summary(out: Path, meta: dict, opts: PrepareOptions, rep: Report) -> str:
         + (f", {fmt_int(d['min_rating_interactions'])} rated below {opts.min_rating:g}"
            if "min_rating_interactions" in d else "") + ")",
         f"  split         train {fmt_int(s['train'])} / valid {fmt_int(s['valid'])} / test "
-        f"{fmt_int(s['test'])}",
+        f"{fmt_int(s['test'])}" + (f" ({fmt_int(s['excluded'])} training interactions of "
+                                   f"{fmt_int(meta['new_items']['count'])} new items left out)"
+                                   if "excluded" in s else ""),
         "  coverage      " + ", ".join(f"{m} {fmt_int(cov[m])} ({fraction(cov[m], meta['items'])})"
                                        for m in ("text", "image", "video")),
     ]

@@ -7,6 +7,11 @@ For a user's time-ordered sequence of n items:
 - valid target: the second-to-last item, for users with n >= 3; its history is every item
   before it;
 - training data: the first n - 2 items (n >= 3), the first item (n == 2), all of it (n == 1).
+
+Strict new-item protocol (`vmr prepare --new-items FRACTION`): a reproducible random share of the
+catalogue is *new*. Their interactions are removed from every training prefix (so they are never
+a training input or target); at validation and test they stay in histories and as targets, and
+are ranked among all items like any other (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -30,9 +35,31 @@ def has_target(length: int, split: str) -> bool:
     return length >= (3 if split == "valid" else 2)
 
 
-def train_prefixes(sequences) -> list[np.ndarray]:
-    """Every user's training prefix, in user order."""
-    return [s[: n_train(len(s))] for s in sequences]
+def train_prefixes(sequences, new_items=None) -> list[np.ndarray]:
+    """Every user's training prefix, in user order; with `new_items` (item indices) those items'
+    interactions are removed from it (the strict new-item protocol)."""
+    prefixes = [s[: n_train(len(s))] for s in sequences]
+    if new_items is None or len(new_items) == 0:
+        return prefixes
+    new = np.asarray(new_items, dtype=np.int64)
+    return [p[~np.isin(p, new)] for p in prefixes]
+
+
+def pick_new_items(item_ids: list[str], fraction: float, seed: int = 0) -> list[str]:
+    """The ids of round(fraction * len(item_ids)) items drawn at random, reproducibly: items are
+    ordered by sha256(seed, id), so the draw depends on the seed and the ids alone, not on the
+    catalogue's order. Returned in catalogue order."""
+    import hashlib
+
+    k = int(round(fraction * len(item_ids)))
+    if k <= 0:
+        return []
+
+    def key(it: str) -> str:
+        return hashlib.sha256(f"{seed}\0{it}".encode("utf-8")).hexdigest()
+
+    chosen = set(sorted(item_ids, key=key)[:k])
+    return [it for it in item_ids if it in chosen]
 
 
 def target_pairs(sequences, split: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -50,9 +77,10 @@ def target_pairs(sequences, split: str) -> tuple[list[np.ndarray], np.ndarray, n
     return hist, np.asarray(tgt, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
-def split_labels(user_codes_sorted) -> np.ndarray:
+def split_labels(user_codes_sorted, new_rows=None) -> np.ndarray:
     """Per interaction row ('train' | 'valid' | 'test'), for rows grouped by user in time order:
-    the same rule as above, written into interactions.parquet's `split` column."""
+    the same rule as above, written into interactions.parquet's `split` column. new_rows (bool per
+    row: the row's item is new) marks training rows of new items 'excluded'."""
     u = np.asarray(user_codes_sorted)
     n = len(u)
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if n else np.zeros(0, dtype=np.int64)
@@ -62,4 +90,6 @@ def split_labels(user_codes_sorted) -> np.ndarray:
     labels = np.full(n, "train", dtype=object)
     labels[(from_end == 0) & (size >= 2)] = "test"
     labels[(from_end == 1) & (size >= 3)] = "valid"
+    if new_rows is not None:
+        labels[(labels == "train") & np.asarray(new_rows, dtype=bool)] = "excluded"
     return labels

@@ -57,6 +57,7 @@ class RunInfo:
     metrics: dict
     seed: object = None
     protocol: dict | None = None     # how metrics_<split>.json was measured (vmr eval)
+    buckets: dict | None = None      # metrics per group of targets (vmr/evaluate/buckets.py)
 
 
 @dataclass
@@ -105,12 +106,13 @@ def read_run(run: str | Path, split: str) -> RunInfo:
                        f"--split {split}` first")
     metrics = read_json_object(metrics_path)
     protocol = metrics.pop("protocol", None)
-    for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise VmrError(f"{metrics_path}: value of {k!r} is not a number: {v!r}")
+    buckets = metrics.pop("buckets", None)
+    # the table compares numbers; anything else a newer `vmr eval` may write is skipped
+    metrics = {k: v for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
     seed = next((v for k, v in config.items() if k.rsplit(".", 1)[-1] == "seed"), None)
     return RunInfo(path=path, config=config, meta=meta, metrics=metrics, seed=seed,
-                   protocol=protocol)
+                   protocol=protocol, buckets=buckets if isinstance(buckets, dict) else None)
 
 
 def _group_key(r: RunInfo) -> tuple:
@@ -313,10 +315,24 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
     out_dir.mkdir(parents=True, exist_ok=True)
     md = render_markdown(groups, columns, split)
     md_path = out_dir / "report.md"
+    by_target = [(g.label, [r.buckets for r in g.runs if r.buckets]) for g in groups]
+    by_target = [(label, bs) for label, bs in by_target if bs]
+    metric = next((m for m in ("NDCG@10", "HR@10") if m in columns), columns[0])
+    lines = []
+    if by_target:
+        from vmr.evaluate.buckets import render_bucket_chart, render_bucket_table
+
+        lines = render_bucket_table(by_target, metric)
+        md += ("\n## By target item\n\nTargets grouped by their item's interactions in the "
+               "training split, and new items (kept out of training) against seen ones; n = "
+               "targets in the group. Chart: report_buckets.png.\n\n" + "\n".join(lines) + "\n")
     try:
         atomic_write_text(md_path, md)
         render_chart(groups, columns, out_dir / "report.png")
+        if by_target:
+            render_bucket_chart(by_target, metric, out_dir / "report_buckets.png")
     except OSError as e:  # a full disk, a read-only folder
         raise VmrError(f"cannot write the report in {out_dir}: {os_reason(e)}") from None
-    table = "\n".join(render_table(groups, columns))
-    return f"{table}\nwrote {md_path} and {out_dir / 'report.png'}"
+    table = "\n".join(render_table(groups, columns))       # the by-target table: report.md
+    extra = f" and {out_dir / 'report_buckets.png'}" if by_target else ""
+    return f"{table}\nwrote {md_path} and {out_dir / 'report.png'}{extra}"

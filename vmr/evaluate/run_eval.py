@@ -2,8 +2,10 @@
 
 Loads the run (`vmr.model.loaded.load_run`), ranks every user's valid or test target (the one
 split rule of vmr/data/splits.py) among ALL items, writes `RUN_DIR/metrics_<split>.json`
-atomically, with the protocol it was measured under, and returns the same dict
-(`evaluate_run`); `format_eval` is the table the CLI prints.
+atomically, with the protocol it was measured under and the metrics per group of targets
+(vmr/evaluate/buckets.py: by training frequency, new vs seen items), and returns the same dict
+(`evaluate_run`); `format_eval` is the table the CLI prints. With `data`, the run is evaluated
+zero-shot on another dataset (vmr/model/transfer.py) into metrics_<split>@<dataset>.json.
 """
 
 from __future__ import annotations
@@ -34,23 +36,35 @@ def format_table(rows: list[tuple[str, str]]) -> str:
 
 def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
                  include_history: bool = False, checkpoint: str = "best", loaded=None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, freq_edges=None, data: str | Path | None = None,
+                 cache: str | Path | None = None) -> dict:
     """Evaluate a run on `split`, write RUN_DIR/metrics_<split>.json and return what it holds:
-    HR@k, NDCG@k, MRR, users, items and the protocol. `loaded` reuses a run already opened
-    with `load_run` (its checkpoint, not `checkpoint`, is evaluated)."""
+    HR@k, NDCG@k, MRR, users, items, buckets (metrics per frequency bucket of the targets,
+    edges `freq_edges`, and new vs seen items) and the protocol. `loaded` reuses a run already
+    opened with `load_run` (its checkpoint, not `checkpoint`, is evaluated). `data` (and
+    `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<its name>.json."""
+    from vmr.evaluate.buckets import DEFAULT_EDGES, bucket_metrics, check_edges, train_counts
     from vmr.evaluate.metrics import evaluate_model
 
     ks = sorted(set(int(k) for k in ks)) or [5, 10]
+    edges = check_edges(freq_edges or DEFAULT_EDGES)
+    if cache is not None and data is None:
+        raise VmrError("--cache names the feature cache of --data; give --data DATASET_DIR too")
     if loaded is None:
         import torch
 
-        from vmr.model.loaded import load_run
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        loaded = load_run(run, checkpoint, device=device)
+        if data is not None:
+            from vmr.model.transfer import load_run_on
+
+            loaded = load_run_on(run, data, cache, checkpoint, device=device)
+        else:
+            from vmr.model.loaded import load_run
+
+            loaded = load_run(run, checkpoint, device=device)
     histories, targets = split_targets(loaded.dataset, split)
     result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
-                            progress=progress)
+                            progress=progress, return_ranks=True)
     metrics = {}
     for k in ks:
         metrics[f"HR@{k}"] = result[f"HR@{k}"]
@@ -58,10 +72,20 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     metrics["MRR"] = result["MRR"]
     metrics["users"] = result["users"]
     metrics["items"] = result["items"]
+    ds = loaded.dataset
+    metrics["buckets"] = bucket_metrics(result["ranks"], targets, train_counts(ds), edges, ks,
+                                        ds.new_item_indices())
     metrics["protocol"] = {"split": split, "include_history": bool(include_history),
                            "checkpoint": loaded.checkpoint.name, "ranking": "full",
                            "ties": "against the target"}
-    out = loaded.run.metrics_json(split)
+    if ds.new_items:
+        metrics["protocol"]["new_items"] = len(ds.new_items)     # kept out of training
+    target = None
+    if "trained_on" in loaded.info:                 # zero-shot on another dataset
+        target = Path(ds.path).name
+        metrics["protocol"].update({"zero_shot": True, "data": str(ds.path),
+                                    "trained_on": loaded.info["trained_on"]})
+    out = loaded.run.metrics_json(split, target)
     try:
         write_json_atomic(out, metrics)
     except OSError as e:  # a full disk, a read-only run directory
@@ -73,10 +97,22 @@ def format_eval(run: str | Path, metrics: dict) -> str:
     """The table `vmr eval` prints for what `evaluate_run` returned."""
     from vmr.model.rundir import RunDir
 
+    from vmr.evaluate.buckets import format_buckets
+
     p = metrics["protocol"]
     rows = [("metric", "value")]
-    rows += [(k, f"{v:.4f}") for k, v in metrics.items() if k not in ("users", "items", "protocol")]
+    rows += [(k, f"{v:.4f}") for k, v in metrics.items()
+             if k not in ("users", "items") and isinstance(v, float)]
     rows += [("users", str(metrics["users"])), ("items", str(metrics["items"]))]
+    table = format_table(rows)
+    if metrics.get("buckets"):
+        ks = sorted(int(k.split("@")[1]) for k in metrics if k.startswith("NDCG@"))
+        metric = "NDCG@10" if 10 in ks else f"NDCG@{ks[-1]}"
+        table += (f"\n{metric} by target item (training interactions; new / seen items):\n"
+                  + "\n".join("  " + ln for ln in format_table(
+                      format_buckets(metrics["buckets"], metric)).splitlines()))
+    target = Path(p["data"]).name if p.get("zero_shot") else None
     head = (f"{Path(run)}: {p['checkpoint']}, split {p['split']}, full ranking over all "
-            f"items, history {'included' if p['include_history'] else 'excluded'}")
-    return f"{head}\n{format_table(rows)}\nwrote {RunDir(run).metrics_json(p['split'])}"
+            f"items, history {'included' if p['include_history'] else 'excluded'}"
+            + (f", zero-shot on {p['data']}" if target else ""))
+    return f"{head}\n{table}\nwrote {RunDir(run).metrics_json(p['split'], target)}"

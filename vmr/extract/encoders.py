@@ -100,10 +100,10 @@ def model_help() -> str:
 
 
 def pooling_help() -> str:
-    return (f"Text pooling. 'model': the model's own sentence-transformers modules after its "
-            f"Transformer (minilm: mean + L2 normalisation); 'cls': last hidden state at [CLS] "
-            f"(paper eq. 2); 'mean': masked mean of the last hidden states [default: "
-            f"{_text.DEFAULT_POOLING}; mean for a model that defines no pooling].")
+    return (f"Text pooling. 'cls': last hidden state at [CLS] (paper eq. 2); 'mean': masked mean "
+            f"of the last hidden states; 'model': the model's own sentence-transformers modules "
+            f"after its Transformer (minilm: mean + L2 normalisation) [default: "
+            f"{_text.DEFAULT_POOLING}, chosen on Beauty validation; docs/EXTRACT.md].")
 
 
 def identify(spec: str | None, modality: str, pooling: str | None = None) -> EncoderId:

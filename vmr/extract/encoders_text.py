@@ -3,10 +3,10 @@ transformers) model from a local directory or the local Hugging Face cache, load
 `SentenceTransformer(path)`.
 
 Pooling (`--pooling`):
+  cls    the Transformer's last hidden state at [CLS] (the paper's eq. 2; the default);
+  mean   the attention-masked mean of the Transformer's last hidden states;
   model  the model's own modules after its Transformer (e.g. Pooling(mean) + Normalize for
-         all-MiniLM-L6-v2), i.e. the sentence embedding the model was trained to produce;
-  cls    the Transformer's last hidden state at [CLS] (the paper's eq. 2);
-  mean   the attention-masked mean of the Transformer's last hidden states.
+         all-MiniLM-L6-v2), i.e. the sentence embedding the model was trained to produce.
 The cache's `pooling` attribute for `model` spells the modules out, e.g. `model(mean+normalize)`,
 so two models pooled differently never share an identity. Nothing heavy is imported at module
 level."""
@@ -21,8 +21,8 @@ from vmr.errors import VmrError
 from vmr.extract.encoders_hub import cached_snapshot, file_sha256, hub_offline, is_hub_id
 from vmr.fsio import one_line
 
-POOLINGS = ("model", "cls", "mean")
-DEFAULT_POOLING = "model"  # why: docs/EXTRACT.md, "Text pooling"
+POOLINGS = ("cls", "mean", "model")
+DEFAULT_POOLING = "cls"  # chosen on Beauty validation: docs/EXTRACT.md, "Text pooling"
 # old sentence-transformers Pooling configs: one boolean per mode
 _POOL_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                "pooling_mode_max_tokens": "max",
@@ -141,23 +141,20 @@ def _describe(root: str, m: dict) -> str:
 
 
 def _text_pooling(root: str, spec: str, requested: str | None) -> str:
-    """The `pooling` identity for a model directory: cls, mean or model(<its modules>). Without
-    a request, DEFAULT_POOLING; `model` falls back to mean for a model that defines no pooling."""
-    if requested is not None and requested not in POOLINGS:
-        raise VmrError(f"--pooling {requested!r}: expected {', '.join(POOLINGS)}")
-    explicit = requested is not None
-    requested = requested or DEFAULT_POOLING
-    if requested in ("cls", "mean"):
-        return requested
+    """The `pooling` identity for a model directory: cls, mean or model(<its modules>); None
+    means DEFAULT_POOLING."""
+    pooling = requested or DEFAULT_POOLING
+    if pooling not in POOLINGS:
+        raise VmrError(f"--pooling {pooling!r}: expected {', '.join(POOLINGS)}")
+    if pooling in ("cls", "mean"):
+        return pooling
     mods = _modules(root) or []
     at = next((i for i, m in enumerate(mods) if _is_transformer(m)), None)
     after = mods[at + 1:] if at is not None else []
     if not after:
-        if explicit:
-            raise VmrError(f"--pooling model: {spec} defines no pooling of its own (no "
-                           "sentence-transformers modules after its Transformer); use --pooling "
-                           "mean or cls")
-        return "mean"
+        raise VmrError(f"--pooling model: {spec} defines no pooling of its own (no "
+                       "sentence-transformers modules after its Transformer); use --pooling "
+                       "mean or cls")
     return "model(" + "+".join(_describe(root, m) for m in after) + ")"
 
 

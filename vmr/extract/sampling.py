@@ -13,8 +13,9 @@ import math
 from bisect import bisect_right
 from typing import Sequence
 
-# A seek (demuxer jump + decoder flush + re-filling the reorder delay) costs about as much as
-# decoding this many frames; measured on the benchmark clips (docs/BENCHMARKS.md).
+# A seek (demuxer jump + decoder flush + re-filling the reorder delay) is taken to cost as much
+# as decoding this many frames (an estimate; the plans it gives on the benchmark clips are the
+# obvious ones: docs/EXTRACT.md, "Decode modes and their costs").
 SEEK_COST_FRAMES = 4
 
 

@@ -30,6 +30,7 @@ class ModelConfig:
     share: str = "tie"           # item/sequence transformer blocks: tie | init | none
     item_id_emb: bool = True     # learn a per-item ID embedding besides the content
     id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
+    id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
     item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
     fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean
@@ -76,6 +77,7 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     modalities: list[str] = field(default_factory=list)   # empty = every modality in the cache
+    feature_norm: str = "standardize"   # standardize | center_l2 | l2 (vmr/model/features.py)
 
 
 @dataclass
@@ -96,6 +98,7 @@ CHOICES = {
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean"),
     ("train", "loss"): ("full", "sampled"),
+    ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
 }
 
 
@@ -194,9 +197,13 @@ def check_config(cfg: Config) -> None:
     if m.d_model <= 0 or m.d_model % m.n_heads:
         raise VmrError(f"model.d_model ({m.d_model}) must be a positive multiple of "
                        f"model.n_heads ({m.n_heads})")
-    for name in ("dropout", "item_dropout", "modality_dropout"):
+    for name in ("dropout", "item_dropout", "modality_dropout", "id_dropout"):
         if not 0 <= getattr(m, name) < 1:
             raise VmrError(f"model.{name} must be in [0, 1), got {getattr(m, name)}")
+    if m.id_dropout > 0 and (m.kind != "vmr" or not m.item_id_emb):
+        raise VmrError(f"model.id_dropout = {m.id_dropout:g} needs model.kind = vmr with "
+                       f"model.item_id_emb = true (kind is {m.kind}, item_id_emb "
+                       f"{str(m.item_id_emb).lower()})")
     if not 0 < m.mask_rate < 1:
         raise VmrError(f"model.mask_rate must be in (0, 1), got {m.mask_rate}")
     if m.max_len < 2:

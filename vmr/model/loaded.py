@@ -15,7 +15,7 @@ from vmr.errors import VmrError
 from vmr.model.config import config_from_dict
 from vmr.model.features import load_features
 from vmr.model.kinds import model_kind
-from vmr.model.registry import attach_features, build_model
+from vmr.model.registry import attach_features, build_model, mark_unknown_ids
 from vmr.model.rundir import (RunDir, dataset_fingerprint, feature_identity, read_checkpoint)
 from vmr.model.towers import TowerView
 
@@ -59,7 +59,8 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         cache = info.get("cache")
         if not isinstance(cache, str):
             raise VmrError(f"{rd.info}: no 'cache' entry naming the run's feature cache")
-        feats, present, attrs = load_features(Path(cache), dataset.item_ids, sorted(args["dims"]))
+        feats, present, attrs = load_features(Path(cache), dataset.item_ids, sorted(args["dims"]),
+                                              cfg.data.feature_norm)
         _check_features(rd, info, attrs, feats, present, cache)
         attach_features(model, feats, present)
     try:
@@ -68,6 +69,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         first = " ".join(str(e).split("\n")[1:2]).strip()[:200]
         raise VmrError(f"{path}: the saved weights do not fit the model its model_args "
                        f"describe ({first})") from None
+    mark_unknown_ids(model, dataset.new_item_indices())   # never trained: content alone
     dev = torch.device(device)
     model.to(dev).eval()
     return LoadedRun(rd, path, ckpt, cfg, dataset, model, dev, info)

@@ -27,7 +27,12 @@ class ItemEncoder(nn.Module):
     of its projection. Features are frozen buffers, not parameters. With item_id_emb the item's
     ID embedding is added to every token (id_fusion = "token", METHOD.md 2) or to the fused
     output, h_j = s * content_j + ID_j (id_fusion = "residual": the model is then at least an
-    ID model, and content adds what IDs of rare items cannot learn)."""
+    ID model, and content adds what IDs of rare items cannot learn).
+
+    Items without a trained ID: `model.id_dropout` replaces an item's ID, during training, by a
+    shared learned "unknown" vector with that probability; items marked unknown
+    (`set_unknown_ids`: the new items of the strict protocol, a catalogue the run never saw) use
+    that vector, or zero without id_dropout, always -- they are scored from content alone."""
 
     def __init__(self, cfg: ModelConfig, n_items: int, dims: dict[str, int],
                  blocks: nn.ModuleList):
@@ -45,6 +50,12 @@ class ItemEncoder(nn.Module):
         self.id_emb = nn.Embedding(n_items, d) if cfg.item_id_emb else None
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.02)
+        self.id_dropout = cfg.id_dropout
+        # created only with id_dropout, so that the default model's weights stay as they were
+        self.unk_id = (nn.Parameter(torch.zeros(d)) if self.id_emb is not None and cfg.id_dropout > 0
+                       else None)
+        self.register_buffer("unknown", torch.zeros(n_items, dtype=torch.bool), persistent=False)
+        self.any_unknown = False
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.drop = Dropout(cfg.item_dropout)
         self.p = cfg.item_dropout
@@ -67,6 +78,24 @@ class ItemEncoder(nn.Module):
             getattr(self, f"feat_{m}").copy_(feats[m])
             getattr(self, f"present_{m}").copy_(present[m])
 
+    def set_unknown_ids(self, unknown: torch.Tensor) -> None:
+        """[n_items] bool: items whose ID was never trained; they get the unknown vector (or
+        zero) instead of their ID row, in training and evaluation alike."""
+        self.unknown.copy_(unknown)
+        self.any_unknown = bool(unknown.any())
+
+    def id_vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        """[n, d] ID embeddings, with unknown items and (training) dropped IDs replaced."""
+        ids = self.id_emb(idx)
+        drop = self.unknown[idx] if self.any_unknown else None
+        if self.training and self.id_dropout > 0:
+            r = torch.rand(idx.shape, device=idx.device) < self.id_dropout
+            drop = r if drop is None else drop | r
+        if drop is None:
+            return ids
+        unk = self.unk_id.to(ids.dtype) if self.unk_id is not None else ids.new_zeros(self.d)
+        return torch.where(drop.unsqueeze(-1), unk, ids)
+
     def present(self, idx: torch.Tensor) -> torch.Tensor:
         """[n, M] bool: which modality of each item has content."""
         if not self.modalities:
@@ -87,7 +116,7 @@ class ItemEncoder(nn.Module):
         x = x + self.mod_emb.unsqueeze(0)
         if with_ids and self.id_emb is not None and (self.id_fusion == "token"
                                                      or not self.modalities):
-            x = x + self.id_emb(idx).unsqueeze(1)
+            x = x + self.id_vectors(idx).unsqueeze(1)
         return x
 
     def fuse(self, tok: torch.Tensor) -> torch.Tensor:
@@ -114,7 +143,7 @@ class ItemEncoder(nn.Module):
             keep = random_keep(self.present(idx), self.modality_dropout)
         h = self.fuse(self.tokens(idx, keep))
         if self.id_emb is not None and self.id_fusion == "residual" and self.modalities:
-            h = self.content_scale * h + self.id_emb(idx)
+            h = self.content_scale * h + self.id_vectors(idx)
         return h
 
 

@@ -40,3 +40,17 @@ def attach_features(model, feats: dict, present: dict) -> None:
     items = getattr(model, "items", None)
     if items is not None and feats:
         items.set_features(feats, present)
+
+
+def mark_unknown_ids(model, item_indices) -> None:
+    """Items whose ID row was never trained (new items, another catalogue): the item encoder
+    scores them with its unknown vector (or zero) instead. A no-op for models without item-ID
+    embeddings in a content encoder (SASRec, popularity) and for an empty list."""
+    import torch
+
+    items = getattr(model, "items", None)
+    if items is None or getattr(items, "id_emb", None) is None or not len(item_indices):
+        return
+    mask = torch.zeros(items.n_items, dtype=torch.bool)
+    mask[torch.as_tensor(item_indices, dtype=torch.long)] = True
+    items.set_unknown_ids(mask.to(items.unknown.device))

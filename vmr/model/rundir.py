@@ -9,7 +9,8 @@ through this module; no other module names a run's files.
     RUN/checkpoint.pt        the latest checkpoint (resume)
     RUN/best.pt              the best on validation NDCG@10 (eval, recommend, export)
     RUN/pretrain.pt          the model after item-level pre-training
-    RUN/metrics_<split>.json written by `vmr eval`
+    RUN/metrics_<split>.json written by `vmr eval` (metrics_<split>@<dataset>.json: zero-shot
+                             on another dataset, `vmr eval --data`)
 
 A checkpoint is a plain dict (as nanoGPT's): `format`, `model_args` (enough to rebuild the model
 with `vmr.model.registry.build_model`, from the checkpoint alone), `model` (state dict),
@@ -47,8 +48,10 @@ class RunDir:
         self.best = self.path / CHECKPOINTS["best"]
         self.pretrain = self.path / "pretrain.pt"
 
-    def metrics_json(self, split: str) -> Path:
-        return self.path / f"metrics_{split}.json"
+    def metrics_json(self, split: str, target: str | None = None) -> Path:
+        """metrics_<split>.json; metrics_<split>@<target>.json for a zero-shot evaluation on
+        another dataset (named by its directory)."""
+        return self.path / (f"metrics_{split}@{target}.json" if target else f"metrics_{split}.json")
 
     def holds_run(self) -> bool:
         """Whether training has written a checkpoint here."""
@@ -142,7 +145,8 @@ def read_checkpoint(path: Path) -> dict:
 
 def dataset_fingerprint(dataset) -> str:
     """sha256 of what a model's indices mean: the item ids in order, and every user's id and
-    item sequence. Re-preparing that reorders items or changes histories changes it."""
+    item sequence (and the new items kept out of training, when there are any). Re-preparing
+    that reorders items, changes histories or picks other new items changes it."""
     import hashlib
 
     import numpy as np
@@ -154,6 +158,9 @@ def dataset_fingerprint(dataset) -> str:
     for s in dataset.sequences:
         h.update(np.asarray(s, dtype=np.int64).tobytes())
         h.update(b"|")
+    new = list(getattr(dataset, "new_items", None) or [])
+    if new:
+        h.update(b"\0new\0" + "\n".join(new).encode("utf-8"))
     return h.hexdigest()
 
 

@@ -33,13 +33,14 @@ THUMB, FRAME, FRAMES = 128, 96, 4
 CSS = """body{font-family:system-ui,sans-serif;margin:1.2em;background:#fafafa;color:#222}
 a{color:#0645ad}h1{font-size:1.3em}h2{font-size:1.05em;margin:1.2em 0 .4em}
 .row{display:flex;flex-wrap:wrap;gap:10px}
-.card{width:200px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px;
+.card{width:150px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px;
 font-size:12px;position:relative}
-.card img{display:block;max-width:100%;margin:0 auto 4px}
+.card img{display:block;max-width:100%;max-height:100px;margin:0 auto 4px}
+section{margin-right:28px}
 .card.target{border:3px solid #d33;padding:4px}
 .badge{position:absolute;top:4px;right:4px;background:#d33;color:#fff;border-radius:3px;
 padding:1px 4px;font-size:11px}
-.text{background:#eef;border-radius:4px;padding:6px;height:90px;overflow:hidden;color:#334}
+.text{background:#eef;border-radius:4px;padding:6px;height:80px;overflow:hidden;color:#334}
 .id{color:#777;font-family:monospace}.score{color:#060}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"""
 
@@ -213,10 +214,14 @@ def _user_body(ds, thumbs: Thumbnails, u: int, hist, target: int, rank: int, bes
                if len(hist) > len(shown) else "")
     hits = "in the top" if rank <= top else "not in the top"
     parts = [f"<p>{' · '.join(nav)}</p>", f"<h1>user {_h(ds.user_ids[u])}</h1>",
+             '<div class="row"><section>',
              f"<h2>history, oldest first: {len(hist)} items{earlier}</h2>",
              '<div class="row">' + "".join(thumbs.card(int(i)) for i in shown) + "</div>",
-             f"<h2>held-out next item: rank {rank} ({hits} {top})</h2>",
-             '<div class="row">' + thumbs.card(target, target=True) + "</div>",
+             "</section><section>",
+             "<h2>held-out next item</h2>",
+             '<div class="row">' + thumbs.card(target, f"<div>rank {rank} ({hits} {top})</div>",
+                                               target=True) + "</div>",
+             "</section></div>",
              f"<h2>top {len(best)} recommendations (history excluded)</h2>", '<div class="row">']
     for r, (i, score) in enumerate(best):
         extra = f'<div>#{r + 1} <span class="score">score {score:.4f}</span></div>'

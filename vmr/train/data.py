@@ -25,10 +25,11 @@ class TrainData:
     present: dict[str, torch.Tensor]        # bool [N] per modality
     feature_attrs: dict[str, dict]
     fingerprint: str = ""                   # vmr.model.rundir.dataset_fingerprint
+    new_items: np.ndarray | None = None     # item indices kept out of training (splits.py)
     prefixes: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
-        self.prefixes = splits.train_prefixes(self.sequences)
+        self.prefixes = splits.train_prefixes(self.sequences, self.new_items)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -49,12 +50,14 @@ def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config)
         from vmr.extract.fingerprint import check_fresh
 
         cache_path = Path(cache) if cache else Path(data_dir) / "features.h5"
-        feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None)
+        feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None,
+                                              cfg.data.feature_norm)
         check_fresh(data_dir, cache_path, sorted(feats))   # no row made from changed content
     else:
         feats, present, attrs = {}, {}, {}
     seqs = [np.asarray(s, dtype=np.int64) for s in ds.sequences]
-    data = TrainData(ds.item_ids, seqs, feats, present, attrs, dataset_fingerprint(ds))
+    data = TrainData(ds.item_ids, seqs, feats, present, attrs, dataset_fingerprint(ds),
+                     ds.new_item_indices())
     check_fits(data, cfg)
     return data
 

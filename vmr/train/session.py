@@ -25,6 +25,8 @@ class TrainRequest:
     modalities: list[str] | None = None
     seed: int | None = None
     resume: bool = False
+    init_from: str | None = None    # a run on another catalogue to start from (vmr/train/transfer.py)
+    freeze: bool = False            # with init_from: keep the content encoder fixed
 
 
 def start_training(req: TrainRequest) -> Path:
@@ -62,6 +64,11 @@ def _start(d, req: TrainRequest) -> Path:
     if resume and req.config:
         raise VmrError("--config cannot change a run being resumed (it continues with its "
                        "config.toml); drop --config, or start a new run")
+    if resume and req.init_from:
+        raise VmrError("--init-from starts a new run; a resumed run continues from its own "
+                       "checkpoint (drop --init-from)")
+    if req.freeze and not req.init_from:
+        raise VmrError("--freeze keeps transferred weights fixed: it needs --init-from RUN_DIR")
     if req.out is None:
         probe = load_config(req.config, req.overrides)
         req.out = str(Path("runs") / f"{probe.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -82,6 +89,7 @@ def _start(d, req: TrainRequest) -> Path:
         tensorboard_writer_class()
     barrier(d)                       # every rank checked the directory before rank 0 writes
     data = load_train_data(req.data, cache, cfg)
+    init = _init(req, run, cfg, data, cache, resume)
     if d.main:
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -95,7 +103,11 @@ def _start(d, req: TrainRequest) -> Path:
     cache_path = Path(cache) if cache else data_dir / "features.h5"
     meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
             "modalities": sorted(data.feats), "label": run_label(cfg, req.stage)}
-    summary = train(cfg, data, run.path, stage=req.stage, resume=resume, meta=meta, dist=d)
+    if init is not None:
+        meta["label"] += init.label_suffix()
+        meta["init"] = init.record()
+    summary = train(cfg, data, run.path, stage=req.stage, resume=resume, meta=meta, dist=d,
+                    init=init)
     if summary.get("best_valid") and d.main:
         bv = summary["best_valid"]
         print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
@@ -103,8 +115,25 @@ def _start(d, req: TrainRequest) -> Path:
     return run.path
 
 
+def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool):
+    """The transfer a run starts from (--init-from), or continues under (--resume)."""
+    from vmr.train import transfer
+
+    if req.init_from:
+        cache_name = str(cache) if cache else str(Path(req.data) / "features.h5")
+        return transfer.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
+    if resume and run.info.exists():
+        return transfer.resumed_init(run.read_info().get("init"))
+    return None
+
+
 def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
-    cfg = load_config(req.config, req.overrides)
+    if req.init_from:
+        from vmr.train.transfer import source_config
+
+        cfg = source_config(req.init_from, req.config, req.overrides)
+    else:
+        cfg = load_config(req.config, req.overrides)
     if req.seed is not None:
         cfg.train.seed = req.seed
     if req.modalities:

@@ -21,7 +21,7 @@ from vmr.model import precision
 from vmr.model.config import Config
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
-from vmr.model.registry import attach_features, build_model, make_model_args
+from vmr.model.registry import attach_features, build_model, make_model_args, mark_unknown_ids
 from vmr.model.rundir import RunDir, read_checkpoint, save_checkpoint
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
@@ -47,6 +47,7 @@ class TrainState:
     quiet: bool
     model_args: dict
     t0: float = field(default_factory=time.time)
+    transferred: bool = False        # started from another run's weights (--init-from)
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -64,9 +65,11 @@ class TrainState:
 
 
 def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resume: bool = False,
-          meta: dict | None = None, quiet: bool = False, dist: Dist | None = None) -> dict:
+          meta: dict | None = None, quiet: bool = False, dist: Dist | None = None,
+          init=None) -> dict:
     """Train per cfg into run_dir; returns the run summary (also written to run.json).
-    With `dist` (torchrun), every rank calls this; only rank 0 writes."""
+    With `dist` (torchrun), every rank calls this; only rank 0 writes. `init`
+    (vmr.train.transfer.Init) starts from another run's non-ID weights, or keeps them frozen."""
     d = dist or Dist()
     run = RunDir(run_dir)
     t = cfg.train
@@ -79,12 +82,16 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     args = make_model_args(cfg.model, len(data.item_ids), data.dims)
     model = build_model(args)
     attach_features(model, data.feats, data.present)
+    mark_unknown_ids(model, data.new_items if data.new_items is not None else [])
+    if init is not None:
+        init.apply(model)
     model = model.to(device)
     heads = PretrainHeads(cfg.model.d_model).to(device)
     if d.enabled:                      # same initial weights everywhere, other dropout draws
         torch.manual_seed(t.seed + 7919 * d.rank)
     st = TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard), device,
-                    d, quiet or not d.main, args)
+                    d, quiet or not d.main, args,
+                    transferred=init is not None and init.state is not None)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
                **(meta or {}), **data.identities()}
@@ -183,7 +190,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start, best, bad = state["epoch"], state["best"], state["bad_epochs"]
-    else:
+    elif not st.transferred:          # transferred sequence blocks are kept as loaded
         model.copy_item_blocks_into_sequence()
     fwd = model
     if t.compile and st.device.type == "cuda":

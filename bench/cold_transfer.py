@@ -1,0 +1,300 @@
+"""Cold items and transfer (issue 13), as a user runs them: `vmr prepare [--new-items]` ->
+`vmr extract` / `vmr import-features` -> `vmr train [--init-from]` -> `vmr eval [--data]`.
+
+1. New items: Beauty (MiniLM text) and Scientific (CLIP text + image, imported) prepared with
+   `--new-items 0.1`; test metrics for new-item targets, seen-item targets and all, for the
+   default model, the default with `model.id_dropout`, content only (`item_id_emb = false`),
+   SASRec and popularity.
+2. Frequency buckets: the same rows on the normal split, metrics by the target's number of
+   training interactions (0, 1-4, 5-19, 20+); `vmr report` draws them (report_buckets.png).
+3. Transfer Beauty -> Scientific, MiniLM text on both (Scientific's text extracted from
+   Scientific_items.tsv), keeping 100 %, 25 % and 10 % of Scientific's users (a reproducible
+   sample: users ordered by sha256 of (seed, id)): fine-tuned from the Beauty default run
+   (`--init-from`) vs the same model from scratch vs SASRec, plus zero-shot (`vmr eval --data`).
+   Each fraction is its own dataset (its users' train, valid and test), so compare rows within a
+   fraction.
+
+Every row over --seeds (mean ± sample std). Resumable: finished runs and evaluations are skipped.
+
+    .venv/bin/python bench/cold_transfer.py --seeds 1 2 3 --jobs 2          # the full study
+    .venv/bin/python bench/cold_transfer.py --quick --datasets scientific    # a smoke check
+
+--quick: one seed, 2 epochs, Beauty (if chosen) cut to 10 % of its users; minutes on 2 cores.
+Without Beauty the transfer part keeps its scratch and SASRec rows only. Writes
+WORK/summary.md, WORK/summary.json and WORK/<dataset>/report/ (bench/out/cold_transfer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VMR = [sys.executable, "-m", "vmr"]
+SHARED = REPO.parent / "shared" / "data"
+NEW_FRACTION = 0.1
+USER_FRACTIONS = (100, 25, 10)
+
+# row -> --set overrides (on top of vmr's defaults)
+ROWS = {
+    "default": [],
+    "id-dropout": ["model.id_dropout=0.2"],
+    "content-only": ["model.item_id_emb=false"],
+    "sasrec": ["model.kind=sasrec"],
+    "pop": ["model.kind=pop"],
+}
+GROUPS = ("all", "seen", "new")
+METRICS = ("NDCG@10", "HR@10")
+
+
+def sh(cmd: list, log: Path) -> float:
+    t0 = time.time()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        r = subprocess.run([str(c) for c in cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if r.returncode:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))} (log: {log})")
+    return time.time() - t0
+
+
+def sample_users(src: Path, dst: Path, percent: int, seed: int = 0) -> Path:
+    """A sequences file with `percent` % of src's users: those first by sha256(seed, user id),
+    so a smaller sample is inside every larger one."""
+    if dst.exists():
+        return dst
+    lines = [ln for ln in src.read_text().splitlines() if ln.strip()]
+    key = lambda ln: hashlib.sha256(f"{seed}\0{ln.split()[0]}".encode()).hexdigest()
+    keep = set(sorted(lines, key=key)[: max(1, round(len(lines) * percent / 100))])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(ln for ln in lines if ln in keep) + "\n")
+    return dst
+
+
+def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int, new: bool) -> Path:
+    if not (ds / "dataset.json").exists():
+        cmd = VMR + ["prepare", "--interactions", seqs, "--format", "sequences", "--items", items,
+                     "--items-id-col", "item_id", "--text-columns", text_cols, "--kcore", kcore,
+                     "--out", ds]
+        if new:
+            cmd += ["--new-items", NEW_FRACTION, "--new-items-seed", 0]
+        sh(cmd, ds.parent / f"{ds.name}.prepare.log")
+    return ds
+
+
+def minilm(ds: Path, seed_cache: Path | None = None) -> Path:
+    """MiniLM text features into DS/features.h5; a cache of a subset of the items (or of the
+    same items) is copied in first, so only the missing rows are encoded."""
+    cache = ds / "features.h5"
+    done = ds / "features.done"
+    if not done.exists():
+        if seed_cache is not None and seed_cache.exists() and not cache.exists():
+            shutil.copy(seed_cache, cache)
+        sh(VMR + ["extract", "--data", ds, "--modality", "text", "--model", "minilm"],
+           ds.parent / f"{ds.name}.extract.log")
+        done.write_text("ok\n")
+    return cache
+
+
+def clip(ds: Path, shared: Path) -> None:
+    if not (ds / "imported").exists():
+        for m in ("text", "image"):
+            sh(VMR + ["import-features", "--data", ds, "--modality", m, "--features",
+                      shared / f"Scientific_clip_{m}.npy", "--ids", shared / "Scientific_item_ids.txt",
+                      "--overwrite"], ds.parent / f"{ds.name}.import.log")
+        (ds / "imported").write_text("ok\n")
+
+
+def finished(run: Path) -> bool:
+    info = run / "run.json"
+    return info.exists() and json.loads(info.read_text()).get("status") == "finished"
+
+
+def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
+          init_from: Path | None = None) -> Path:
+    if not finished(run):
+        if run.exists():
+            shutil.rmtree(run)
+        cmd = VMR + ["train", "--data", ds, "--out", run, "--seed", seed]
+        if init_from is not None:
+            cmd += ["--init-from", init_from]
+        for s in sets + extra:
+            cmd += ["--set", s]
+        sh(cmd, run.parent / f"{run.name}.log")
+    return run
+
+
+def evaluate(run: Path, data: Path | None = None) -> dict:
+    name = f"metrics_test@{data.name}.json" if data is not None else "metrics_test.json"
+    if not (run / name).exists():
+        cmd = VMR + ["eval", "--run", run, "--k", "5", "10"] + (["--data", data] if data else [])
+        sh(cmd, run.parent / f"{run.name}.eval.log")
+    return json.loads((run / name).read_text())
+
+
+def groups_of(m: dict) -> dict:
+    """{"all" | "seen" | "new" | bucket name: {metric: value}} of one metrics file."""
+    out = {"all": {k: m[k] for k in METRICS}}
+    b = m.get("buckets") or {}
+    for name, g in (b.get("new_items") or {}).items():
+        out[name] = {k: g.get(k) for k in METRICS}
+    for name, g in (b.get("frequency") or {}).items():
+        out[f"freq {name}"] = {k: g.get(k) for k in METRICS}
+        out[f"freq {name}"]["users"] = g.get("users", 0)
+    return out
+
+
+def mean_std(xs: list) -> tuple[float, float] | None:
+    xs = [x for x in xs if isinstance(x, (int, float))]
+    if not xs:
+        return None
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+
+
+def cell(ms) -> str:
+    return "–" if ms is None else f"{ms[0]:.4f} ± {ms[1]:.4f}"
+
+
+def table(title: str, results: list[dict], cols: list[str], metric: str) -> list[str]:
+    """One row per label of `results` ({label, seed, groups}), mean ± std of metric per col."""
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    lines = [f"### {title}", "", f"| {metric} | seeds | " + " | ".join(cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for lab in labels:
+        rs = [r for r in results if r["label"] == lab]
+        cells = [cell(mean_std([(r["groups"].get(c) or {}).get(metric) for r in rs])) for c in cols]
+        lines.append(f"| {lab} | {len({r['seed'] for r in rs})} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["beauty", "scientific"],
+                    choices=["beauty", "scientific"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 seed, 2 epochs")
+    ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
+    a = ap.parse_args()
+    seeds = a.seeds[:1] if a.quick else a.seeds
+    extra = ["train.threads=1"] + (["train.epochs=2"] if a.quick else [])
+    work = a.work / ("quick" if a.quick else "full")
+    t0 = time.time()
+    beauty, sci = SHARED / "amazon_beauty", SHARED / "amazon_scientific_mm"
+
+    # ---- the datasets: (name, normal split, new-item split)
+    sets = {}
+    if "beauty" in a.datasets:
+        seqs = beauty / "Beauty.txt"
+        if a.quick:
+            seqs = sample_users(seqs, work / "beauty" / "Beauty_10pct.txt", 10)
+        norm = prepare(work / "beauty" / "normal", seqs, beauty / "Beauty_items.tsv",
+                       "title,brand,categories", 1 if a.quick else 5, new=False)
+        new = prepare(work / "beauty" / "new-items", seqs, beauty / "Beauty_items.tsv",
+                      "title,brand,categories", 1 if a.quick else 5, new=True)
+        minilm(new, minilm(norm))
+        sets["beauty"] = (norm, new)
+    if "scientific" in a.datasets:
+        for kind in ("normal", "new-items"):
+            ds = prepare(work / "scientific" / kind, sci / "Scientific_dev.txt",
+                         sci / "Scientific_items.tsv", "text", 1, new=kind == "new-items")
+            clip(ds, sci)
+        sets["scientific"] = (work / "scientific" / "normal", work / "scientific" / "new-items")
+
+    # ---- 1 + 2: new items, frequency buckets
+    jobs = [(name, split, row, s) for name in sets for split in (0, 1) for row in ROWS
+            for s in seeds]
+
+    def cold(job) -> dict:
+        name, split, row, s = job
+        ds = sets[name][split]
+        run = train(ds, ds.parent / "runs" / f"{ds.name}-{row}-s{s}", s, ROWS[row], extra)
+        return {"dataset": name, "split": ds.name, "label": row, "seed": s, "run": str(run),
+                "groups": groups_of(evaluate(run))}
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        cold_results = list(pool.map(cold, jobs))
+    for name in sets:
+        runs = [r["run"] for r in cold_results if r["dataset"] == name and r["split"] == "normal"]
+        sh(VMR + ["report", *runs, "--out", work / name / "report"], work / name / "report.log")
+
+    # ---- 3: transfer Beauty -> Scientific, MiniLM text on both
+    transfer_results = []
+    if "scientific" in a.datasets:
+        prev = None
+        fractions = {}
+        for pct in sorted(USER_FRACTIONS):          # smallest first: each cache seeds the next
+            seqs = sample_users(sci / "Scientific_dev.txt",
+                                work / "transfer" / f"Scientific_{pct}pct.txt", pct)
+            ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
+                         sci / "Scientific_items.tsv", "text", 1, new=False)
+            prev = minilm(ds, prev)
+            fractions[pct] = ds
+        tjobs = [(pct, row, s) for pct in USER_FRACTIONS for s in seeds
+                 for row in ("fine-tuned", "scratch", "sasrec", "zero-shot")
+                 if "beauty" in sets or row in ("scratch", "sasrec")]
+
+        def transfer(job) -> dict:
+            pct, row, s = job
+            ds = fractions[pct]
+            src = sets["beauty"][0].parent / "runs" / f"normal-default-s{s}" if "beauty" in sets else None
+            out = ds.parent / "runs" / f"{ds.name}-{row}-s{s}"
+            if row == "zero-shot":
+                m = evaluate(src, ds)
+            else:
+                sets_ = ["model.kind=sasrec"] if row == "sasrec" else []
+                run = train(ds, out, s, sets_, extra, init_from=src if row == "fine-tuned" else None)
+                m = evaluate(run)
+            return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
+                    "groups": {f"{pct} % of users": groups_of(m)["all"]}}
+
+        with ThreadPoolExecutor(a.jobs) as pool:
+            transfer_results = list(pool.map(transfer, tjobs))
+
+    # ---- the summary
+    md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
+          f"{' '.join(map(str, seeds))}",
+          f"`{' '.join(sys.argv)}` on {platform.node()} ({platform.machine()}, {os.cpu_count()} "
+          f"cores), {(time.time() - t0) / 60:.1f} min", ""]
+    for name in sets:
+        rs = [r for r in cold_results if r["dataset"] == name]
+        new = [r for r in rs if r["split"] == "new-items"]
+        norm = [r for r in rs if r["split"] == "normal"]
+        md += [f"## {name}", ""]
+        for metric in METRICS:
+            md += table(f"{name}, --new-items {NEW_FRACTION}: new-item, seen-item and all targets",
+                        new, list(GROUPS), metric)
+        buckets = [c for c in norm[0]["groups"] if c.startswith("freq ")] if norm else []
+        users = {c: norm[0]["groups"][c].get("users") for c in buckets} if norm else {}
+        md += table(f"{name}, normal split: by the target's training interactions (targets: "
+                    + ", ".join(f"{c[5:]} {users[c]}" for c in buckets) + ")",
+                    norm, buckets, "NDCG@10")
+    if transfer_results:
+        md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
+        users = {r["fraction"]: r["users"] for r in transfer_results}
+        cols = [f"{pct} % of users" for pct in USER_FRACTIONS]
+        for metric in METRICS:
+            md += table("test targets of the sampled users: "
+                        + ", ".join(f"{pct} %: {users.get(pct)}" for pct in USER_FRACTIONS),
+                        transfer_results, cols, metric)
+    text = "\n".join(md) + "\n"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "summary.md").write_text(text)
+    (work / "summary.json").write_text(json.dumps({"cold": cold_results,
+                                                   "transfer": transfer_results}, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

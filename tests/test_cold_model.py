@@ -1,0 +1,112 @@
+"""Scoring items without a trained ID: `model.id_dropout` and the item encoder's unknown items."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from helpers import run_cli
+from vmr.errors import VmrError
+from vmr.model.config import ModelConfig, load_config
+from vmr.model.registry import build_model, make_model_args, mark_unknown_ids
+
+N, DIM = 60, 12
+
+
+def _model(seed: int = 0, **kw):
+    cfg = dataclasses.replace(ModelConfig(), d_model=16, **kw)
+    torch.manual_seed(seed)
+    model = build_model(make_model_args(cfg, N, {"text": DIM}))
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(N, DIM, generator=g)
+    model.items.set_features({"text": feats}, {"text": torch.ones(N, dtype=torch.bool)})
+    return model
+
+
+def _content(enc, idx):
+    """The item encoder's content part alone (s * c_j), by hand."""
+    return enc.content_scale * enc.fuse(enc.tokens(idx, with_ids=False))
+
+
+def test_default_model_is_unchanged_without_id_dropout():
+    """id_dropout = 0: no new weight, no extra random draw, h_j = s * c_j + ID_j exactly."""
+    model = _model()
+    assert not any("unk" in k for k in model.state_dict())
+    enc = model.items
+    idx = torch.arange(N)
+    enc.train()
+    torch.manual_seed(7)
+    got = enc(idx)
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    want = _content(enc, idx) + enc.id_emb.weight[idx]
+    assert torch.equal(got, want)
+    assert torch.equal(after, torch.get_rng_state())     # the same random draws, no more
+    # an older checkpoint's model_args (no id_dropout key) build the very same weights
+    torch.manual_seed(0)
+    old = build_model({"kind": "vmr", "n_items": N, "dims": {"text": DIM},
+                       "config": {k: v for k, v in dataclasses.asdict(model.cfg).items()
+                                  if k != "id_dropout"}})
+    new = _model().state_dict()
+    assert list(old.state_dict()) == list(new)
+    assert all(torch.equal(v, new[k]) for k, v in old.state_dict().items())
+
+
+@pytest.mark.parametrize("fusion", ["residual", "token"])
+def test_unknown_items_are_scored_from_content_alone(fusion):
+    model = _model(id_fusion=fusion).eval()
+    unknown = torch.tensor([3, 10, 11])
+    before = model.item_embeddings().detach().clone()
+    mark_unknown_ids(model, unknown)
+    after = model.item_embeddings().detach()
+    known = torch.ones(N, dtype=torch.bool)
+    known[unknown] = False
+    assert torch.equal(after[known], before[known])
+    assert not torch.allclose(after[unknown], before[unknown])
+    enc = model.items
+    if fusion == "residual":
+        want = _content(enc, unknown)
+    else:       # the ID is added to every modality token: zero for an unknown item
+        want = enc.fuse(enc.tokens(unknown, with_ids=False))
+    assert torch.allclose(after[unknown], want.detach(), atol=1e-6)
+
+
+def test_id_dropout_uses_the_learned_unknown_vector():
+    model = _model(id_dropout=0.5)
+    enc = model.items
+    assert "items.unk_id" in model.state_dict()
+    with torch.no_grad():
+        enc.unk_id.fill_(0.25)
+    idx = torch.arange(N).repeat(20)
+    enc.train()
+    torch.manual_seed(0)
+    dropped = (enc.id_vectors(idx) == 0.25).all(1).float().mean().item()
+    assert 0.4 < dropped < 0.6
+    enc.eval()
+    assert torch.equal(enc.id_vectors(idx), enc.id_emb(idx))       # no dropout in evaluation
+    mark_unknown_ids(model, [5])
+    assert torch.all(enc.id_vectors(torch.tensor([5, 6]))[0] == 0.25)
+    assert torch.equal(enc.id_vectors(torch.tensor([6]))[0], enc.id_emb.weight[6])
+
+
+def test_id_dropout_config_is_checked():
+    assert load_config(overrides=["model.id_dropout=0.2"]).model.id_dropout == 0.2
+    with pytest.raises(VmrError, match=r"model.id_dropout must be in \[0, 1\)"):
+        load_config(overrides=["model.id_dropout=1.0"])
+    with pytest.raises(VmrError, match="model.id_dropout = 0.2 needs model.kind = vmr"):
+        load_config(overrides=["model.id_dropout=0.2", "model.kind=sasrec"])
+    with pytest.raises(VmrError, match="item_id_emb false"):
+        load_config(overrides=["model.id_dropout=0.2", "model.item_id_emb=false"])
+
+
+def test_training_with_id_dropout_learns_the_unknown_vector(tmp_path):
+    from helpers.synth import make_dataset
+    from vmr.model.rundir import read_checkpoint
+
+    ds = make_dataset(tmp_path, n_users=60, length=6)
+    code, _, err = run_cli("train", "--data", ds, "--out", tmp_path / "run", "--set",
+                           "model.id_dropout=0.5", "--set", "model.d_model=16", "--set",
+                           "train.epochs=1", "--set", "train.device=cpu")
+    assert code == 0, err
+    unk = read_checkpoint(tmp_path / "run" / "best.pt")["model"]["items.unk_id"]
+    assert unk.shape == (16,) and unk.abs().sum() > 0           # moved away from its zero start

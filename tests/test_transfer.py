@@ -1,0 +1,144 @@
+"""Transfer to another catalogue: `vmr train --init-from RUN [--freeze]` and zero-shot
+`vmr eval --run RUN --data OTHER` (vmr/model/transfer.py, vmr/train/transfer.py)."""
+
+import json
+
+import h5py
+import pytest
+import torch
+
+from helpers import cli_one_line, run_cli
+from helpers.synth import make_dataset
+from vmr.model.rundir import read_checkpoint
+
+TINY = ["--set", "model.d_model=16", "--set", "train.device=cpu", "--set", "train.epochs=1"]
+ENCODER = {"encoder": "import:shared-encoder.npy", "weights": "sha256:0123456789abcdef"}
+
+
+def same_encoder(ds):
+    """Make a dataset's imported features look as if one encoder made them (as two catalogues
+    extracted with the same --model would)."""
+    with h5py.File(ds / "features.h5", "r+") as f:
+        for k, v in ENCODER.items():
+            f["text"].attrs[k] = v
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transfer")
+    src = make_dataset(root / "a", n_users=80, length=7, seed=0)
+    tgt = make_dataset(root / "b", n_topics=3, per_topic=9, n_users=60, length=7, seed=1)
+    other = make_dataset(root / "c", n_topics=3, per_topic=9, n_users=60, length=7, seed=2)
+    same_encoder(src)
+    same_encoder(tgt)              # `other` keeps its own encoder identity
+    run = root / "src_run"
+    code, _, err = run_cli("train", "--data", src, "--out", run, "--set", "train.epochs=2",
+                           *TINY[:4])
+    assert code == 0, err
+    return {"root": root, "src": src, "tgt": tgt, "other": other, "run": run}
+
+
+def _weights(run):
+    return read_checkpoint(run / "best.pt")["model"]
+
+
+def test_init_from_loads_everything_but_the_ids(setup, tmp_path):
+    out = tmp_path / "ft"
+    # a learning rate so small that training moves no weight visibly: what we see was loaded
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--set", "train.lr=1e-12", "--set", "train.epochs=1")
+    assert code == 0, err
+    src, new = _weights(setup["run"]), _weights(out)
+    assert set(src) == set(new)
+    n_tgt = len((setup["tgt"].parent / "ids.txt").read_text().split())
+    assert new["items.id_emb.weight"].shape[0] == n_tgt != src["items.id_emb.weight"].shape[0]
+    for k, v in src.items():
+        if k != "items.id_emb.weight":
+            assert torch.allclose(v, new[k], atol=1e-8), k
+    info = json.loads((out / "run.json").read_text())
+    assert info["init"] == {"run": str(setup["run"].resolve()), "checkpoint": "best.pt",
+                            "freeze": False}
+    assert info["label"].endswith("-init") and info["data"] == str(setup["tgt"].resolve())
+    cfg = (out / "config.toml").read_text()          # the source's config, then --set
+    assert "d_model = 16" in cfg and "lr = 1e-12" in cfg
+
+
+def test_freeze_keeps_the_content_encoder_fixed(setup, tmp_path):
+    out = tmp_path / "frozen"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--freeze", "--set", "train.lr=0.01")
+    assert code == 0, err
+    src, new = _weights(setup["run"]), _weights(out)
+    # share = tie: the item encoder's one fusion block is the first sequence block
+    frozen = [k for k in src if k.startswith(("items.proj.", "items.head.", "items.ln.",
+                                              "items.mod_emb", "items.mask_tok",
+                                              "items.content_scale", "seq_blocks.0."))]
+    assert len(frozen) == 21
+    assert all(torch.equal(src[k], new[k]) for k in frozen)
+    # the rest trained: positions, the second sequence block
+    for k in ("seq.pos.weight", "seq_blocks.1.ff1.weight", "seq.ln.weight"):
+        assert not torch.equal(src[k], new[k]), k
+    info = json.loads((out / "run.json").read_text())
+    assert info["init"]["freeze"] is True and info["label"].endswith("-init-frozen")
+    # --resume keeps it frozen
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--resume", "--set",
+                           "train.epochs=2")
+    assert code == 0, err
+    last = read_checkpoint(out / "checkpoint.pt")
+    assert last["epoch"] == 2 and all(torch.equal(src[k], last["model"][k]) for k in frozen)
+    assert json.loads((out / "run.json").read_text())["label"].endswith("-init-frozen")
+
+
+def test_init_from_refuses_another_encoder_or_shape(setup, tmp_path):
+    line = cli_one_line("train", "--data", setup["other"], "--out", tmp_path / "x",
+                        "--init-from", setup["run"])
+    assert "text features differ" in line and "import:shared-encoder.npy" in line
+    assert "import:feat.npy" in line and str(setup["run"]) in line
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "y",
+                        "--init-from", setup["run"], "--set", "model.d_model=32")
+    assert "model.d_model is 16 there but 32 here" in line
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "z", "--freeze")
+    assert "--freeze" in line and "--init-from" in line
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "w",
+                        "--init-from", tmp_path / "missing")
+    assert "--init-from" in line and "not found" in line
+
+
+def test_zero_shot_eval_scores_another_catalogue_from_content(setup):
+    from vmr.model.transfer import load_run_on
+
+    run, tgt = setup["run"], setup["tgt"]
+    code, out, err = run_cli("eval", "--run", run, "--data", tgt, "--k", "5", "10")
+    assert code == 0, err
+    path = run / f"metrics_test@{tgt.name}.json"
+    m = json.loads(path.read_text())
+    n_tgt = len((tgt.parent / "ids.txt").read_text().split())
+    assert m["items"] == n_tgt and m["users"] == 60
+    p = m["protocol"]
+    assert p["zero_shot"] is True and p["data"] == str(tgt.resolve())
+    assert p["trained_on"] == str(setup["src"].resolve())
+    assert str(path) in out and "zero-shot" in out
+    assert not (run / "metrics_test.json").exists() or \
+        json.loads((run / "metrics_test.json").read_text())["items"] != n_tgt
+    # every item is scored from content alone: the source's weights, no ID
+    loaded = load_run_on(run, tgt)
+    enc = loaded.model.items
+    idx = torch.arange(n_tgt)
+    with torch.no_grad():          # float32 here (the tower runs in the run's precision)
+        want = enc.content_scale * enc.fuse(enc.tokens(idx, with_ids=False))
+        assert torch.allclose(loaded.model.item_embeddings(), want, atol=1e-6)
+    assert torch.equal(loaded.model.state_dict()["items.head.weight"],
+                       _weights(run)["items.head.weight"])
+
+
+def test_zero_shot_refusals(setup, tmp_path):
+    line = cli_one_line("eval", "--run", setup["run"], "--data", setup["other"])
+    assert "text features differ" in line
+    line = cli_one_line("eval", "--run", setup["run"], "--cache", setup["tgt"] / "features.h5")
+    assert "--cache" in line and "--data" in line
+    sas = tmp_path / "sas"
+    code, _, err = run_cli("train", "--data", setup["src"], "--out", sas, "--set",
+                           "model.kind=sasrec", *TINY)
+    assert code == 0, err
+    line = cli_one_line("eval", "--run", sas, "--data", setup["tgt"])
+    assert "sasrec" in line and "content" in line
