@@ -19,8 +19,9 @@ Every row over --seeds (mean ± sample std). Resumable: finished runs and evalua
     .venv/bin/python bench/cold_transfer.py --seeds 1 2 3 --jobs 2          # the full study
     .venv/bin/python bench/cold_transfer.py --quick --datasets scientific    # a smoke check
 
---quick: one seed, 2 epochs, Beauty (if chosen) cut to 10 % of its users; minutes on 2 cores.
-Without Beauty the transfer part keeps its scratch and SASRec rows only. Writes
+--quick: one seed, 2 epochs, Beauty (if chosen) cut to 10 % of its users, user fractions 100 %
+and 10 % only; minutes on 2 cores. Without Beauty the transfer part keeps its scratch and SASRec
+rows only (there is no source run to fine-tune or to evaluate zero-shot). Writes
 WORK/summary.md, WORK/summary.json and WORK/<dataset>/report/ (bench/out/cold_transfer).
 """
 
@@ -145,9 +146,11 @@ def evaluate(run: Path, data: Path | None = None) -> dict:
 def groups_of(m: dict) -> dict:
     """{"all" | "seen" | "new" | bucket name: {metric: value}} of one metrics file."""
     out = {"all": {k: m[k] for k in METRICS}}
+    out["all"]["users"] = m["users"]
     b = m.get("buckets") or {}
     for name, g in (b.get("new_items") or {}).items():
         out[name] = {k: g.get(k) for k in METRICS}
+        out[name]["users"] = g.get("users", 0)
     for name, g in (b.get("frequency") or {}).items():
         out[f"freq {name}"] = {k: g.get(k) for k in METRICS}
         out[f"freq {name}"]["users"] = g.get("users", 0)
@@ -162,8 +165,10 @@ def mean_std(xs: list) -> tuple[float, float] | None:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
-def cell(ms) -> str:
-    return "–" if ms is None else f"{ms[0]:.4f} ± {ms[1]:.4f}"
+def cell(ms, n: int = 2) -> str:
+    if ms is None:
+        return "–"
+    return f"{ms[0]:.4f}" if n < 2 else f"{ms[0]:.4f} ± {ms[1]:.4f}"
 
 
 def table(title: str, results: list[dict], cols: list[str], metric: str) -> list[str]:
@@ -173,8 +178,10 @@ def table(title: str, results: list[dict], cols: list[str], metric: str) -> list
              "|---|---:|" + "---:|" * len(cols)]
     for lab in labels:
         rs = [r for r in results if r["label"] == lab]
-        cells = [cell(mean_std([(r["groups"].get(c) or {}).get(metric) for r in rs])) for c in cols]
-        lines.append(f"| {lab} | {len({r['seed'] for r in rs})} | " + " | ".join(cells) + " |")
+        n = len({r["seed"] for r in rs})
+        cells = [cell(mean_std([(r["groups"].get(c) or {}).get(metric) for r in rs]), n)
+                 for c in cols]
+        lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -188,6 +195,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
     a = ap.parse_args()
     seeds = a.seeds[:1] if a.quick else a.seeds
+    user_fractions = (100, 10) if a.quick else USER_FRACTIONS
     extra = ["train.threads=1"] + (["train.epochs=2"] if a.quick else [])
     work = a.work / ("quick" if a.quick else "full")
     t0 = time.time()
@@ -234,14 +242,14 @@ def main() -> None:
     if "scientific" in a.datasets:
         prev = None
         fractions = {}
-        for pct in sorted(USER_FRACTIONS):          # smallest first: each cache seeds the next
+        for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
             seqs = sample_users(sci / "Scientific_dev.txt",
                                 work / "transfer" / f"Scientific_{pct}pct.txt", pct)
             ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
                          sci / "Scientific_items.tsv", "text", 1, new=False)
             prev = minilm(ds, prev)
             fractions[pct] = ds
-        tjobs = [(pct, row, s) for pct in USER_FRACTIONS for s in seeds
+        tjobs = [(pct, row, s) for pct in user_fractions for s in seeds
                  for row in ("fine-tuned", "scratch", "sasrec", "zero-shot")
                  if "beauty" in sets or row in ("scratch", "sasrec")]
 
@@ -272,9 +280,11 @@ def main() -> None:
         new = [r for r in rs if r["split"] == "new-items"]
         norm = [r for r in rs if r["split"] == "normal"]
         md += [f"## {name}", ""]
+        counts = ", ".join(f"{g} {new[0]['groups'].get(g, {}).get('users')}" for g in GROUPS) \
+            if new else ""
         for metric in METRICS:
-            md += table(f"{name}, --new-items {NEW_FRACTION}: new-item, seen-item and all targets",
-                        new, list(GROUPS), metric)
+            md += table(f"{name}, --new-items {NEW_FRACTION}: new-item, seen-item and all targets "
+                        f"(targets: {counts})", new, list(GROUPS), metric)
         buckets = [c for c in norm[0]["groups"] if c.startswith("freq ")] if norm else []
         users = {c: norm[0]["groups"][c].get("users") for c in buckets} if norm else {}
         md += table(f"{name}, normal split: by the target's training interactions (targets: "
@@ -282,11 +292,14 @@ def main() -> None:
                     norm, buckets, "NDCG@10")
     if transfer_results:
         md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
+        if "beauty" not in sets:
+            md += ["Beauty was not in --datasets: no source run, so only the scratch and SASRec "
+                   "rows.", ""]
         users = {r["fraction"]: r["users"] for r in transfer_results}
-        cols = [f"{pct} % of users" for pct in USER_FRACTIONS]
+        cols = [f"{pct} % of users" for pct in user_fractions]
         for metric in METRICS:
             md += table("test targets of the sampled users: "
-                        + ", ".join(f"{pct} %: {users.get(pct)}" for pct in USER_FRACTIONS),
+                        + ", ".join(f"{pct} %: {users.get(pct)}" for pct in user_fractions),
                         transfer_results, cols, metric)
     text = "\n".join(md) + "\n"
     work.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ def packet_index(path):
 
 def full_decode(path, wanted):
     """The wanted frames from a plain decode of every frame, nothing skipped, no seeks."""
-    from vmr.extract.decode import center_crop
+    from vmr.extract.pixels import center_crop
     from vmr.extract.video_av import _rgb
 
     pts = packet_index(path)[0]

@@ -14,6 +14,7 @@ from vmr.cli_options import gallery_options
 from vmr.cli_options import eval_target_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
+from vmr.extract.runner import ExtractOptions
 
 MODALITIES = ("video", "image", "text")
 
@@ -123,6 +124,7 @@ def demo(out, n_items, n_users, n_topics, seed, quick):
 
 
 # --------------------------------------------------------------------------------------- extract
+_EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the dataclass only
 @cli.command()
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False, exists=False),
               help="Dataset directory written by `vmr prepare`.")
@@ -131,11 +133,14 @@ def demo(out, n_items, n_users, n_topics, seed, quick):
 @click.option("--model", "model", default=None, help=_encoders.model_help())
 @click.option("--cache", "cache", default=None, type=click.Path(dir_okay=False),
               help="HDF5 feature cache [default: DATA/features.h5].")
-@click.option("--fps", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--fps", default=_EXTRACT.fps, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Video: frames sampled per second.")
-@click.option("--max-frames", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-frames", default=_EXTRACT.max_frames, show_default=True,
+              type=click.IntRange(min=1),
               help="Video: at most this many frames, evenly spread over longer videos.")
-@click.option("--decoder", type=click.Choice(["auto", "pyav", "decord"]), default="auto",
+@click.option("--decoder", type=click.Choice(["auto", "pyav", "decord"]),
+              default=_EXTRACT.decoder,
               show_default=True, help="Video decoder: PyAV (auto's choice where installed; "
               "skips frames nothing refers to) or decord (Linux x86-64). Same frames either way.")
 @click.option("--keyframes", is_flag=True,
@@ -146,15 +151,17 @@ def demo(out, n_items, n_users, n_topics, seed, quick):
                    "at least 1].")
 @click.option("--pooling", type=click.Choice(_encoders.POOLINGS), default=None,
               help=_encoders.pooling_help())
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-size", default=_EXTRACT.batch_size, show_default=True,
+              type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process].")
-@click.option("--timeout", "timeout", default=60.0, show_default=True, type=float,
+@click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,
               show_default=True, help="Storage type of the cached features.")
-@click.option("--device", default="auto", show_default=True, help="'auto', 'cpu' or 'cuda[:N]'.")
+@click.option("--device", default=_EXTRACT.device, show_default=True,
+              help="'auto', 'cpu' or 'cuda[:N]'.")
 @click.option("--shard", default=None, help="I/N: process only the I-th of N deterministic shards "
               "into its own shard file (merge with `vmr cache merge`).")
 @click.option("--overwrite", is_flag=True,
@@ -254,8 +261,7 @@ def cache_merge(shards, out):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint "
               "(with its config.toml; --set may change e.g. train.epochs).")
 @transfer_options
-def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, resume, init_from,
-          freeze):
+def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, resume, init_from, freeze):
     """Train the multimodal recommender (or the SASRec / popularity baselines) on cached
     features."""
     from vmr.allocator import keep_freed_memory

@@ -63,10 +63,9 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
 
     for i, modality in enumerate(("video", "image", "text")):
         _say(f"3/6 vmr extract --modality {modality}")
-        print(run_extract(ExtractOptions(
-            data=str(data), modality=modality, model=None, cache=None, fps=4.0, max_frames=8,
-            pooling="mean", batch_size=32, workers=None, timeout=60.0, dtype="float16",
-            device="auto", shard=None, overwrite=False)))
+        print(run_extract(ExtractOptions(data=str(data), modality=modality, fps=4.0, max_frames=8,
+                                         pooling="mean",
+                                         batch_size=32)))
 
     runs_dir = root / "runs"
     epochs = ["train.epochs=8", "train.patience=3"] if quick else ["train.epochs=60"]

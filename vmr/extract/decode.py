@@ -13,13 +13,11 @@ import functools
 import os
 from dataclasses import dataclass
 
+from vmr.extract.pixels import (DecodeFailure, PixelSpec, center_crop, resize_frames,  # noqa: F401
+                                short_reason, target_size)
 
-@dataclass(frozen=True)
-class PixelSpec:
-    """How an encoder wants its pixels: resize the shorter side to `resize`, center-crop `crop`."""
-
-    resize: int
-    crop: int
+# the names decode_image uses (the helpers live in pixels.py, shared with the video backends)
+_short, _target_size, _center_crop = short_reason, target_size, center_crop
 
 
 @dataclass(frozen=True)
@@ -32,45 +30,6 @@ class DecodeTask:
     decoder: str = "auto"  # video: "pyav", "decord" or "auto" (see resolve_decoder)
     keyframes: bool = False  # video: the keyframe nearest each sample moment (approximation)
     threads: int = 1  # video: decoder threads in this worker
-
-
-class DecodeFailure(Exception):
-    """The item's file cannot be used; the message is the reason recorded in the cache."""
-
-
-def _short(e: BaseException) -> str:
-    """A one-line reason from a (possibly multi-line, native) error message."""
-    import re
-
-    text = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip()) or type(e).__name__
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] ", "", text)  # decord's "[hh:mm:ss] " stamps
-    text = re.sub(r"\S+\.(cc|h|cpp):\d+: ", "", text)  # ... and "file.cc:123: " locations
-    text = text.replace("Stack trace returned", "").strip()
-    return text[:160]
-
-
-def _target_size(w: int, h: int, short: int) -> tuple[int, int]:
-    """(width, height) with the shorter side equal to `short`, aspect ratio kept."""
-    if w <= h:
-        return short, max(short, round(h * short / w))
-    return max(short, round(w * short / h)), short
-
-
-def _center_crop(frames, size: int):
-    """frames [k, H, W, 3] -> [k, size, size, 3]."""
-    h, w = frames.shape[1:3]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return frames[:, top:top + size, left:left + size]
-
-
-def _resize_frames(frames, spec: PixelSpec):
-    import cv2
-    import numpy as np
-
-    h, w = frames.shape[1:3]
-    tw, th = _target_size(w, h, spec.resize)
-    out = np.stack([cv2.resize(f, (tw, th), interpolation=cv2.INTER_AREA) for f in frames])
-    return _center_crop(out, spec.crop)
 
 
 def _check_file(path: str | None) -> str:
@@ -126,21 +85,13 @@ def decode_video(path: str, spec: PixelSpec, fps: float, max_frames: int, decode
 
 
 def decode_image(path: str, spec: PixelSpec):
-    """One image as uint8 [1, crop, crop, 3]."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """One image as uint8 [1, crop, crop, 3], bounded in pixels before it is resized
+    (vmr/extract/images.py: JPEGs decode at a reduced scale, oversized images are refused
+    from their header and recorded as the item's failure)."""
+    from vmr.extract.images import decode_image as bounded
 
     _check_file(path)
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (spec.resize, spec.resize))  # JPEG: decode at a reduced scale
-            im = im.convert("RGB")
-            tw, th = _target_size(im.width, im.height, spec.resize)
-            im = im.resize((tw, th), Image.Resampling.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)[None]
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DecodeFailure(f"cannot decode image: {_short(e)}") from None
-    return np.ascontiguousarray(_center_crop(arr, spec.crop))
+    return bounded(path, spec, DecodeFailure)
 
 
 def run_task(task: DecodeTask):
@@ -151,8 +102,3 @@ def run_task(task: DecodeTask):
     if task.kind == "image":
         return decode_image(task.path, task.spec)
     raise ValueError(f"unknown decode task kind {task.kind!r}")
-
-
-# the helpers the video backends share
-target_size, center_crop, resize_frames, short_reason = (_target_size, _center_crop,
-                                                         _resize_frames, _short)

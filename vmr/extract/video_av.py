@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmr.extract.decode import DecodeFailure, PixelSpec, center_crop, short_reason, target_size
+from vmr.extract.pixels import DecodeFailure, PixelSpec, center_crop, short_reason, target_size
 from vmr.extract.sampling import (frame_times, nearest_keyframes, plan_reads,
                                   sample_frame_indices)
 

@@ -10,7 +10,7 @@ Imports only numpy, cv2 and decord (never torch).
 
 from __future__ import annotations
 
-from vmr.extract.decode import (DecodeFailure, PixelSpec, center_crop, resize_frames,
+from vmr.extract.pixels import (DecodeFailure, PixelSpec, center_crop, resize_frames,
                                 short_reason, target_size)
 
 

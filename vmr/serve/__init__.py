@@ -1,1 +1,2 @@
-"""Serving: `vmr recommend` (`recommend`) and `vmr export` (`export`)."""
+"""Serving: `vmr recommend` (`recommend`), `vmr export` (`export`, with the vmr-free TorchScript
+tower of `portable`) and `vmr gallery` (`gallery`)."""
