@@ -137,7 +137,7 @@ def table(summary: dict, rows: tuple, names: dict | None = None) -> list[str]:
         if row not in summary:
             continue
         s = summary[row]
-        cell = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}"   # noqa: E731
+        cell = lambda ms: "–" if ms[0] != ms[0] else f"{ms[0]:.4f} ± {ms[1]:.4f}"   # noqa: E731
         what = (names or {}).get(row, ROWS[row][2])
         lines.append(f"| {row} | {what} | {len(s['seeds'])} | {cell(s['valid']['NDCG@10'])}"
                      f" | {cell(s['test']['HR@5'])} | {cell(s['test']['HR@10'])} | "

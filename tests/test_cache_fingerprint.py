@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from test_extract_helpers import make_image, read_group, tiny_open_clip, vmr, write_dataset
+from helpers.media import make_image, read_group, tiny_open_clip, vmr, write_dataset
 
 from vmr.cache import store
 from vmr.errors import VmrError

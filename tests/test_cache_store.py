@@ -5,7 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from test_extract_helpers import read_group, vmr
+from helpers.media import read_group, vmr
 
 from vmr.cache import store
 from vmr.errors import VmrError

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_extract_helpers import make_video
+from helpers.media import make_video
 
 from vmr.extract.decode import DecodeFailure, PixelSpec, decode_video
 from vmr.extract.sampling import nearest_keyframes, sample_frame_indices

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_extract_helpers import PY, REPO, TINY_CLIP, write_dataset
+from helpers.media import PY, REPO, TINY_CLIP, write_dataset
 
 from vmr.errors import VmrError
 from vmr.extract.encoders import identify, load_encoder

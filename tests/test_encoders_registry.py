@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from test_extract_helpers import PY, REPO, read_group, tiny_open_clip, write_dataset
+from helpers.media import PY, REPO, read_group, tiny_open_clip, write_dataset
 
 from vmr.errors import VmrError
 from vmr.extract import encoders

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_extract_helpers import make_image, tiny_open_clip
+from helpers.media import make_image, tiny_open_clip
 
 from vmr.errors import VmrError
 from vmr.extract.encoders import build_efficientnet_lite0, identify, load_encoder

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from test_extract_helpers import (PY, REPO, make_image, make_video, read_group, tiny_open_clip,
+from helpers.media import (PY, REPO, make_image, make_video, read_group, tiny_open_clip,
                                   write_dataset)
 
 from vmr.cache import store

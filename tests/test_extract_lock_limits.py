@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_extract_helpers import PY, REPO, make_image, tiny_open_clip, vmr, write_dataset
+from helpers.media import PY, REPO, make_image, tiny_open_clip, vmr, write_dataset
 
 from vmr.cache import store
 from vmr.errors import VmrError

@@ -12,7 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from test_extract_helpers import PY, REPO, make_video, read_group, tiny_open_clip, write_dataset
+from helpers.media import PY, REPO, make_video, read_group, tiny_open_clip, write_dataset
 
 from vmr.extract.importer import import_features
 from vmr.extract.runner import ExtractOptions, run_extract

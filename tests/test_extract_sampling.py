@@ -58,7 +58,7 @@ def test_unknown_timing_spreads_by_index():
 
 
 def test_decode_generated_videos(tmp_path):
-    from test_extract_helpers import make_video
+    from helpers.media import make_video
 
     from vmr.extract.decode import DecodeFailure, PixelSpec, decode_video
 

@@ -7,7 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from test_extract_helpers import make_video, read_group, tiny_open_clip, vmr, write_dataset
+from helpers.media import make_video, read_group, tiny_open_clip, vmr, write_dataset
 
 from vmr.cache.merge import merge_shards
 from vmr.cache.store import read_modality

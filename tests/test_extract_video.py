@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from test_extract_helpers import make_image, make_video, read_group, tiny_open_clip, write_dataset
+from helpers.media import make_image, make_video, read_group, tiny_open_clip, write_dataset
 
 from vmr.cache.store import read_modality
 from vmr.errors import VmrError
@@ -119,7 +119,7 @@ def test_images_and_a_broken_one(tmp_path, clip):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    from test_extract_helpers import vmr
+    from helpers.media import vmr
 
     p = vmr("extract", "--data", tmp_path / "nope", "--modality", "video", check=False)
     assert p.returncode == 1 and p.stderr.startswith("error: dataset directory")
@@ -161,7 +161,7 @@ def test_decoders_and_keyframes_through_the_runner(tmp_path, clip):
 
 
 def test_cli_decode_options(tmp_path, clip):
-    from test_extract_helpers import vmr
+    from helpers.media import vmr
 
     p = vmr("extract", "--help")
     assert "--decoder [auto|pyav|decord]" in p.stdout and "--keyframes" in p.stdout

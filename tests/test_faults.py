@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_extract_helpers import read_group, write_dataset
+from helpers.media import read_group, write_dataset
 
 from helpers import run_cli as cli
 from helpers import start_process as start
@@ -323,9 +323,10 @@ def runs(tmp_path_factory):
 def export_state(out: Path) -> str:
     """'pop' or 'vmr': which complete export `out` holds; fails on anything partial."""
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["item_embeddings.npy", "item_ids.txt", "manifest.json", "user_tower.pt"]
+    assert names == ["item_embeddings.npy", "item_embeddings.safetensors", "item_ids.txt",
+                     "manifest.json", "user_tower.pt", "user_tower.ts"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == names[:2] + names[3:]
+    assert sorted(manifest["files"]) == [n for n in names if n != "manifest.json"]
     for name, info in manifest["files"].items():
         data = (out / name).read_bytes()
         assert len(data) == info["bytes"] and hashlib.sha256(data).hexdigest() == info["sha256"]

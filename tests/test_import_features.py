@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_extract_helpers import read_group, vmr, write_dataset
+from helpers.media import read_group, vmr, write_dataset
 
 from vmr.errors import VmrError
 from vmr.extract.importer import import_features

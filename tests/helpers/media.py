@@ -1,19 +1,16 @@
-"""Shared helpers for the extraction and cache tests: hand-written dataset directories (per
-docs/DESIGN.md), generated videos and images, a tiny open_clip model with seeded random weights.
-Imported by the other test_extract_* / test_cache* modules."""
+"""Media and cache builders for the extraction and cache tests: hand-written dataset directories
+(per docs/DESIGN.md), generated videos and images, a tiny open_clip model with seeded random
+weights, and a reader of one cache group straight from HDF5."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+from helpers import ENV, PY, REPO  # noqa: F401  (PY and REPO are used by the tests)
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -94,7 +91,7 @@ def tiny_open_clip(tmp, fmt: str = "pt") -> tuple[str, str]:
 
 def vmr(*args, check: bool = True, env=None, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+    e = dict(ENV, **(env or {}))
     p = subprocess.run([PY, "-m", "vmr", *map(str, args)], capture_output=True, text=True,
                        env=e, cwd=str(REPO), **kw)
     if check and p.returncode != 0:
@@ -112,11 +109,3 @@ def read_group(path, modality):
         return ([s for s in f["item_ids"].asstr()[...]], g["features"][...], g["present"][...],
                 g["done"][...], list(zip(g["failure_ids"].asstr()[...],
                                          g["failure_reasons"].asstr()[...])), dict(g.attrs))
-
-
-def test_helpers_write_a_readable_dataset(tmp_path):
-    from vmr.extract.items import load_items
-
-    d = write_dataset(tmp_path / "ds", ["007", "7"], text=["a", None])
-    t = load_items(d)
-    assert t.ids == ["007", "7"] and t.text == ["a", None] and t.video == [None, None]
