@@ -161,3 +161,53 @@ def test_pretrain_then_sequence_equals_all(trained, tmp_path):
                         "--stage", "sequence")
     assert "holds no pre-trained model" in line, line
     assert not os.path.exists(tmp_path / "x" / "best.pt")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(trained):
+    """`vmr recommend ... | head -0`: the reader is gone; vmr stops with status 0 and no
+    message (it used to exit 1 without a word)."""
+    import subprocess
+
+    from helpers import ENV, PY, REPO
+
+    p = subprocess.Popen([PY, "-m", "vmr", "recommend", "--run", str(trained["run"]), "--user",
+                          "u001", "--top", "30"], cwd=str(REPO), env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and "Traceback" not in err and "error" not in err, err
+
+
+def test_ctrl_c_says_interrupted(trained, monkeypatch):
+    import vmr.serve.recommend as rec
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rec, "top_items", interrupted)
+    code, _, err = run_cli("recommend", "--run", trained["run"], "--user", "u001")
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted", err
+
+
+def test_a_run_whose_first_checkpoint_never_landed_can_simply_be_rerun(trained, tmp_path):
+    """A full disk before the first checkpoint.pt: rerunning the same command starts the run
+    again (it used to answer "already holds a run", while --resume answered "nothing to
+    resume")."""
+    run = tmp_path / "run"
+    args = ["train", "--data", trained["data"], *SETS, "--out", run]
+    assert run_cli(*args)[0] == 0
+    (run / "checkpoint.pt").unlink()              # as if its first write had not fit
+    assert "nothing to resume" in cli_one_line("train", "--data", trained["data"], "--out", run,
+                                               "--resume")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert (run / "checkpoint.pt").exists()
+
+
+def test_exports_and_reports_into_unwritable_places_are_one_line(trained):
+    run = trained["run"]
+    assert run_cli("eval", "--run", run)[0] == 0
+    for args in (["export", "--run", run, "--out", "/proc/self/vmr-export"],
+                 ["report", run, "--out", "/proc/self/vmr-report"]):
+        line = cli_one_line(*args)
+        assert "/proc/self/vmr-" in line, line

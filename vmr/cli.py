@@ -374,6 +374,9 @@ def gallery(run, users, top, out):
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="vmr", standalone_mode=False)
+    except SystemExit as e:  # click exits 1 when stdout is a closed pipe (`vmr ... | head`)
+        sys.exit(0 if e.code == 1 and "PacifyFlushWrapper" in type(sys.stdout).__name__
+                 else e.code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
@@ -386,9 +389,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except BrokenPipeError:                 # output piped into a closed pipe (| head)
-        _quiet_broken_pipe()
-        sys.exit(0)
     except OSError as e:
         from vmr.fsio import is_disk_full
 
@@ -403,17 +403,6 @@ def main(argv=None):
             click.echo(f"error: {e.strerror or type(e).__name__}{where}", err=True)
         sys.exit(1)
 
-
-def _quiet_broken_pipe() -> None:
-    """Python flushes stdout at exit and would report the broken pipe again: point it at
-    /dev/null first."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

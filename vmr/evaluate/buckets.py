@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vmr.errors import VmrError
+from vmr.fsio import save_figure
 
 DEFAULT_EDGES = (1, 5, 20)
 
@@ -141,8 +142,6 @@ def render_bucket_table(groups: list[tuple[str, list[dict]]], metric: str) -> li
 
 def render_bucket_chart(groups: list[tuple[str, list[dict]]], metric: str, path: Path) -> None:
     """Bars of `metric` per target group (x) and run group (colour), std error bars."""
-    import os
-    import tempfile
 
     import matplotlib
 
@@ -168,11 +167,7 @@ def render_bucket_chart(groups: list[tuple[str, list[dict]]], metric: str, path:
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

@@ -9,14 +9,12 @@ Markdown table (mean ± sample std over its seeds, and the number of seeds) and 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmr.errors import VmrError
-from vmr.fsio import atomic_write_text, os_reason
+from vmr.fsio import atomic_write_text, os_reason, save_figure
 from vmr.model.rundir import RunDir, read_json_object
 
 # Config keys that do not change what a run learns: ignored when grouping runs.
@@ -264,14 +262,10 @@ def render_chart(groups: list[Group], columns: list[str], path: Path) -> None:
     ax.set_ylabel("metric (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _check_protocols(infos: list[RunInfo], split: str) -> None:

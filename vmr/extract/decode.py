@@ -10,7 +10,6 @@ modes", has the modes and what each costs."""
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 from vmr.extract.pixels import (DecodeFailure, PixelSpec, center_crop, resize_frames,  # noqa: F401
@@ -33,15 +32,9 @@ class DecodeTask:
 
 
 def _check_file(path: str | None) -> str:
-    if not path:
-        raise DecodeFailure("no file given")
-    if not os.path.exists(path):
-        raise DecodeFailure(f"missing file {path}")
-    if os.path.isdir(path):
-        raise DecodeFailure(f"{path} is a directory")
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise DecodeFailure(f"empty file {path}")
-    return path
+    from vmr.extract.images import check_file
+
+    return check_file(path, DecodeFailure)
 
 
 DECODERS = ("auto", "pyav", "decord")

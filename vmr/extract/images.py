@@ -42,14 +42,8 @@ def _target_size(w: int, h: int, short: int) -> tuple[int, int]:
     return max(short, round(w * short / h)), short
 
 
-def load_image(path: str, resize: int, failure: type = ImageFailure, limit: int | None = None):
-    """An image as uint8 RGB [1, h, w, 3] with its shorter side resized to `resize` (bicubic).
-    Raises `failure` (the decode workers pass vmr.extract.decode.DecodeFailure; this module
-    does not import decode.py, which calls it) with the reason when it cannot be used."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    limit = limit or max_pixels()
+def check_file(path: str | None, failure: type = ImageFailure) -> str:
+    """The checks every media file gets before a decoder sees it; raises `failure`."""
     if not path:
         raise failure("no file given")
     if not os.path.exists(path):
@@ -58,6 +52,18 @@ def load_image(path: str, resize: int, failure: type = ImageFailure, limit: int 
         raise failure(f"{path} is a directory")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise failure(f"empty file {path}")
+    return path
+
+
+def load_image(path: str, resize: int, failure: type = ImageFailure, limit: int | None = None):
+    """An image as uint8 RGB [1, h, w, 3] with its shorter side resized to `resize` (bicubic).
+    Raises `failure` (the decode workers pass vmr.extract.decode.DecodeFailure; this module
+    does not import decode.py, which calls it) with the reason when it cannot be used."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    limit = limit or max_pixels()
+    check_file(path, failure)
     try:
         with Image.open(path) as im:  # reads the header only
             full = im.size

@@ -54,8 +54,10 @@ class RunDir:
         return self.path / (f"metrics_{split}@{target}.json" if target else f"metrics_{split}.json")
 
     def holds_run(self) -> bool:
-        """Whether training has written a checkpoint here."""
-        return self.last.exists() or self.best.exists()
+        """Whether a run can be continued from here (its checkpoint.pt exists). A directory
+        whose first checkpoint.pt could not be written (a full disk) holds no run: rerunning
+        the same command starts it again."""
+        return self.last.exists()
 
     def require(self) -> "RunDir":
         """Check that this is a run directory written by `vmr train`."""

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from vmr.errors import VmrError
-from vmr.fsio import is_disk_full, os_reason, sha256_file
+from vmr.fsio import os_reason, sha256_file
 
 FORMAT = 2
 INDEXES = ("exact", "faiss")
@@ -140,8 +140,11 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         raise VmrError(f"{run_dir}: the model has {emb.shape[0]} item embeddings but the "
                        f"dataset has {len(item_ids)} items")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise VmrError(f"cannot write export {out}: {os_reason(e)}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -175,7 +178,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         _replace_dir(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and (is_disk_full(e) or isinstance(e, PermissionError)):
+        if isinstance(e, OSError):
             raise VmrError(f"cannot write export {out}: {os_reason(e)}; a previous export there "
                            "is unchanged") from None
         raise

@@ -9,7 +9,7 @@ import csv
 import os
 
 from vmr.errors import VmrError
-from vmr.fsio import atomic_write_text, one_line
+from vmr.fsio import atomic_write_text, one_line, save_figure
 from vmr.model.rundir import RunDir
 
 COLUMNS = ("stage", "epoch", "loss", "seconds", "seq_per_s", "valid_HR@5", "valid_NDCG@5",
@@ -112,7 +112,7 @@ def plot_curves(run: RunDir) -> None:
         axes[1].legend()
     fig.suptitle(run.path.name)
     fig.tight_layout()
-    tmp = run.path / "curves.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, run.curves)
+    try:
+        save_figure(fig, run.curves)
+    finally:
+        plt.close(fig)
