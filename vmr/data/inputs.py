@@ -134,7 +134,7 @@ def join_text(fields: list) -> str | None:
     return out
 
 
-def load_items(opts, rep: Report, log_item_col: str | None):
+def read_item_table(opts, rep: Report, log_item_col: str | None):
     """The item table as a DataFrame (item, text, title, image, video, src) plus its Source.
 
     The id column: --items-id-col, else the log's item column if the table has it, else the

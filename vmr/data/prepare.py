@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmr.data.inputs import Report, join_text, load_interactions, load_items  # noqa: F401
+from vmr.data.inputs import Report, join_text, load_interactions, read_item_table  # noqa: F401
 from vmr.data.splits import pick_new_items, split_labels
 from vmr.errors import VmrError
 from vmr.fsio import os_reason, sha256_file, sha256_text
@@ -123,7 +123,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     rep = Report()
     log, log_src = load_interactions(opts, rep)
     log_item_col = rep.columns["item"][0] if "item" in rep.columns else None
-    items_tab, items_src = (load_items(opts, rep, log_item_col) if opts.items else (None, None))
+    items_tab, items_src = (read_item_table(opts, rep, log_item_col) if opts.items else (None, None))
     out = _make_out_dir(opts.out)
     n_raw = log.height
 
