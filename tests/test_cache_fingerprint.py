@@ -222,3 +222,17 @@ def test_imported_rows_are_not_checked(tmp_path):
     check_fresh(data, cache, ["text"])
     assert "text: up to date (0 items checked), 10 imported (not checked)" in \
         vmr("cache", "info", cache).stdout
+
+
+def test_a_grown_catalogue_encodes_only_its_new_texts(tmp_path):
+    """Texts are encoded in fixed units of rows; new items interleaved among cached ones must
+    not drag the cached rows of their unit into the encoder again."""
+    old_ids = IDS[:6]
+    data = write_dataset(tmp_path / "ds", old_ids, text=TEXTS[:6])
+    extract(data, "text", "minilm", batch_size=4)
+    new_ids = ["008", "000", "001", "006", "002", "003", "004", "009", "005"]
+    write_dataset(tmp_path / "ds", new_ids, text=[TEXTS[IDS.index(i)] for i in new_ids])
+    out = extract(data, "text", "minilm", batch_size=4)
+    assert out.startswith("text: 3 items encoded, 0 failed"), out
+    ids, feats, present, done, _, _ = read_group(os.path.join(data, "features.h5"), "text")
+    assert ids == new_ids and present.all() and done.all()

@@ -153,7 +153,10 @@ def _run_locked(opts, items, ident, target, shard) -> str:
                    "batch_size": opts.batch_size}, overwrite=opts.overwrite)
     progress.fingerprints = {ids[r]: fp for r, fp in plan.fps.items()}
     done_ids, _, _ = progress.done()
-    todo = [u for u in mine if any(not plan.kept[r] and ids[r] not in done_ids for r in u)]
+    # a unit with work left is encoded whole, except rows kept from the cache (a grown
+    # catalogue, unchanged content): a fresh or resumed run encodes the same batches as before
+    todo = [[r for r in u if not plan.kept[r]] for u in mine
+            if any(not plan.kept[r] and ids[r] not in done_ids for r in u)]
 
     stats = _Stats()
     t0 = time.monotonic()
