@@ -74,19 +74,12 @@ def readonly_dataset(ds, tmp_path):
     any folder whatever its mode, but not into a read-only file system)."""
     import shutil
 
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): "
-                    + (p.stderr.strip() or f"mount exited {p.returncode}"))
-    try:
+    from helpers import tmpfs
+
+    with tmpfs(tmp_path / "ro", "4m") as mnt:
         shutil.copytree(ds[1], mnt / "ds")
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         yield str(mnt / "ds")
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_read_only_dataset_folder(ds, readonly_dataset, tmp_path):

@@ -379,17 +379,10 @@ def test_export_swaps_directories_atomically_here(tmp_path):
 @pytest.fixture
 def disk(tmp_path):
     """A real 8 MB file system (tmpfs) to fill up; skipped where mounting is not allowed."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip("cannot mount a size-limited tmpfs here (needs root or CAP_SYS_ADMIN): "
-                    + (p.stderr.strip() or f"mount exited {p.returncode}"))
-    try:
+    from helpers import tmpfs
+
+    with tmpfs(tmp_path / "disk", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def fill(mnt: Path, keep: int = 0) -> None:

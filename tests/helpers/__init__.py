@@ -53,3 +53,21 @@ def start_process(*args) -> subprocess.Popen:
     """`vmr ARGS` as a real process, to be signalled or killed."""
     return subprocess.Popen([PY, "-m", "vmr", *map(str, args)], cwd=str(REPO), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A real small file system (tmpfs of `size`, e.g. "8m") mounted at `path` for the body;
+    the test is skipped where mounting is not allowed (needs root or CAP_SYS_ADMIN)."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                        str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): "
+                    + (p.stderr.strip() or f"mount exited {p.returncode}"))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -33,7 +33,7 @@ class ModelConfig:
     id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
     item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
-    fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean
+    fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean | gate
     early_fusion: bool = False   # sum the modality tokens into one before the fusion transformer
     modality_dropout: float = 0.0  # sequence stage: chance to hide each present modality of an item
     objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
@@ -96,7 +96,7 @@ CHOICES = {
     ("model", "share"): ("tie", "init", "none"),
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
-    ("model", "fusion_pool"): ("max", "mean"),
+    ("model", "fusion_pool"): ("max", "mean", "gate"),
     ("train", "loss"): ("full", "sampled"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
 }

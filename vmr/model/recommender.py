@@ -62,6 +62,8 @@ class ItemEncoder(nn.Module):
         self.norm = cfg.item_norm
         self.id_fusion = cfg.id_fusion
         self.pool = cfg.fusion_pool
+        if self.pool == "gate":
+            self.gate = nn.Parameter(torch.zeros(max(1, len(self.modalities))))
         self.early = cfg.early_fusion
         self.modality_dropout = cfg.modality_dropout
         self.content_scale = nn.Parameter(torch.tensor(1.0))
@@ -132,6 +134,8 @@ class ItemEncoder(nn.Module):
             x = F.normalize(x, dim=-1)
         if self.pool == "mean":
             return x.mean(dim=1)
+        if self.pool == "gate" and x.shape[1] > 1:   # a learned weight per modality
+            return (x * self.gate.softmax(0).view(1, -1, 1)).sum(dim=1)
         return x.max(dim=1).values
 
     def forward(self, idx: torch.Tensor | None = None, keep: torch.Tensor | None = None):
