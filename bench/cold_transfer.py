@@ -34,14 +34,17 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VMR = [sys.executable, "-m", "vmr"]
+from functools import partial
+
+from common import REPO, VMR
+from common import sh as _sh
+
+sh = partial(_sh, append=True)   # one log per step, appended across reruns
 SHARED = REPO.parent / "shared" / "data"
 NEW_FRACTION = 0.1
 USER_FRACTIONS = (100, 25, 10)
@@ -56,17 +59,6 @@ ROWS = {
 }
 GROUPS = ("all", "seen", "new")
 METRICS = ("NDCG@10", "HR@10")
-
-
-def sh(cmd: list, log: Path) -> float:
-    t0 = time.time()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        r = subprocess.run([str(c) for c in cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if r.returncode:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))} (log: {log})")
-    return time.time() - t0
 
 
 def sample_users(src: Path, dst: Path, percent: int, seed: int = 0) -> Path:

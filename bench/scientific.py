@@ -20,14 +20,12 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VMR = [sys.executable, "-m", "vmr"]
+from common import REPO, VMR, sh
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 TI, TXT, IMG = "text,image", "text", "image"
 P = ["pretrain.epochs=10"]            # the paper's full model pre-trains its item encoder
@@ -59,16 +57,6 @@ MAIN = ("default", "text", "image", "sasrec-ref", "sasrec-vmr", "pop")
 # the paper's ablation rows; without P = the defaults (pre-training is off by default)
 ABLATION = ("full", "no-V", "no-S", "default", "text", "image")
 ABLATION_NAMES = {"default": "without P", "text": "without P+V", "image": "without P+S"}
-
-
-def sh(cmd: list, log: Path) -> float:
-    t0 = time.time()
-    with open(log, "w") as f:
-        r = subprocess.run([str(c) for c in cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if r.returncode:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))} (log: {log})")
-    return time.time() - t0
 
 
 def prepare(shared: Path, work: Path) -> Path:
