@@ -145,7 +145,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.bar([k + 0.4 * i for k in range(len(rows))], [m for m, _ in ms], 0.4,
                yerr=[s for _, s in ms], capsize=2, label=f"{split} NDCG@10")
     ax.set_xticks([k + 0.2 for k in range(len(rows))], rows, rotation=60, ha="right")
-    lo = min(summary[r]["test"]["NDCG@10"][0] for r in rows if r != "pop")
+    lo = min((summary[r]["test"]["NDCG@10"][0] for r in rows if r != "pop"), default=0.02)
     ax.set_ylim(max(0.0, lo - 0.02), None)
     ax.set_ylabel("NDCG@10 (mean ± std over seeds)")
     ax.legend()
