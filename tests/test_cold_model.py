@@ -110,3 +110,44 @@ def test_training_with_id_dropout_learns_the_unknown_vector(tmp_path):
     assert code == 0, err
     unk = read_checkpoint(tmp_path / "run" / "best.pt")["model"]["items.unk_id"]
     assert unk.shape == (16,) and unk.abs().sum() > 0           # moved away from its zero start
+
+
+@pytest.mark.parametrize("kind", ["vmr", "sasrec"])
+@pytest.mark.parametrize("sampled", [False, True])
+def test_training_loss_never_ranks_items_absent_at_training_time(kind, sampled):
+    """Strict new-item protocol: the items that do not exist at training time are neither
+    softmax rows nor sampled negatives, so no gradient can push them down; the loss equals the
+    loss over the other items alone."""
+    from vmr.model.losses import full_softmax_loss
+    from vmr.model.registry import exclude_from_training
+
+    model = _model(kind=kind).train() if kind == "vmr" else \
+        build_model(make_model_args(dataclasses.replace(ModelConfig(), kind="sasrec", d_model=16),
+                                    N, {})).train()
+    for mod in model.modules():            # deterministic: dropout would draw differently
+        if hasattr(mod, "p"):
+            mod.p = 0.0
+    absent = torch.tensor([2, 5, 40, 59])
+    g = torch.Generator().manual_seed(3)
+    known = torch.tensor([i for i in range(N) if i not in absent.tolist()])
+    inp = known[torch.randint(0, len(known), (6, 5), generator=g)]
+    tgt = known[torch.randint(0, len(known), (6, 5), generator=g)]
+    neg = torch.arange(N) if sampled else None     # every item offered as a negative
+    full = model(inp, tgt, None, neg)
+    exclude_from_training(model, absent)
+    model.zero_grad()
+    loss = model(inp, tgt, None, neg)
+    loss.backward()
+    assert loss.item() < full.item()               # four fewer competitors
+    table = model.item_embeddings().detach()
+    keep = torch.ones(N, dtype=torch.bool)
+    keep[absent] = False
+    out = model.encode(inp, table, None).detach()[tgt >= 0]
+    rank = keep.long().cumsum(0) - 1
+    want = full_softmax_loss(out, table[keep], rank[tgt[tgt >= 0]], model.cfg.temperature)
+    assert torch.allclose(loss.detach(), want, atol=1e-4)
+    ids = model.items.id_emb.weight if kind == "vmr" else model.item_table.weight
+    assert ids.grad[absent].abs().max() == 0
+    assert ids.grad[known].abs().max() > 0
+    exclude_from_training(model, [])               # an empty list changes nothing
+    assert not model.all_items_train

@@ -194,6 +194,19 @@ class Recommender(nn.Module):
             nn.init.normal_(self.item_table.weight, std=0.02)
         self.seq = SequenceEncoder(cfg, self.seq_blocks)
         self.apply(_init_linear)
+        # items that do not exist at training time (set_training_items); their training-softmax
+        # row index is -1, the others are renumbered 0.. in order
+        self.register_buffer("train_index", torch.arange(n_items), persistent=False)
+        self.all_items_train = True
+
+    def set_training_items(self, absent: torch.Tensor) -> None:
+        """[n_items] bool: items that did not exist when the model was trained (the strict
+        new-item protocol). The training loss leaves them out of its softmax and its sampled
+        negatives: otherwise training would learn to push exactly those items down, a signal
+        no real catalogue gives about tomorrow's items."""
+        keep = ~absent.to(self.train_index.device)
+        self.train_index.copy_(torch.where(keep, keep.long().cumsum(0) - 1, -1))
+        self.all_items_train = bool(keep.all())
 
     # -- item tower
     def item_embeddings(self, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,10 +243,15 @@ class Recommender(nn.Module):
         negatives for the sampled softmax (None = full softmax over all items)."""
         sel = tgt >= 0
         temp = self.cfg.temperature
+        if neg_idx is not None and not self.all_items_train:
+            neg_idx = neg_idx[self.train_index[neg_idx] >= 0]
         if neg_idx is None:
             table = self.item_embeddings()
             out = self.encode(inp, table, replace_mask)[sel]
-            return full_softmax_loss(out, table, tgt[sel], temp)
+            if self.all_items_train:
+                return full_softmax_loss(out, table, tgt[sel], temp)
+            return full_softmax_loss(out, table[self.train_index >= 0],
+                                     self.train_index[tgt[sel]], temp)
         need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()   # embed only these
         emb = self.item_embeddings(need)
         table = torch.zeros(self.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)

@@ -42,6 +42,18 @@ def attach_features(model, feats: dict, present: dict) -> None:
         items.set_features(feats, present)
 
 
+def exclude_from_training(model, item_indices) -> None:
+    """Items that do not exist at training time (the strict new-item protocol): no training
+    loss may rank them, not even as negatives. A no-op for counting models."""
+    import torch
+
+    if not hasattr(model, "set_training_items") or not len(item_indices):
+        return
+    mask = torch.zeros(model.n_items, dtype=torch.bool)
+    mask[torch.as_tensor(item_indices, dtype=torch.long)] = True
+    model.set_training_items(mask)
+
+
 def mark_unknown_ids(model, item_indices) -> None:
     """Items whose ID row was never trained (new items, another catalogue): the item encoder
     scores them with its unknown vector (or zero) instead. A no-op for models without item-ID

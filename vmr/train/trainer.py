@@ -21,7 +21,8 @@ from vmr.model import precision
 from vmr.model.config import Config
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
-from vmr.model.registry import attach_features, build_model, make_model_args, mark_unknown_ids
+from vmr.model.registry import (attach_features, build_model, exclude_from_training,
+                                make_model_args, mark_unknown_ids)
 from vmr.model.rundir import RunDir, read_checkpoint, save_checkpoint
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
@@ -82,7 +83,9 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     args = make_model_args(cfg.model, len(data.item_ids), data.dims)
     model = build_model(args)
     attach_features(model, data.feats, data.present)
-    mark_unknown_ids(model, data.new_items if data.new_items is not None else [])
+    new_items = data.new_items if data.new_items is not None else []
+    mark_unknown_ids(model, new_items)
+    exclude_from_training(model, new_items)
     if init is not None:
         init.apply(model)
     model = model.to(device)
