@@ -129,6 +129,13 @@ def test_zero_shot_eval_scores_another_catalogue_from_content(setup):
         assert torch.allclose(loaded.model.item_embeddings(), want, atol=1e-6)
     assert torch.equal(loaded.model.state_dict()["items.head.weight"],
                        _weights(run)["items.head.weight"])
+    # `vmr report --on NAME` tables the zero-shot numbers, not the run's own
+    code, out, err = run_cli("report", run, "--on", tgt.name, "--out", run.parent / "rep-zs")
+    assert code == 0, err
+    md = (run.parent / "rep-zs" / "report.md").read_text()
+    assert f"{m['NDCG@10']:.4f}" in md
+    line = cli_one_line("report", run, "--on", "nowhere", "--out", run.parent / "rep-x")
+    assert "metrics_test@nowhere.json" in line and "--data .../nowhere" in line
 
 
 def test_zero_shot_refusals(setup, tmp_path):

@@ -314,12 +314,15 @@ def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cach
               help="Directory for report.md and report.png.")
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
               help="Which metrics_<split>.json of each run to compare.")
-def report(runs, out, split):
+@click.option("--on", "on", default=None, metavar="NAME",
+              help="Compare the runs' zero-shot evaluations on another dataset instead "
+                   "(metrics_<split>@NAME.json, written by `vmr eval --run RUN --data .../NAME`).")
+def report(runs, out, split, on):
     """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
     bar chart."""
     from vmr.evaluate.report import write_report
 
-    click.echo(write_report(list(runs), out=out, split=split))
+    click.echo(write_report(list(runs), out=out, split=split, on=on))
 
 
 # ------------------------------------------------------------------------------------- recommend

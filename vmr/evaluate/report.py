@@ -80,8 +80,9 @@ def _hashable(v):
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
-def read_run(run: str | Path, split: str) -> RunInfo:
-    """Read a run's config.toml, run.json and metrics_<split>.json."""
+def read_run(run: str | Path, split: str, on: str | None = None) -> RunInfo:
+    """Read a run's config.toml, run.json and metrics_<split>.json (metrics_<split>@<on>.json:
+    its zero-shot evaluation on the dataset folder named `on`)."""
     import tomllib
 
     rd = RunDir(run)
@@ -98,10 +99,11 @@ def read_run(run: str | Path, split: str) -> RunInfo:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise VmrError(f"{cfg_path}: unreadable ({e.__class__.__name__}: {e})") from None
     meta = read_json_object(meta_path) if meta_path.is_file() else {}
-    metrics_path = rd.metrics_json(split)
+    metrics_path = rd.metrics_json(split, on)
     if not metrics_path.is_file():
-        raise VmrError(f"{path}: no metrics_{split}.json; run `vmr eval --run {path} "
-                       f"--split {split}` first")
+        how = f" --data .../{on}" if on else ""
+        raise VmrError(f"{path}: no {metrics_path.name}; run `vmr eval --run {path} "
+                       f"--split {split}{how}` first")
     metrics = read_json_object(metrics_path)
     protocol = metrics.pop("protocol", None)
     buckets = metrics.pop("buckets", None)
@@ -284,8 +286,10 @@ def _check_protocols(infos: list[RunInfo], split: str) -> None:
                        "`vmr eval` on them with the same options")
 
 
-def write_report(runs: list[str], out: str | Path = "report", split: str = "test") -> str:
-    """Write OUT/report.md and OUT/report.png for the given run directories."""
+def write_report(runs: list[str], out: str | Path = "report", split: str = "test",
+                 on: str | None = None) -> str:
+    """Write OUT/report.md and OUT/report.png for the given run directories (with `on`: their
+    zero-shot evaluations on the dataset folder of that name)."""
     if not runs:
         raise VmrError("give at least one run directory")
     runs = expand_seed_runs(runs)
@@ -296,7 +300,7 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
         if key in seen:
             continue  # the same run named twice counts once
         seen.add(key)
-        infos.append(read_run(r, split))
+        infos.append(read_run(r, split, on))
     _check_protocols(infos, split)
     columns = _metric_columns(infos)
     if not columns:
