@@ -107,20 +107,28 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
 @cli.command()
 @click.option("--out", "out", default="demo_out", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the generated catalogue, the dataset, the cache and the runs.")
-@click.option("--items", "n_items", default=240, show_default=True, type=click.IntRange(min=20),
+@click.option("--items", "n_items", default=480, show_default=True, type=click.IntRange(min=20),
               help="Number of items in the synthetic catalogue.")
-@click.option("--users", "n_users", default=1200, show_default=True, type=click.IntRange(min=20),
+@click.option("--users", "n_users", default=300, show_default=True, type=click.IntRange(min=20),
               help="Number of synthetic users.")
-@click.option("--topics", "n_topics", default=8, show_default=True, type=click.IntRange(min=2),
+@click.option("--topics", "n_topics", default=12, show_default=True, type=click.IntRange(min=2),
               help="Number of latent topics that drive content and behaviour.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (reproducible).")
-@click.option("--quick", is_flag=True, help="Tiny sizes and few epochs (for smoke tests).")
-def demo(out, n_items, n_users, n_topics, seed, quick):
+@click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
+              help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
+                   "show the style, text the theme. 0: each modality shows the whole topic.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the catalogue.")
+@click.option("--seeds", "seeds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Trainings "
+              "at once (one CPU thread each).")
+@click.option("--quick", is_flag=True, help="Tiny sizes, one seed, few epochs (smoke tests).")
+def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     """Generate a synthetic multimodal catalogue (videos, cover images, text) and run the whole
-    pipeline on it: prepare, extract, train, eval, report."""
+    pipeline on it: prepare, extract, train (all modalities, each single modality, SASRec,
+    popularity; several seeds), eval, report, and check the ordering of the rows."""
     from vmr.pipeline import run_demo
 
-    run_demo(out=out, n_items=n_items, n_users=n_users, n_topics=n_topics, seed=seed, quick=quick)
+    run_demo(out, n_items, n_users, n_topics, seed, quick, n_styles, seeds, jobs)
 
 
 # --------------------------------------------------------------------------------------- extract

@@ -1,7 +1,9 @@
 """`vmr demo`: the whole pipeline on a generated catalogue, each step resumable.
 
-generate -> prepare -> extract (video, image, text) -> train (full model, SASRec, popularity)
--> eval -> report. Rerunning the command skips finished steps and resumes interrupted ones."""
+generate -> prepare -> extract (video, image, text) -> train (the default model on all
+modalities, on each single modality, SASRec, popularity; `seeds` seeds each, `jobs` at a time)
+-> eval -> report -> the ordering check (full > best single modality > SASRec > popularity, each
+gap against 2 std). Rerunning the command skips finished steps and resumes interrupted ones."""
 
 from __future__ import annotations
 
@@ -16,22 +18,32 @@ def _say(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
+# label: (modalities, --set overrides). "vmr" is `vmr train` with its defaults on every modality;
+# one row per single modality; SASRec (IDs only) and popularity as the baselines.
 DEMO_RUNS = {
-    # label: --set overrides
-    "vmr-full": ["model.kind=vmr", "pretrain.epochs=10"],
-    "sasrec": ["model.kind=sasrec"],
-    "popularity": ["model.kind=pop"],
+    "vmr": (None, []),
+    "vmr-video": (["video"], []),
+    "vmr-image": (["image"], []),
+    "vmr-text": (["text"], []),
+    "sasrec": (None, ["model.kind=sasrec"]),
+    "popularity": (None, ["model.kind=pop"]),
 }
+SINGLE = ("vmr-video", "vmr-image", "vmr-text")
+METRIC = "NDCG@10"
 
 
-def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, quick: bool) -> None:
+def run_demo(out: str, n_items: int = 480, n_users: int = 300, n_topics: int = 12,
+             seed: int = 0, quick: bool = False, n_styles: int = 4, seeds: int = 3,
+             jobs: int = 2) -> None:
     from vmr.data.prepare import PrepareOptions, prepare_dataset
     from vmr.data.synthetic import generate_catalogue
 
     root = Path(out)
     if quick:
-        n_items, n_users = min(n_items, 60), min(n_users, 240)
-    params = {"items": n_items, "users": n_users, "topics": n_topics, "seed": seed, "quick": quick}
+        n_items, n_users, seeds = min(n_items, 60), min(n_users, 240), 1
+        n_topics, n_styles = (4, 2) if n_styles else (min(n_topics, 4), 0)
+    params = {"items": n_items, "users": n_users, "topics": n_topics, "styles": n_styles,
+              "seed": seed, "quick": quick}
     stamp = root / "demo.json"
     if stamp.exists() and json.loads(stamp.read_text()) != params:
         raise VmrError(f"{root} holds a demo made with other settings "
@@ -41,10 +53,12 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
 
     raw = root / "raw"
     if not (raw / "items.csv").exists() or not (raw / "truth.json").exists():
+        views = (f", {n_styles} picture styles x {n_topics // n_styles} text themes"
+                 if n_styles else "")
         _say(f"1/6 generating a synthetic catalogue: {n_items} items, {n_users} users, "
-             f"{n_topics} topics (seed {seed})")
+             f"{n_topics} topics{views} (seed {seed})")
         generate_catalogue(root, n_items=n_items, n_users=n_users, n_topics=n_topics, seed=seed,
-                           video_seconds=2.0 if quick else 3.0)
+                           video_seconds=2.0 if quick else 3.0, n_styles=n_styles)
     else:
         _say("1/6 catalogue already generated")
 
@@ -55,7 +69,7 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
             interactions=str(raw / "interactions.csv"), out=str(data), fmt="table",
             items=str(raw / "items.csv"), items_id_col="item_id",
             text_columns=["title", "description"], image_column="image", video_column="video",
-            kcore=5)))
+            kcore=3)))
     else:
         _say("2/6 dataset already prepared")
 
@@ -69,15 +83,17 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
 
     runs_dir = root / "runs"
     epochs = ["train.epochs=8", "train.patience=3"] if quick else ["train.epochs=60"]
-    run_paths = []
-    for label, sets in DEMO_RUNS.items():
-        run_dir = runs_dir / label
-        _say(f"4/6 vmr train ({label})")
-        _train_resumable(data, run_dir, sets + epochs + [f"train.seed={seed}",
-                                                         f"pretrain.epochs={2 if quick else 10}"
-                                                         if label == "vmr-full" else
-                                                         "pretrain.epochs=0"], label)
-        run_paths.append(run_dir)
+    jobs_list = [(label, s) for s in range(1, seeds + 1) for label in DEMO_RUNS]
+    _say(f"4/6 vmr train: {len(DEMO_RUNS)} rows x {seeds} seed(s), {jobs} at a time "
+         f"(logs: {runs_dir}/<row>-s<seed>.log)")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for label, s in jobs_list:
+        mods, sets = DEMO_RUNS[label]
+        todo.append((str(data), str(runs_dir / f"{label}-s{s}"), mods,
+                     sets + epochs + [f"train.seed={s}", "train.threads=1"], label))
+    _train_all(todo, jobs)
+    run_paths = [Path(t[1]) for t in todo]
 
     from vmr.evaluate.report import write_report
     from vmr.evaluate.run_eval import evaluate_run, format_eval
@@ -85,29 +101,98 @@ def run_demo(out: str, n_items: int, n_users: int, n_topics: int, seed: int, qui
 
     _say("5/6 vmr eval --k 5 10 (test split, full ranking over all items)")
     for run_dir in run_paths:
+        if (run_dir / "metrics_test.json").exists():
+            continue
         print(f"-- {run_dir.name}")
         print(format_eval(run_dir, evaluate_run(str(run_dir), ks=[5, 10], split="test",
                                                 include_history=False, checkpoint="best")))
     _say("6/6 vmr report")
     print(write_report([str(p) for p in run_paths], out=str(root / "report"), split="test"))
-    _say(f"vmr gallery --run {run_paths[0]} --users 6")
-    gallery = write_gallery(str(run_paths[0]), root / "gallery", users=6, top=10)
+    verdict = ordering(run_paths)
+    print("\n" + verdict)
+    with open(root / "report" / "report.md", "a", encoding="utf-8") as f:
+        f.write("\n## Ordering\n\n" + verdict + "\n")
+    first = run_paths[0]
+    _say(f"vmr gallery --run {first} --users 6")
+    gallery = write_gallery(str(first), root / "gallery", users=6, top=10)
     print(format_gallery(gallery))
     print(f"\nreport: {root / 'report' / 'report.md'}\nplot:   {root / 'report' / 'report.png'}\n"
           f"training curves: {runs_dir}/*/curves.png\ngallery: {gallery['index']}")
     sys.stdout.flush()
 
 
-def _train_resumable(data: Path, run_dir: Path, sets: list[str], label: str) -> None:
+def ordering(run_paths: list[Path]) -> str:
+    """The demo's claim, checked: full > best single modality (chosen on validation) > SASRec >
+    popularity on test NDCG@10, each gap against 2 sample std (of the larger-std side)."""
+    import statistics
+
+    test: dict[str, list[float]] = {}
+    valid: dict[str, list[float]] = {}
+    for p in run_paths:
+        label = p.name.rsplit("-s", 1)[0]
+        test.setdefault(label, []).append(json.loads((p / "metrics_test.json").read_text())[METRIC])
+        bv = json.loads((p / "run.json").read_text()).get("best_valid") or {}
+        valid.setdefault(label, []).append(bv.get(METRIC, 0.0))
+    best = max(SINGLE, key=lambda k: statistics.mean(valid[k]))
+    chain = [("vmr (all modalities)", "vmr"), (f"best single modality ({best[4:]}, chosen on "
+             "validation)", best), ("SASRec", "sasrec"), ("popularity", "popularity")]
+    n = len(test["vmr"])
+
+    def ms(k):
+        xs = test[k]
+        return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    lines = [f"test {METRIC}, mean ± std over {n} seed(s):"]
+    for name, k in chain:
+        m, sd = ms(k)
+        lines.append(f"  {name:<55} {m:.4f} ± {sd:.4f}")
+    ok = True
+    for (a, ka), (b, kb) in zip(chain, chain[1:]):
+        (ma, sa), (mb, sb) = ms(ka), ms(kb)
+        gap, noise = ma - mb, 2 * max(sa, sb)
+        holds = gap > noise and n > 1
+        ok &= holds
+        lines.append(f"  {ka} > {kb}: gap {gap:+.4f}, 2 std {noise:.4f} -> "
+                     f"{'clear' if holds else ('one seed: not tested' if n == 1 else 'NOT clear')}")
+    lines.append("every gap larger than 2 std: " + ("yes" if ok else "no"))
+    return "\n".join(lines)
+
+
+def _train_all(todo: list[tuple], jobs: int) -> None:
+    """Train every (data, run dir, modalities, sets, label), `jobs` processes at a time (one
+    thread each); finished runs are skipped, interrupted ones resumed."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs <= 1:
+        for t in todo:
+            print(_train_one(*t), flush=True)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        for line in pool.map(_train_one, *zip(*todo)):
+            print(line, flush=True)
+
+
+def _train_one(data: str, run_dir: str, mods, sets: list[str], label: str) -> str:
+    """One demo run, its output in RUN_DIR.log; returns a one-line summary."""
+    import contextlib
+    import time
+
     from vmr.model.rundir import RunDir
     from vmr.train.session import TrainRequest, start_training
 
     run = RunDir(run_dir)
+    name = Path(run_dir).name
     if run.info.exists() and run.read_info().get("status") == "finished":
-        print(f"{run_dir} already trained")
-        return
-    start_training(TrainRequest(data=str(data), out=str(run_dir), overrides=sets,
-                                resume=run.last.exists()))
+        return f"{name}: already trained"
+    t0 = time.time()
+    with open(f"{run_dir}.log", "a", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        start_training(TrainRequest(data=data, out=run_dir, overrides=sets, modalities=mods,
+                                    resume=run.last.exists()))
     info = run.read_info()
     info["label"] = label
     run.write_info(info)
+    bv = (info.get("best_valid") or {}).get(METRIC)
+    return (f"{name}: best valid {METRIC} {bv:.4f} at epoch {info.get('best_epoch')}, "
+            f"{time.time() - t0:.0f} s" if bv is not None else f"{name}: fitted")

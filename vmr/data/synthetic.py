@@ -220,13 +220,22 @@ def _write_video(path: Path, look: ItemLook, n_frames: int, fps: float, size: in
 def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1200,
                        n_topics: int = 8, seed: int = 0, video_seconds: float = 3.0,
                        video_fps: int = 8, size: int = 64, missing_rate: float = 0.1,
-                       progress: bool = True) -> dict[str, str]:
+                       progress: bool = True, n_styles: int = 0) -> dict[str, str]:
     """Write the synthetic catalogue under `out_dir/raw/`; returns the paths written
-    (`root`, `interactions`, `items`, `media`, `truth`). Same seed -> same files."""
+    (`root`, `interactions`, `items`, `media`, `truth`). Same seed -> same files.
+
+    n_styles = 0: every topic has its own look and its own words, so any one modality reveals
+    the topic. n_styles = S > 0 (n_topics a multiple of S): topic t = (style t % S, theme t // S);
+    the pictures (video, cover) show only the style and the text only the theme, so no single
+    modality tells the topic -- and the next topic -- that the modalities give together."""
     import cv2
     import numpy as np
     from tqdm import tqdm
 
+    if n_styles < 0 or (n_styles and (n_topics % n_styles or n_topics // n_styles < 2
+                                       or n_styles < 2)):
+        raise VmrError(f"n_styles must be 0 or a divisor of n_topics = {n_topics} that leaves "
+                       f">= 2 styles and >= 2 themes (got {n_styles})")
     if n_topics < 2 or n_items < n_topics or n_users < 1:
         raise VmrError(f"synthetic catalogue needs n_topics >= 2, n_items >= n_topics and "
                        f"n_users >= 1 (got {n_topics}, {n_items}, {n_users})")
@@ -243,7 +252,9 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
 
     rng_items = np.random.default_rng([seed, 1])
     rng_users = np.random.default_rng([seed, 2])
-    words = topic_words(n_topics, rng_items)
+    n_looks = n_styles or n_topics                    # pictures: one look per style
+    n_themes = n_topics // n_styles if n_styles else n_topics
+    words = topic_words(n_themes, rng_items)
     T = transition_matrix(n_topics, rng_items)
     topics = rng_items.permutation(np.arange(n_items) % n_topics)  # balanced, ids hide topics
     iw = max(4, len(str(n_items - 1)))
@@ -258,8 +269,9 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
     for k in tqdm(range(n_items), desc="synthetic items", unit="item", disable=not progress,
                   leave=False):
         topic = int(topics[k])
-        look = _item_look(topic, n_topics, size, rng_items)
-        title, desc = _item_text(words[topic], rng_items)
+        style, theme = (topic % n_styles, topic // n_styles) if n_styles else (topic, topic)
+        look = _item_look(style, n_looks, size, rng_items)
+        title, desc = _item_text(words[theme], rng_items)
         still_t = float(rng_items.uniform(0, 1))
         ext = ".jpg" if k % 4 == 3 else ".png"
         image = video = ""
@@ -306,12 +318,12 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
         w.writerows((user, item, clock) for clock, user, item in events)
 
     truth = {
-        "seed": seed, "n_topics": n_topics,
+        "seed": seed, "n_topics": n_topics, "n_styles": n_styles,
         "item_topic": {item_ids[k]: int(topics[k]) for k in range(n_items)},
         "missing": {item_ids[k]: str(missing[k]) for k in range(n_items) if missing[k]},
         "transition": np.round(T, 6).tolist(), "topic_words": words,
-        "shapes": [SHAPES[t % len(SHAPES)] for t in range(n_topics)],
-        "motions": [MOTIONS[(3 * t + t // len(MOTIONS)) % len(MOTIONS)] for t in range(n_topics)],
+        "shapes": [SHAPES[t % len(SHAPES)] for t in range(n_looks)],
+        "motions": [MOTIONS[(3 * t + t // len(MOTIONS)) % len(MOTIONS)] for t in range(n_looks)],
     }
     (root / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
     return {"root": str(root), "interactions": str(root / "interactions.csv"),
