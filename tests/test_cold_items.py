@@ -219,3 +219,43 @@ def test_report_shows_buckets_as_table_and_chart(tmp_path):
     assert cells[1] == "0.2000 ± 0.1414 (n=4)" and cells[2] == "–"
     assert cells[5] == "0.3000 ± 0.1414 (n=4)"
     assert "note" not in md and "report_buckets.png" in text
+
+
+def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path):
+    """`vmr train` on a dataset with new items picks the new-item gain on validation (the best
+    NDCG@10 over the grid) and records it; evaluation scales exactly the new items' candidate
+    vectors by it, never their vectors as history inputs."""
+    from vmr.evaluate.calibrate import GAINS, choose_new_item_gain
+    from vmr.model.loaded import load_run
+
+    run = tmp_path / "full"
+    code, out, err = run_cli("train", "--data", new_ds, "--set", "train.epochs=2", "--set",
+                             "model.d_model=16", "--set", "train.device=cpu", "--out", run)
+    assert code == 0, err
+    info = json.loads((run / "run.json").read_text())
+    g, curve = info["new_item_gain"], info["new_item_gain_valid"]
+    assert g in GAINS and list(curve) == [f"{x:g}" for x in GAINS]
+    assert curve[f"{g:g}"] == max(curve.values()) and f"new-item gain {g:g}" in out
+    loaded = load_run(run)
+    again, scores = choose_new_item_gain(loaded)             # deterministic: the same choice
+    assert again == g and all(abs(scores[x] - curve[f"{x:g}"]) < 1e-9 for x in GAINS)
+
+    # the candidates: new rows scaled by the gain, the others untouched; the inputs: untouched
+    info["new_item_gain"] = 1.4
+    (run / "run.json").write_text(json.dumps(info))
+    loaded = load_run(run)
+    new = torch.as_tensor(loaded.dataset.new_item_indices())
+    seen = torch.ones(loaded.dataset.n_items, dtype=torch.bool)
+    seen[new] = False
+    raw, cand = loaded.tower.input_table(), loaded.item_embeddings()
+    assert torch.equal(cand[seen], raw[seen]) and torch.allclose(cand[new], 1.4 * raw[new])
+    from vmr.model.towers import TowerView
+
+    plain = TowerView(loaded.model, loaded.device, loaded.config.train.amp, new_item_gain=1.0)
+    hist = [np.asarray(h[0], dtype=np.int64) for h in loaded.dataset.split_sequences("test")[:8]]
+    assert any(np.isin(h, new.numpy()).any() for h in hist)       # new items in the histories
+    assert torch.equal(loaded.user_vectors(hist), plain.user_vectors(hist))
+    info["new_item_gain"] = "big"
+    (run / "run.json").write_text(json.dumps(info))
+    line = cli_one_line("eval", "--run", run)
+    assert "new_item_gain must be a positive number" in line and "run.json" in line

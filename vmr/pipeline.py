@@ -77,7 +77,7 @@ def run_demo(out: str, n_items: int = 480, n_users: int = 300, n_topics: int = 1
 
     for i, modality in enumerate(("video", "image", "text")):
         _say(f"3/6 vmr extract --modality {modality}")
-        print(run_extract(ExtractOptions(data=str(data), modality=modality, fps=4.0, max_frames=8,
+        print(run_extract(ExtractOptions(data=str(data), modality=modality, fps=2.0, max_frames=4,
                                          pooling="mean",
                                          batch_size=32)))
 

@@ -30,7 +30,10 @@ class LoadedRun:
         self.run_dir = run.path
         self.config, self.dataset, self.model, self.device, self.info = (config, dataset, model,
                                                                          device, info)
-        self.tower = TowerView(model, device, config.train.amp)
+        gain = info.get("new_item_gain", 1.0)
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 < gain < 100:
+            raise VmrError(f"{run.info}: new_item_gain must be a positive number, not {gain!r}")
+        self.tower = TowerView(model, device, config.train.amp, new_item_gain=gain)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.tower.item_embeddings()

@@ -15,12 +15,16 @@ class TowerView:
     """Any vmr model (`Recommender`, `Popularity`) as the dual tower that
     `vmr.evaluate.metrics.evaluate_model` expects; amp: bfloat16 autocast where native."""
 
-    def __init__(self, model, device: torch.device, amp: bool = False):
+    def __init__(self, model, device: torch.device, amp: bool = False,
+                 new_item_gain: float = 1.0):
         self.model, self.device, self.amp = model, device, amp
+        self.new_item_gain = float(new_item_gain)
         self._table: torch.Tensor | None = None
+        self._scored: torch.Tensor | None = None
 
     @torch.no_grad()
-    def item_embeddings(self) -> torch.Tensor:
+    def input_table(self) -> torch.Tensor:
+        """[N, d] the item vectors a history is made of."""
         if self._table is None:
             self.model.eval()
             with precision.autocast(self.device, self.amp):
@@ -28,9 +32,23 @@ class TowerView:
         return self._table
 
     @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[N, d] the candidates users are scored against: the input table, with the items
+        scored without a trained ID (the item encoder's unknown items) times new_item_gain
+        (vmr/evaluate/calibrate.py)."""
+        table = self.input_table()
+        items = getattr(self.model, "items", None)
+        if self.new_item_gain == 1.0 or items is None or not getattr(items, "any_unknown", False):
+            return table
+        if self._scored is None:
+            scale = torch.where(items.unknown.to(table.device), self.new_item_gain, 1.0)
+            self._scored = table * scale.unsqueeze(1).to(table.dtype)
+        return self._scored
+
+    @torch.no_grad()
     def user_vectors(self, histories) -> torch.Tensor:
         with precision.autocast(self.device, self.amp):
-            return histories_to_user_vectors(self.model, histories, self.item_embeddings(),
+            return histories_to_user_vectors(self.model, histories, self.input_table(),
                                              self.device)
 
 

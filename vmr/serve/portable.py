@@ -91,7 +91,7 @@ def write_portable(loaded, out: Path, emb) -> list[str]:
     returns the names written."""
     import numpy as np
 
-    tower = build_user_tower(loaded.model.cpu().eval(), loaded.item_embeddings().cpu())
+    tower = build_user_tower(loaded.model.cpu().eval(), loaded.tower.input_table().cpu())
     buf = io.BytesIO()                           # a full disk is then a plain OSError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # torch.jit's deprecation notice

@@ -112,6 +112,14 @@ def _start(d, req: TrainRequest) -> Path:
         bv = summary["best_valid"]
         print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
               f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
+        if data.new_items is not None and len(data.new_items):
+            from vmr.evaluate.calibrate import calibrate_run
+
+            chosen = calibrate_run(run.path)
+            if chosen is not None:
+                g, scores = chosen
+                print(f"new-item gain {g:g}, chosen on validation (NDCG@10 {scores[1.0]:.4f} "
+                      f"at 1 -> {scores[g]:.4f})")
     return run.path
 
 
