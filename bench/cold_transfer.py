@@ -246,6 +246,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 seed, 2 epochs")
+    ap.add_argument("--parts", nargs="+", default=["cold", "transfer"], choices=["cold", "transfer"],
+                    help="which parts to run (the summary covers what ran)")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
     a = ap.parse_args()
     seeds = a.seeds[:1] if a.quick else a.seeds
@@ -287,6 +289,8 @@ def main() -> None:
         return {"dataset": name, "split": ds.name, "label": row, "seed": s, "run": str(run),
                 "groups": groups_of(evaluate(run)), "new_item_gain": gain}
 
+    if "cold" not in a.parts:
+        jobs = []
     with ThreadPoolExecutor(a.jobs) as pool:
         cold_results = list(pool.map(cold, jobs))
     for r in cold_results:       # the normal split's models on the new-item split's seen targets
@@ -297,11 +301,12 @@ def main() -> None:
                 "users": seen["users"]}
     for name in sets:
         runs = [r["run"] for r in cold_results if r["dataset"] == name and r["split"] == "normal"]
-        sh(VMR + ["report", *runs, "--out", work / name / "report"], work / name / "report.log")
+        if runs:
+            sh(VMR + ["report", *runs, "--out", work / name / "report"], work / name / "report.log")
 
     # ---- 3: transfer Beauty -> Scientific, MiniLM text on both
     transfer_results = []
-    if "scientific" in a.datasets:
+    if "scientific" in a.datasets and "transfer" in a.parts:
         prev = None
         fractions = {}
         for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
@@ -337,7 +342,7 @@ def main() -> None:
           f"{' '.join(map(str, seeds))}",
           f"`{' '.join(sys.argv)}` on {platform.node()} ({platform.machine()}, {os.cpu_count()} "
           f"cores), {(time.time() - t0) / 60:.1f} min", ""]
-    for name in sets:
+    for name in sets if cold_results else []:
         rs = [r for r in cold_results if r["dataset"] == name]
         new = [r for r in rs if r["split"] == "new-items"]
         norm = [r for r in rs if r["split"] == "normal"]
