@@ -138,14 +138,14 @@ def _wait_if_busy(run: Path, fresh_s: float = 300.0) -> None:
 
 
 def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
-          init_from: Path | None = None) -> Path:
+          init_from: Path | None = None, freeze: bool = False) -> Path:
     _wait_if_busy(run)
     if not finished(run):
         if run.exists():
             shutil.rmtree(run)
         cmd = VMR + ["train", "--data", ds, "--out", run, "--seed", seed]
         if init_from is not None:
-            cmd += ["--init-from", init_from]
+            cmd += ["--init-from", init_from] + (["--freeze"] if freeze else [])
         for s in sets + extra:
             cmd += ["--set", s]
         sh(cmd, run.parent / f"{run.name}.log")
@@ -317,7 +317,7 @@ def main() -> None:
             prev = minilm(ds, prev)
             fractions[pct] = ds
         tjobs = [(pct, row, s) for pct in user_fractions for s in seeds
-                 for row in ("fine-tuned", "scratch", "sasrec", "zero-shot")
+                 for row in ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "zero-shot")
                  if "beauty" in sets or row in ("scratch", "sasrec")]
 
         def transfer(job) -> dict:
@@ -329,7 +329,9 @@ def main() -> None:
                 m = evaluate(src, ds)
             else:
                 sets_ = ["model.kind=sasrec"] if row == "sasrec" else []
-                run = train(ds, out, s, sets_, extra, init_from=src if row == "fine-tuned" else None)
+                tuned = row.startswith("fine-tuned")
+                run = train(ds, out, s, sets_, extra, init_from=src if tuned else None,
+                            freeze=row == "fine-tuned-frozen")
                 m = evaluate(run)
             return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
                     "groups": {f"{pct} % of users": groups_of(m)["all"]}}
