@@ -4,13 +4,15 @@
 1. New items: Beauty (MiniLM text) and Scientific (CLIP text + image, imported) prepared with
    `--new-items 0.1`; test metrics for new-item targets, seen-item targets and all, for the
    default model, the default with `model.id_dropout`, content only (`item_id_emb = false`),
-   SASRec and popularity.
+   SASRec and popularity (Beauty, at 13-30 min a run here: default, content only and SASRec on
+   the first two seeds, popularity; PLAN below).
 2. Frequency buckets: the same rows on the normal split, metrics by the target's number of
    training interactions (0, 1-4, 5-19, 20+); `vmr report` draws them (report_buckets.png).
 3. Transfer Beauty -> Scientific, MiniLM text on both (Scientific's text extracted from
    Scientific_items.tsv), keeping 100 %, 25 % and 10 % of Scientific's users (a reproducible
    sample: users ordered by sha256 of (seed, id)): fine-tuned from the Beauty default run
-   (`--init-from`) vs the same model from scratch vs SASRec, plus zero-shot (`vmr eval --data`).
+   (`--init-from`, also with `--freeze`) vs the same model from scratch vs SASRec and popularity,
+   plus zero-shot (`vmr eval --data`).
    Each fraction is its own dataset (its users' train, valid and test), so compare rows within a
    fraction.
 
@@ -317,8 +319,9 @@ def main() -> None:
             prev = minilm(ds, prev)
             fractions[pct] = ds
         tjobs = [(pct, row, s) for pct in user_fractions for s in seeds
-                 for row in ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "zero-shot")
-                 if "beauty" in sets or row in ("scratch", "sasrec")]
+                 for row in ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "pop",
+                             "zero-shot")
+                 if "beauty" in sets or row in ("scratch", "sasrec", "pop")]
 
         def transfer(job) -> dict:
             pct, row, s = job
@@ -328,7 +331,7 @@ def main() -> None:
             if row == "zero-shot":
                 m = evaluate(src, ds)
             else:
-                sets_ = ["model.kind=sasrec"] if row == "sasrec" else []
+                sets_ = [f"model.kind={row}"] if row in ("sasrec", "pop") else []
                 tuned = row.startswith("fine-tuned")
                 run = train(ds, out, s, sets_, extra, init_from=src if tuned else None,
                             freeze=row == "fine-tuned-frozen")
