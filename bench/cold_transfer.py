@@ -4,8 +4,8 @@
 1. New items: Beauty (MiniLM text) and Scientific (CLIP text + image, imported) prepared with
    `--new-items 0.1`; test metrics for new-item targets, seen-item targets and all, for the
    default model, the default with `model.id_dropout`, content only (`item_id_emb = false`),
-   SASRec and popularity (Beauty, at 13-30 min a run here: default, content only and SASRec on
-   the first two seeds, popularity; PLAN below).
+   SASRec and popularity (Beauty, at 13-30 min a run here: the default model, content only and
+   SASRec on the first two seeds only, popularity; PLAN below).
 2. Frequency buckets: the same rows on the normal split, metrics by the target's number of
    training interactions (0, 1-4, 5-19, 20+); `vmr report` draws them (report_buckets.png).
 3. Transfer Beauty -> Scientific, MiniLM text on both (Scientific's text extracted from
