@@ -47,3 +47,11 @@ def test_one_seed_tests_nothing(tmp_path):
                                      ("vmr-text", 0.1), ("sasrec", 0.05), ("popularity", 0.01))}
     out = ordering(_runs(tmp_path, rows))
     assert out.count("one seed: not tested") == 3 and out.endswith("no")
+
+
+def test_demo_refuses_styles_that_do_not_divide_topics(tmp_path):
+    from helpers import cli_one_line
+
+    line = cli_one_line("demo", "--topics", "10", "--styles", "4", "--out", tmp_path / "d")
+    assert "--styles 4" in line and "--topics 10" in line
+    assert not (tmp_path / "d").exists()                 # refused before any work

@@ -38,6 +38,10 @@ def run_demo(out: str, n_items: int = 480, n_users: int = 300, n_topics: int = 1
     from vmr.data.prepare import PrepareOptions, prepare_dataset
     from vmr.data.synthetic import generate_catalogue
 
+    if not quick and n_styles and (n_topics % n_styles or n_topics // n_styles < 2
+                                   or n_styles < 2):
+        raise VmrError(f"--styles {n_styles} must be at least 2 and divide --topics {n_topics} "
+                       "into at least 2 themes (or be 0)")
     root = Path(out)
     if quick:
         n_items, n_users, seeds = min(n_items, 60), min(n_users, 240), 1
