@@ -4,8 +4,8 @@
 1. New items: Beauty (MiniLM text) and Scientific (CLIP text + image, imported) prepared with
    `--new-items 0.1`; test metrics for new-item targets, seen-item targets and all, for the
    default model, the default with `model.id_dropout`, content only (`item_id_emb = false`),
-   SASRec and popularity (Beauty, at 13-30 min a run here: the default model, content only on
-   the first two seeds only, popularity; no SASRec, which cannot rank a new item at all; PLAN).
+   SASRec and popularity (Beauty, at 13-30 min a run here: content only and SASRec on the
+   first two seeds only; PLAN below).
 2. Frequency buckets: the same rows on the normal split, metrics by the target's number of
    training interactions (0, 1-4, 5-19, 20+); `vmr report` draws them (report_buckets.png).
 3. Transfer Beauty -> Scientific, MiniLM text on both (Scientific's text extracted from
@@ -65,7 +65,7 @@ ROWS = {
 # first N of --seeds only
 PLAN = {
     ("beauty", "normal"): ("default", "pop"),
-    ("beauty", "new-items"): ("default", "content-only:2", "pop"),
+    ("beauty", "new-items"): ("default", "content-only:2", "sasrec:2", "pop"),
     ("scientific", "normal"): tuple(ROWS),
     ("scientific", "new-items"): tuple(ROWS),
 }
