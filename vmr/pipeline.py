@@ -36,10 +36,9 @@ def run_demo(out: str, n_items: int = 480, n_users: int = 300, n_topics: int = 1
              seed: int = 0, quick: bool = False, n_styles: int = 4, seeds: int = 3,
              jobs: int = 2) -> None:
     from vmr.data.prepare import PrepareOptions, prepare_dataset
-    from vmr.data.synthetic import generate_catalogue
+    from vmr.data.synthetic import generate_catalogue, styles_fit
 
-    if not quick and n_styles and (n_topics % n_styles or n_topics // n_styles < 2
-                                   or n_styles < 2):
+    if not quick and not styles_fit(n_topics, n_styles):
         raise VmrError(f"--styles {n_styles} must be at least 2 and divide --topics {n_topics} "
                        "into at least 2 themes (or be 0)")
     root = Path(out)

@@ -217,6 +217,12 @@ def _write_video(path: Path, look: ItemLook, n_frames: int, fps: float, size: in
         writer.release()
 
 
+def styles_fit(n_topics: int, n_styles: int) -> bool:
+    """n_styles = 0, or a divisor of n_topics that leaves >= 2 styles and >= 2 themes."""
+    return n_styles == 0 or (n_styles >= 2 and n_topics % n_styles == 0
+                             and n_topics // n_styles >= 2)
+
+
 def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1200,
                        n_topics: int = 8, seed: int = 0, video_seconds: float = 3.0,
                        video_fps: int = 8, size: int = 64, missing_rate: float = 0.1,
@@ -232,8 +238,7 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
     import numpy as np
     from tqdm import tqdm
 
-    if n_styles < 0 or (n_styles and (n_topics % n_styles or n_topics // n_styles < 2
-                                       or n_styles < 2)):
+    if not styles_fit(n_topics, n_styles):
         raise VmrError(f"n_styles must be 0 or a divisor of n_topics = {n_topics} that leaves "
                        f">= 2 styles and >= 2 themes (got {n_styles})")
     if n_topics < 2 or n_items < n_topics or n_users < 1:
