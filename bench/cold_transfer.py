@@ -4,8 +4,8 @@
 1. New items: Beauty (MiniLM text) and Scientific (CLIP text + image, imported) prepared with
    `--new-items 0.1`; test metrics for new-item targets, seen-item targets and all, for the
    default model, the default with `model.id_dropout`, content only (`item_id_emb = false`),
-   SASRec and popularity (Beauty, at 13-30 min a run here: content only and SASRec on the
-   first two seeds only; PLAN below).
+   SASRec and popularity (Beauty, at 13-30 min a run here, without the id-dropout variant;
+   PLAN below).
 2. Frequency buckets: the same rows on the normal split, metrics by the target's number of
    training interactions (0, 1-4, 5-19, 20+); `vmr report` draws them (report_buckets.png).
 3. Transfer Beauty -> Scientific, MiniLM text on both (Scientific's text extracted from
@@ -61,11 +61,11 @@ ROWS = {
 }
 # rows per (dataset, split): a Beauty run costs 13-30 min on one core of the shared VM, so Beauty
 # keeps the rows the targets need (the normal split's default run is also the transfer
-# source); the id-dropout variant runs on Scientific only (about a minute a run); "row:N" = the
-# first N of --seeds only
+# source); the id-dropout variant runs on Scientific only (about a minute a run); "row:N" would
+# run a row on the first N of --seeds only
 PLAN = {
     ("beauty", "normal"): ("default", "pop"),
-    ("beauty", "new-items"): ("default", "content-only:2", "sasrec:2", "pop"),
+    ("beauty", "new-items"): ("default", "content-only", "sasrec", "pop"),
     ("scientific", "normal"): tuple(ROWS),
     ("scientific", "new-items"): tuple(ROWS),
 }
@@ -139,10 +139,14 @@ def _wait_if_busy(run: Path, fresh_s: float = 300.0) -> None:
         time.sleep(20)
 
 
+TRAINED: list[Path] = []   # runs trained by this invocation (the others were resumed)
+
+
 def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
           init_from: Path | None = None, freeze: bool = False) -> Path:
     _wait_if_busy(run)
     if not finished(run):
+        TRAINED.append(run)
         if run.exists():
             shutil.rmtree(run)
         cmd = VMR + ["train", "--data", ds, "--out", run, "--seed", seed]
@@ -346,7 +350,8 @@ def main() -> None:
     md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
           f"{' '.join(map(str, seeds))}",
           f"`{' '.join(sys.argv)}` on {platform.node()} ({platform.machine()}, {os.cpu_count()} "
-          f"cores), {(time.time() - t0) / 60:.1f} min", ""]
+          f"cores), {(time.time() - t0) / 60:.1f} min wall for this invocation, which trained "
+          f"{len(TRAINED)} run(s); every other run was finished by an earlier invocation", ""]
     for name in sets if cold_results else []:
         rs = [r for r in cold_results if r["dataset"] == name]
         new = [r for r in rs if r["split"] == "new-items"]

@@ -237,8 +237,24 @@ def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path):
     assert g in GAINS and list(curve) == [f"{x:g}" for x in GAINS]
     assert curve[f"{g:g}"] == max(curve.values()) and f"new-item gain {g:g}" in out
     loaded = load_run(run)
-    again, scores = choose_new_item_gain(loaded)             # deterministic: the same choice
+    from vmr.evaluate.run_eval import split_targets
+    from vmr.model.towers import TowerView
+
+    calls = []
+    real = TowerView.user_vectors
+    TowerView.user_vectors = lambda self, h: calls.append(len(h)) or real(self, h)
+    try:
+        again, scores = choose_new_item_gain(loaded)         # deterministic: the same choice
+    finally:
+        TowerView.user_vectors = real
     assert again == g and all(abs(scores[x] - curve[f"{x:g}"]) < 1e-9 for x in GAINS)
+    assert len(calls) == 1                                   # user vectors once, not per gain
+    hist, tgt = split_targets(loaded.dataset, "valid")
+    for x in (1.0, 1.25, 1.5):                               # = a fresh evaluation at that gain
+        fresh = TowerView(loaded.model, loaded.device, loaded.config.train.amp, new_item_gain=x)
+        assert abs(evaluate_model(fresh, hist, tgt, [10])["NDCG@10"] - scores[x]) < 1e-6
+    with pytest.raises(ValueError, match="user vectors"):
+        evaluate_model(fresh, hist, tgt, [10], users=torch.zeros(len(hist) - 1, 16))
 
     # the candidates: new rows scaled by the gain, the others untouched; the inputs: untouched
     info["new_item_gain"] = 1.4

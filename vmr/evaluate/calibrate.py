@@ -17,15 +17,19 @@ METRIC = "NDCG@10"
 
 def choose_new_item_gain(loaded, gains=GAINS) -> tuple[float, dict[float, float]]:
     """(the gain with the best validation METRIC, {gain: METRIC}) for a loaded run."""
+    import numpy as np
+
     from vmr.evaluate.metrics import evaluate_model
     from vmr.evaluate.run_eval import split_targets
     from vmr.model.towers import TowerView
 
     hist, tgt = split_targets(loaded.dataset, "valid")
+    plain = TowerView(loaded.model, loaded.device, loaded.config.train.amp)
+    hist = [np.asarray(h, dtype=np.int64) for h in hist]
+    users = plain.user_vectors(hist)     # histories never carry the gain: computed once
     scores = {}
     for g in gains:
-        tower = TowerView(loaded.model, loaded.device, loaded.config.train.amp, new_item_gain=g)
-        scores[g] = evaluate_model(tower, hist, tgt, [10])[METRIC]
+        scores[g] = evaluate_model(plain.with_gain(g), hist, tgt, [10], users=users)[METRIC]
     best = max(gains, key=lambda g: (scores[g], -g))
     return best, scores
 

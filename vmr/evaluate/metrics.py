@@ -130,7 +130,7 @@ def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
 def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: Sequence[int],
                    ks: Sequence[int], include_history: bool = False, user_batch: int = 512,
                    item_chunk: int = 65536, progress: bool = False, user_block: int = 32768,
-                   return_ranks: bool = False) -> dict:
+                   return_ranks: bool = False, users: torch.Tensor | None = None) -> dict:
     """Rank each user's target among ALL items and return HR@k / NDCG@k / MRR plus the counts
     `users` and `items` (and `ranks`, a long tensor, if return_ranks).
 
@@ -139,6 +139,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
     """
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+    if users is not None and len(users) != len(histories):
+        raise ValueError(f"{len(users)} user vectors but {len(histories)} histories")
     items = model.item_embeddings().detach().float()
     n_items = items.shape[0]
     if not torch.isfinite(items).all():
@@ -156,7 +158,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
     for s in starts:
         if s % block == 0:   # user vectors a block at a time: few, well-filled length groups
             blk = [np.asarray(h, dtype=np.int64) for h in histories[s:s + block]]
-            users_all = model.user_vectors(blk).detach().float()
+            users_all = (model.user_vectors(blk) if users is None
+                         else users[s:s + block]).detach().float()
             if not torch.isfinite(users_all).all():
                 from vmr.errors import VmrError
                 raise VmrError("the model's user vectors contain NaN or inf (did training diverge?)")

@@ -31,6 +31,12 @@ class TowerView:
                 self._table = self.model.item_embeddings().detach().float()
         return self._table
 
+    def with_gain(self, new_item_gain: float) -> "TowerView":
+        """The same model and input table, another new-item gain (nothing is recomputed)."""
+        view = TowerView(self.model, self.device, self.amp, new_item_gain)
+        view._table = self.input_table()
+        return view
+
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
         """[N, d] the candidates users are scored against: the input table, with the items
