@@ -107,11 +107,11 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
 @cli.command()
 @click.option("--out", "out", default="demo_out", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the generated catalogue, the dataset, the cache and the runs.")
-@click.option("--items", "n_items", default=480, show_default=True, type=click.IntRange(min=20),
+@click.option("--items", "n_items", default=1920, show_default=True, type=click.IntRange(min=20),
               help="Number of items in the synthetic catalogue.")
-@click.option("--users", "n_users", default=300, show_default=True, type=click.IntRange(min=20),
+@click.option("--users", "n_users", default=900, show_default=True, type=click.IntRange(min=20),
               help="Number of synthetic users.")
-@click.option("--topics", "n_topics", default=12, show_default=True, type=click.IntRange(min=2),
+@click.option("--topics", "n_topics", default=24, show_default=True, type=click.IntRange(min=2),
               help="Number of latent topics that drive content and behaviour.")
 @click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
               help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
