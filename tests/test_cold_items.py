@@ -221,7 +221,7 @@ def test_report_shows_buckets_as_table_and_chart(tmp_path):
     assert "note" not in md and "report_buckets.png" in text
 
 
-def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path):
+def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path, monkeypatch):
     """`vmr train` on a dataset with new items picks the new-item gain on validation (the best
     NDCG@10 over the grid) and records it; evaluation scales exactly the new items' candidate
     vectors by it, never their vectors as history inputs."""
@@ -242,11 +242,10 @@ def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path):
 
     calls = []
     real = TowerView.user_vectors
-    TowerView.user_vectors = lambda self, h: calls.append(len(h)) or real(self, h)
-    try:
-        again, scores = choose_new_item_gain(loaded)         # deterministic: the same choice
-    finally:
-        TowerView.user_vectors = real
+    monkeypatch.setattr(TowerView, "user_vectors",
+                        lambda self, h: calls.append(len(h)) or real(self, h))
+    again, scores = choose_new_item_gain(loaded)             # deterministic: the same choice
+    monkeypatch.undo()
     assert again == g and all(abs(scores[x] - curve[f"{x:g}"]) < 1e-9 for x in GAINS)
     assert len(calls) == 1                                   # user vectors once, not per gain
     hist, tgt = split_targets(loaded.dataset, "valid")
