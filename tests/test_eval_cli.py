@@ -57,6 +57,9 @@ def test_eval_matches_brute_force_and_writes_json(runs, kind):
     assert code == 0, err
     written = json.loads((run / "metrics_test.json").read_text())
     protocol = written.pop("protocol")
+    par = written.pop("parallelism")                       # what the ranking ran on, how fast
+    assert par["threads"] >= 1 and par["users_per_s"] > 0 and par["source"] in (
+        "auto", "OMP_NUM_THREADS")
     by_freq = written.pop("buckets")["frequency"]          # tests/test_cold_items.py checks them
     assert list(by_freq) == ["0", "1-4", "5-19", "20+"]
     assert sum(g["users"] for g in by_freq.values()) == written["users"]
@@ -106,6 +109,7 @@ def test_eval_valid_split_include_history_and_last_checkpoint(runs):
                                  "checkpoint": "checkpoint.pt", "ranking": "full",
                                  "ties": "against the target"}
     assert m.pop("buckets")["edges"] == [1, 5, 20]
+    m.pop("parallelism")
     assert close(m, brute_metrics(run, "valid", include_history=True, checkpoint="last"))
     assert "history included" in out and "checkpoint.pt" in out
 

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "vmr"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ("base", ("vmr", "vmr.errors", "vmr.fsio", "vmr.allocator")),
+    ("base", ("vmr", "vmr.errors", "vmr.fsio", "vmr.allocator", "vmr.parallel")),
     ("data", ("vmr.data", "vmr.cache")),
     ("extract", ("vmr.extract",)),
     ("model", ("vmr.model",)),

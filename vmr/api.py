@@ -9,12 +9,13 @@
 
 Every function does what the command of the same name does and fails the same way (VmrError,
 one line). Nothing here changes the process: `vmr.train` and `vmr.load` restore the random
-number generators (and `vmr.train` torch's thread count) they found, and the glibc allocator
-setting of vmr/allocator.py is left to the command line (`vmr train`, `vmr eval`), which owns
-its process."""
+number generators they found, `vmr.train`, `vmr.extract` and `Run.evaluate` torch's thread count
+(each call picks its own: vmr/parallel.py), and the glibc allocator setting of vmr/allocator.py
+is left to the command line (`vmr train`, `vmr eval`), which owns its process."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -29,6 +30,19 @@ def _options(cls, fixed: dict, given: dict, what: str):
     if unknown:
         raise VmrError(f"{what}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
     return cls(**fixed, **given)
+
+
+@contextlib.contextmanager
+def _keep_threads():
+    """torch's thread count as the caller had it, whatever the call chose (vmr/parallel.py)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _path(data) -> str:
@@ -68,7 +82,8 @@ def extract(data, modality: str, **options) -> dict:
         options["cache"] = str(options["cache"])
     opts = _options(ExtractOptions, {"data": _path(data), "modality": modality}, options,
                     "vmr.extract")
-    summary = run_extract(opts)
+    with _keep_threads():
+        summary = run_extract(opts)
     cache = Path(opts.cache) if opts.cache else Path(opts.data) / "features.h5"
     return {"cache": str(cache), "modality": modality, "summary": summary}
 
@@ -92,8 +107,6 @@ def train(data, out: str | Path | None = None, config: str | Path | None = None,
     """`vmr train`: train into the run directory `out` (default runs/<kind>-<time>) and return
     it loaded. `overrides`: ["train.epochs=3", ...] or {"train.epochs": 3}; keyword options are
     TrainRequest's: cache, stage, modalities, seed, resume."""
-    import torch
-
     from vmr.train.runtime import rng_state, set_rng_state
     from vmr.train.session import TrainRequest, start_training
 
@@ -103,13 +116,12 @@ def train(data, out: str | Path | None = None, config: str | Path | None = None,
     req = _options(TrainRequest, {"data": _path(data), "out": None if out is None else str(out),
                                   "config": None if config is None else str(config),
                                   "overrides": _override_list(overrides)}, kw, "vmr.train")
-    rng, threads = rng_state(), torch.get_num_threads()
+    rng = rng_state()
     try:
-        run_dir = start_training(req)
+        with _keep_threads():
+            run_dir = start_training(req)
     finally:                      # training seeds the global generators; give them back
         set_rng_state(rng)
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
     return load(run_dir)
 
 
@@ -153,8 +165,9 @@ class Run:
             raise VmrError(f"split must be 'test' or 'valid', got {split!r}")
         if not ks or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in ks):
             raise VmrError(f"k must be positive integers, got {k!r}")
-        return evaluate_run(self.path, ks=ks, split=split, include_history=include_history,
-                            loaded=self._loaded, progress=progress)
+        with _keep_threads():
+            return evaluate_run(self.path, ks=ks, split=split, include_history=include_history,
+                                loaded=self._loaded, progress=progress)
 
     def recommend(self, user: str | None = None, history=None, top: int = 10,
                   exclude_history: bool = True) -> list[dict]:

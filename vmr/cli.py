@@ -163,7 +163,8 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process].")
+              help="Decode worker processes [default: the encoder's threads - 1, at least 1: the cores "
+                   "other work leaves free, docs/EXTRACT.md; 0 = in-process].")
 @click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,
@@ -383,6 +384,9 @@ def gallery(run, users, top, out):
 
 
 def main(argv=None):
+    from vmr.parallel import start_probe
+
+    start_probe()       # before torch loads: OpenMP's wait policy; the load over start-up
     try:
         cli.main(args=argv, prog_name="vmr", standalone_mode=False)
     except SystemExit as e:  # click exits 1 when stdout is a closed pipe (`vmr ... | head`)

@@ -43,6 +43,9 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     edges `freq_edges`, and new vs seen items) and the protocol. `loaded` reuses a run already
     opened with `load_run` (its checkpoint, not `checkpoint`, is evaluated). `data` (and
     `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<its name>.json."""
+    import time
+
+    from vmr import parallel
     from vmr.evaluate.buckets import DEFAULT_EDGES, bucket_metrics, check_edges, train_counts
     from vmr.evaluate.metrics import evaluate_model
 
@@ -63,8 +66,11 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
 
             loaded = load_run(run, checkpoint, device=device)
     histories, targets = split_targets(loaded.dataset, split)
+    threads = parallel.apply()          # OMP_NUM_THREADS, else the cores others leave free
+    t0 = time.perf_counter()
     result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
                             progress=progress, return_ranks=True)
+    secs = time.perf_counter() - t0
     metrics = {}
     for k in ks:
         metrics[f"HR@{k}"] = result[f"HR@{k}"]
@@ -78,6 +84,8 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     metrics["protocol"] = {"split": split, "include_history": bool(include_history),
                            "checkpoint": loaded.checkpoint.name, "ranking": "full",
                            "ties": "against the target"}
+    metrics["parallelism"] = {**threads, "seconds": round(secs, 3),
+                              "users_per_s": round(len(targets) / max(secs, 1e-9), 1)}
     if ds.new_items:
         metrics["protocol"]["new_items"] = len(ds.new_items)     # kept out of training
     target = None

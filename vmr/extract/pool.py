@@ -274,15 +274,6 @@ class DecodePool:
             emit((_DONE, e))
 
 
-def default_workers() -> int:
-    """CPU count - 1, at least 1 (the encoder's process needs a core too)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 2
-    return max(1, n - 1)
-
-
 def default_decode_threads(workers: int) -> int:
     """Decoder threads per video worker: the cores left after one for the encoder, shared out
     among the workers; 1 at the default worker count (CPU count - 1) and for in-process decoding.

@@ -51,6 +51,7 @@ class _Stats:
     frames: int = 0  # frames (video/image) or texts encoded in this run
     encoder_s: float = 0.0  # time spent inside encoder.encode
     started: float = 0.0  # time.monotonic() when the encoding loop started
+    parallelism: str = ""  # threads and workers used, for the summary
 
 
 def _validate(opts: ExtractOptions) -> None:
@@ -194,15 +195,19 @@ def _extract(opts, items, ident, todo, progress, total, initial, stats):
     """Load the encoder, run the loop; returns the encoder."""
     from tqdm import tqdm
 
+    from vmr import parallel
     from vmr.extract.encoders import load_encoder, resolve_device
-    from vmr.extract.pool import DecodePool, default_workers
+    from vmr.extract.pool import DecodePool
 
     device = resolve_device(opts.device)
+    threads = parallel.apply()  # the encoder's; before any decode worker adds to the load
+    stats.parallelism = _describe_threads(threads)
     pool = None
     try:
         if opts.modality != "text":  # workers start (spawn) while the model loads
-            n_workers = default_workers() if opts.workers is None else opts.workers
+            n_workers = max(1, threads["threads"] - 1) if opts.workers is None else opts.workers
             pool = DecodePool(n_workers, opts.timeout)
+            stats.parallelism += f", {n_workers} decode worker{'s' * (n_workers != 1)}"
         encoder = load_encoder(ident, pooling=opts.pooling, device=device)
         _check_part_dims(progress, encoder.dim)
         if opts.modality != "text":
@@ -284,6 +289,7 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
 
         video = (_decoder(opts), opts.keyframes, opts.decode_threads or
                  default_decode_threads(pool.n))
+        stats.parallelism += f" x {video[2]} decode thread{'s' * (video[2] != 1)}"
     tasks = ((r, DecodeTask(opts.modality, paths[r], encoder.pixels, opts.fps, opts.max_frames,
                             *video))
              for r in rows if paths[r])
@@ -376,6 +382,14 @@ def _dim_from_parts(progress) -> int | None:
     return None
 
 
+def _describe_threads(p: dict) -> str:
+    """'encoder 2 threads (auto: 0.1 of 2 cores busy with other work)' from parallel.plan."""
+    n = p["threads"]
+    how = (f"auto: {p['others_busy']:g} of {p['cores']} cores busy with other work"
+           if p["source"] == "auto" else p["source"])
+    return f"encoder {n} thread{'s' * (n != 1)} ({how})"
+
+
 def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: float) -> str:
     unit = "texts" if modality == "text" else "frames"
     wall = max(wall, 1e-9)
@@ -383,4 +397,5 @@ def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: floa
            if s.encoder_s > 0 else "encoder idle")
     return (f"{modality}: {s.items:,} items encoded, {s.failed:,} failed in this run; {s.frames:,} "
             f"{unit} in {wall:.1f} s ({(s.items + s.failed) / wall:.1f} items/s, "
-            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}")
+            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}"
+            + (f"\n{modality}: ran on {s.parallelism}" if s.parallelism else ""))

@@ -68,5 +68,7 @@ def pretrain_stage(st, state: dict | None) -> None:
         st.log.append(row)
         st.save(st.run.last, st.checkpoint(opt, "pretrain", epoch))
         st.say(f"pretrain epoch {epoch}: loss {row['loss']:.4f} ({row['seconds']:.1f}s)")
+        if st.threads is not None:
+            st.threads.recheck(epoch)
     ck = st.checkpoint(None, "pretrain", p.epochs)
     st.save(st.run.pretrain, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng")})

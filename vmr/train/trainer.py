@@ -17,6 +17,7 @@ from vmr import __version__
 from vmr.data import splits
 from vmr.errors import VmrError
 from vmr.evaluate.metrics import evaluate_model
+from vmr import parallel
 from vmr.model import precision
 from vmr.model.config import Config
 from vmr.model.pretrain import PretrainHeads
@@ -49,6 +50,7 @@ class TrainState:
     model_args: dict
     t0: float = field(default_factory=time.time)
     transferred: bool = False        # started from another run's weights (--init-from)
+    threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -74,8 +76,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     d = dist or Dist()
     run = RunDir(run_dir)
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    threads = parallel.apply(t.threads)     # train.threads, OMP_NUM_THREADS, else the load
     device = pick_device(t.device)
     if d.enabled and device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
@@ -94,9 +95,11 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
         torch.manual_seed(t.seed + 7919 * d.rank)
     st = TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard), device,
                     d, quiet or not d.main, args,
-                    transferred=init is not None and init.state is not None)
+                    transferred=init is not None and init.state is not None,
+                    threads=parallel.EpochThreads(threads))
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
+               "parallelism": threads,
                **(meta or {}), **data.identities()}
     if model_kind(cfg.model.kind).fit == "counts":
         st.log.close()                   # nothing per epoch to log
@@ -144,6 +147,8 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
             summary.update(sequence_stage(st, own))
     st.log.close()                       # the TensorBoard writer, if any (flushed every row)
     summary["status"] = "finished"
+    if st.threads is not None:
+        summary["parallelism"] = st.threads.record()
     summary["train_seconds"] = round(time.time() - st.t0, 2)
     if d.enabled:
         summary["world_size"] = d.world
@@ -250,6 +255,9 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
                + (f"  valid {METRIC} {v:.4f}" if v is not None else "") + ("  *" if improved else ""))
         if bad >= t.patience:
             break
+        n = st.threads.recheck(epoch) if st.threads is not None else None
+        if n is not None:
+            st.say(f"other processes' load changed: {n} thread{'s' * (n > 1)} from now on")
         if agree(d, bool(t.max_minutes) and time.time() - st.t0 > 60 * t.max_minutes):
             st.say(f"stopping: train.max_minutes = {t.max_minutes} reached")
             break
