@@ -10,9 +10,9 @@ import click
 
 from vmr import __version__
 from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
-from vmr.cli_options import gallery_options
-from vmr.cli_options import eval_target_options, new_items_options, transfer_options
+from vmr.cli_options import eval_target_options, gallery_options, new_items_options, transfer_options
 from vmr.errors import VmrError
+from vmr.parallel import start_probe  # os, sys and time only
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 from vmr.extract.runner import ExtractOptions
 
@@ -155,16 +155,14 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               help="Video, approximate and fast: the keyframe nearest each sample moment instead "
                    "of the exact frame (no decoding between keyframes; see docs/EXTRACT.md).")
 @click.option("--decode-threads", default=None, type=click.IntRange(min=1),
-              help="Video: decoder threads per worker [default: (CPU count - 1) / workers, "
-                   "at least 1].")
+              help="Video: decoder threads per worker [default: (CPU count - 1) / workers, at least 1].")
 @click.option("--pooling", type=click.Choice(_encoders.POOLINGS), default=None,
               help=_encoders.pooling_help())
 @click.option("--batch-size", default=_EXTRACT.batch_size, show_default=True,
               type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decode worker processes [default: the encoder's threads - 1, at least 1: the cores "
-                   "other work leaves free, docs/EXTRACT.md; 0 = in-process].")
+              help="Decode worker processes [default: encoder threads - 1, at least 1; 0 = in-process].")
 @click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,
@@ -384,8 +382,6 @@ def gallery(run, users, top, out):
 
 
 def main(argv=None):
-    from vmr.parallel import start_probe
-
     start_probe()       # before torch loads: OpenMP's wait policy; the load over start-up
     try:
         cli.main(args=argv, prog_name="vmr", standalone_mode=False)

@@ -67,7 +67,7 @@ class TrainConfig:
     eval_batch: int = 1024
     seed: int = 42
     device: str = "auto"         # auto | cpu | cuda[:N]
-    threads: int = 0             # torch CPU threads (0 = all cores)
+    threads: int = 0             # torch CPU threads (0 = auto: vmr/parallel.py)
     amp: bool = True             # bfloat16 autocast where native (CUDA; CPUs with AVX512-BF16/AMX)
     compile: bool = False        # CUDA only: torch.compile the model
     max_minutes: float = 0.0     # stop after this wall-clock budget (0 = none); the best checkpoint is kept
