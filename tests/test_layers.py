@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "vmr"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ("base", ("vmr", "vmr.errors", "vmr.fsio", "vmr.allocator")),
+    ("base", ("vmr._version", "vmr.errors", "vmr.fsio", "vmr.allocator")),
     ("data", ("vmr.data", "vmr.cache")),
     ("extract", ("vmr.extract",)),
     ("model", ("vmr.model",)),
@@ -21,11 +21,10 @@ LAYERS = [
     ("serve", ("vmr.serve",)),
     ("app", ("vmr.pipeline", "vmr.api")),
     ("cli", ("vmr.cli", "vmr.cli_options", "vmr.__main__")),
+    # the package root re-exports the Python API lazily (PEP 562): it sits on top, so no module
+    # of vmr may import it (the version is vmr._version's)
+    ("root", ("vmr",)),
 ]
-# The package's own __init__ re-exports the Python API (vmr.api) lazily, through a module-level
-# __getattr__, so that `vmr.train(...)` works while `import vmr` stays cheap. That one edge is
-# the public facade, not a dependency of the base layer: no module below imports it.
-FACADE = {("vmr", "vmr.api")}
 
 
 def module_name(path: Path) -> str:
@@ -39,7 +38,7 @@ def layer_of(module: str) -> int:
     best = None
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and (
+            if (module == p or (p != "vmr" and module.startswith(p + "."))) and (
                     best is None or len(p) > len(best[1])):
                 best = (i, p)
     assert best is not None, f"{module} belongs to no layer: add it to LAYERS"
@@ -83,8 +82,6 @@ def test_no_module_imports_a_layer_above_its_own():
     bad = []
     for mod, deps in graph().items():
         for dep in deps:
-            if dep == "vmr" or (mod, dep) in FACADE:   # the package itself: __version__ only
-                continue
             if layer_of(dep) > layer_of(mod):
                 bad.append(f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {dep} "
                            f"({LAYERS[layer_of(dep)][0]})")
@@ -99,8 +96,6 @@ def test_no_import_cycles():
         state[m] = "open"
         stack.append(m)
         for d in sorted(g.get(m, ())):
-            if d == "vmr" or (m, d) in FACADE:
-                continue
             if state.get(d) == "open":
                 cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
             elif d not in state:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
 from vmr.cli_options import gallery_options
 from vmr.cli_options import eval_target_options, new_items_options, transfer_options

@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.cache.lock import publish_lock
 from vmr.cache.lock import publish_lock as cache_lock  # noqa: F401  (its former name)
 from vmr.cache.read import (FORMAT, MODALITIES, SETTING_KEYS, _py, check_item_ids,  # noqa: F401

@@ -110,7 +110,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     import numpy as np
     import polars as pl
 
-    from vmr import __version__
+    from vmr._version import __version__
     from vmr.data import io
     from vmr.data.kcore import kcore_mask
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.data import splits
 from vmr.errors import VmrError
 from vmr.evaluate.metrics import evaluate_model
