@@ -69,7 +69,9 @@ def extract_features(data, modality: str, **options) -> dict:
     opts = _options(ExtractOptions, {"data": _path(data), "modality": modality}, options,
                     "vmr.extract_features")
     summary = run_extract(opts)
-    cache = Path(opts.cache) if opts.cache else Path(opts.data) / "features.h5"
+    from vmr.cache.read import resolve_cache
+
+    cache = resolve_cache(opts.data, opts.cache)
     return {"cache": str(cache), "modality": modality, "summary": summary}
 
 

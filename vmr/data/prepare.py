@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vmr.cache.read import resolve_cache
+from vmr.data.dataset import FILES, ITEMS, read_items_table
 from vmr.data.inputs import Report, join_text, load_interactions, read_item_table  # noqa: F401
 from vmr.data.splits import pick_new_items, split_labels
 from vmr.errors import VmrError
@@ -54,18 +56,17 @@ def appearance_codes(values: list[str]) -> tuple[list[int], list[str]]:
 def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
     """Write the three files under temporary names, then rename them into place; dataset.json
     (the marker of a complete dataset) is removed first and renamed last."""
-    tmp = {name: out / f".{name}.tmp-{os.getpid()}"
-           for name in ("interactions.parquet", "items.parquet", "dataset.json")}
+    tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in FILES}
     try:
         interactions.write_parquet(tmp["interactions.parquet"])
-        items.write_parquet(tmp["items.parquet"])
+        items.write_parquet(tmp[ITEMS])
         with open(tmp["dataset.json"], "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, ensure_ascii=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         (out / "dataset.json").unlink(missing_ok=True)
-        for name in ("interactions.parquet", "items.parquet", "dataset.json"):
+        for name in sorted(FILES, key=lambda n: n == "dataset.json"):   # the marker last
             os.replace(tmp[name], out / name)
     except Exception as e:  # OSError, or a polars error wrapping one (disk full)
         if not isinstance(e, OSError) and "os error" not in str(e):
@@ -78,15 +79,12 @@ def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
 
 def _warn_stale_cache(out: Path, items, rep: Report) -> None:
     """A feature cache left in --out by an earlier prepare no longer matches a changed item list."""
-    import polars as pl
-
-    old = out / "items.parquet"
-    cache = out / "features.h5"
-    if not (cache.exists() and old.exists()):
+    cache = resolve_cache(out)
+    if not (cache.exists() and (out / ITEMS).exists()):
         return
     try:
-        same = pl.read_parquet(old, columns=["item"])["item"].equals(items["item"])
-    except (pl.exceptions.PolarsError, OSError):
+        same = read_items_table(out)["item"].equals(items["item"])
+    except VmrError:
         same = False
     if not same:
         rep.warn(f"{cache} was built for a different item list; run `vmr extract` again "

@@ -34,7 +34,7 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
               overwrite: bool) -> Plan:
     import numpy as np
 
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
     from vmr.extract import fingerprint
 
     ids = items.ids
@@ -44,17 +44,17 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
     cached_done = np.zeros(n, bool)
     unknown = False
     if os.path.exists(target):
-        cache_ids = store.read_item_ids(target)
+        cache_ids = cache_read.read_item_ids(target)
         if cache_ids != ids:
             if not set(cache_ids) <= set(ids):
-                store.check_item_ids(target, cache_ids, ids)  # raises: another dataset
+                cache_read.check_item_ids(target, cache_ids, ids)  # raises: another dataset
             plan.remap = True
             plan.notes.append(f"the dataset has {n - len(cache_ids):,} items more than {target}; "
                               "its cached rows are kept, the new items are added")
-        with store.open_cache(target) as f:
+        with cache_read.open_cache(target) as f:
             if modality in f:
-                old = store.group_attrs(f[modality])
-                diff = [d for d in store.settings_diff(old, settings) if not d.startswith("dim ")]
+                old = cache_read.group_attrs(f[modality])
+                diff = [d for d in cache_read.settings_diff(old, settings) if not d.startswith("dim ")]
                 if diff and not overwrite:
                     raise VmrError(f"{target} already holds {modality} features made with other "
                                    f"settings ({'; '.join(diff)}); pass --overwrite to replace "
@@ -63,7 +63,7 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
                     plan.old_attrs = old
                     g = f[modality]
                     done = g["done"][...].astype(bool)
-                    old_fps = store.read_fingerprints(g)
+                    old_fps = cache_read.read_fingerprints(g)
                     unknown = old_fps is None
                     where = {i: r for r, i in enumerate(cache_ids)}
                     for r in range(n):
@@ -174,11 +174,11 @@ def _other_modalities(target: str, modality: str, plan: Plan) -> list[str]:
     new items."""
     if not plan.remap:
         return []
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
 
     out = []
-    with store.open_cache(target) as f:
-        for m in store.MODALITIES:
+    with cache_read.open_cache(target) as f:
+        for m in cache_read.MODALITIES:
             if m != modality and m in f:
                 missing = int((~f[m]["done"][...].astype(bool)).sum())
                 if missing:

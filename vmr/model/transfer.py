@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 
 # the per-item parameters of each model kind: never carried to another catalogue
@@ -107,7 +108,7 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
                        "their trained IDs alone; evaluating it on another dataset (--data) needs "
                        "a model that reads content (model.kind = vmr with cached features)")
     dataset = load_dataset(data)
-    cache_path = Path(cache) if cache else Path(data) / "features.h5"
+    cache_path = cache_read.resolve_cache(data, cache)
     feats, present, attrs = load_features(cache_path, dataset.item_ids, sorted(args["dims"]))
     check_fresh(data, cache_path, sorted(feats))
     dims = {m: int(x.shape[1]) for m, x in feats.items()}

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 from vmr.fsio import atomic_write_text, os_reason, is_disk_full
 from vmr.model.config import Config, check_config, load_config, to_toml
@@ -100,7 +101,7 @@ def _start(d, req: TrainRequest) -> Path:
                 from None
     barrier(d)
     data_dir = Path(req.data)
-    cache_path = Path(cache) if cache else data_dir / "features.h5"
+    cache_path = cache_read.resolve_cache(data_dir, cache)
     meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
             "modalities": sorted(data.feats), "label": run_label(cfg, req.stage)}
     if init is not None:
@@ -128,7 +129,7 @@ def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool
     from vmr.train import transfer
 
     if req.init_from:
-        cache_name = str(cache) if cache else str(Path(req.data) / "features.h5")
+        cache_name = str(cache_read.resolve_cache(req.data, cache))
         return transfer.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
     if resume and run.info.exists():
         return transfer.resumed_init(run.read_info().get("init"))

@@ -23,7 +23,7 @@ from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import RunDir, read_checkpoint, save_checkpoint
+from vmr.model.rundir import CHECKPOINT_FORMAT, RunDir, read_checkpoint, save_checkpoint
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
 from vmr.train.data import TrainData
@@ -55,7 +55,7 @@ class TrainState:
             print(msg, flush=True)
 
     def checkpoint(self, opt, stage: str, epoch: int, best=None, bad: int = 0) -> dict:
-        return {"format": 2, "model_args": self.model_args, "model": self.model.state_dict(),
+        return {"format": CHECKPOINT_FORMAT, "model_args": self.model_args, "model": self.model.state_dict(),
                 "heads": self.heads.state_dict(), "optimizer": opt.state_dict() if opt else None,
                 "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
                 "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__}
