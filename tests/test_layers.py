@@ -129,3 +129,28 @@ def test_no_module_is_too_long():
     long = {module_name(f): n for f in PKG.rglob("*.py")
             if (n := len(f.read_text(encoding="utf-8").splitlines())) > 420}
     assert not long, f"modules over ~400 lines (split them by what they hold): {long}"
+
+
+def test_bench_scripts_share_one_helper_and_import_no_circle():
+    """bench/: the checkout's path and sys.path are set up in bench/common.py only, and the
+    scripts that import each other (clips, decode_modes, extract) do so without a circle."""
+    bench = PKG.parent / "bench"
+    scripts = {p.stem: p for p in bench.glob("*.py")}
+    setup = [p.name for p in scripts.values() if p.name != "common.py" and (
+        "sys.path.insert" in (t := p.read_text(encoding="utf-8")) or "\nREPO = " in t)]
+    assert setup == []
+    g = {}
+    for name, p in scripts.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                deps.add(node.module)
+        g[name] = deps & set(scripts) - {name}
+
+    def reaches(a, b, seen=()):
+        return any(d == b or (d not in seen and reaches(d, b, (*seen, d))) for d in g[a])
+
+    assert [m for m in g if reaches(m, m)] == []
+    assert g["extract"] >= {"clips"} and "extract" not in g["clips"]
