@@ -1,4 +1,4 @@
-"""Content fingerprints (vmr/extract/fingerprint.py): `extract` re-encodes exactly the rows whose
+"""Content fingerprints (vmr/extract/freshness.py): `extract` re-encodes exactly the rows whose
 text or file changed, keeps the rows of a grown catalogue, `check_fresh` and `vmr cache info`
 report stale rows; old caches without fingerprints and imported rows are not failed."""
 
@@ -11,7 +11,7 @@ from helpers.media import make_image, read_group, tiny_open_clip, vmr, write_dat
 
 from vmr.cache import read as cache_read
 from vmr.errors import VmrError
-from vmr.extract.fingerprint import check_fresh
+from vmr.extract.freshness import check_fresh
 from vmr.extract.importer import import_features
 from vmr.extract.progress import Progress
 from vmr.extract.runner import ExtractOptions, run_extract

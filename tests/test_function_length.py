@@ -12,7 +12,7 @@ WAITING = {
     "vmr/data/prepare.py:prepare_dataset": 143,
     "vmr/data/synthetic.py:generate_catalogue": 111,
     "vmr/cache/merge.py:merge_shards": 105,
-    "vmr/pipeline.py:run_demo": 90,
+    "vmr/demo.py:run_demo": 90,
     "vmr/extract/runner.py:_run_visual": 90,
     "vmr/train/trainer.py:train": 87,
     "vmr/serve/export.py:export_run": 80,

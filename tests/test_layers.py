@@ -19,7 +19,7 @@ LAYERS = [
     ("evaluate", ("vmr.evaluate",)),
     ("train", ("vmr.train",)),
     ("serve", ("vmr.serve",)),
-    ("app", ("vmr.pipeline", "vmr.api")),
+    ("app", ("vmr.demo", "vmr.api")),
     ("cli", ("vmr.cli", "vmr.cli_options", "vmr.__main__")),
     # the package root re-exports the Python API lazily (PEP 562): it sits on top, so no module
     # of vmr may import it (the version is vmr._version's)
@@ -116,12 +116,12 @@ def test_the_checks_catch_a_violation(tmp_path, monkeypatch):
     (fake / "train").mkdir()
     for f in ("__init__.py", "data/__init__.py", "train/__init__.py"):
         (fake / f).write_text("")
-    (fake / "data" / "io.py").write_text("def f():\n    from vmr.train.loop import x\n")
-    (fake / "train" / "loop.py").write_text("from vmr.data.io import f\nx = 1\n")
+    (fake / "data" / "tables.py").write_text("def f():\n    from vmr.train.loop import x\n")
+    (fake / "train" / "loop.py").write_text("from vmr.data.tables import f\nx = 1\n")
     monkeypatch.setattr(__import__(__name__), "PKG", fake)
-    with pytest.raises(AssertionError, match="vmr.data.io \\(data\\) imports vmr.train.loop"):
+    with pytest.raises(AssertionError, match="vmr.data.tables \\(data\\) imports vmr.train.loop"):
         test_no_module_imports_a_layer_above_its_own()
-    with pytest.raises(AssertionError, match="vmr.data.io -> vmr.train.loop -> vmr.data.io"):
+    with pytest.raises(AssertionError, match="vmr.data.tables -> vmr.train.loop -> vmr.data.tables"):
         test_no_import_cycles()
 
 

@@ -96,7 +96,7 @@ def fit(data, out: str | Path | None = None, config: str | Path | None = None,
     TrainRequest's: cache, stage, modalities, seed, resume."""
     import torch
 
-    from vmr.train.runtime import rng_state, set_rng_state
+    from vmr.train.device_rng import rng_state, set_rng_state
     from vmr.train.session import TrainRequest, start_training
 
     for k in ("cache",):

@@ -15,7 +15,7 @@ Layout::
         failure_reasons   ... and why (missing file, decode error, timeout, empty text)
         fingerprints      UTF-8 strings, one per item: what was encoded for that row, as the
                           writer describes it ("" = unknown; absent in caches of older vmr).
-                          Opaque here; vmr/extract/fingerprint.py makes and checks them
+                          Opaque here; vmr/extract/freshness.py makes and checks them
 
 A cache file is never modified in place: `publish` writes a complete new file next to it and
 renames it over the old one, so a reader (or a crash) only ever sees a whole file.

@@ -109,7 +109,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     import polars as pl
 
     from vmr._version import __version__
-    from vmr.data import io
+    from vmr.data import tables
     from vmr.data.kcore import kcore_mask
 
     if opts.kcore < 1:
@@ -136,12 +136,12 @@ def prepare_dataset(opts: PrepareOptions) -> str:
                 raise VmrError(
                     f"{log_src.name}: {log_src.where(int(log['src'][first]))}: item "
                     f"'{log['item'][first]}' is not in the items table {items_src.name} "
-                    f"({io.counted(n_unknown, 'interaction')} name "
-                    f"{io.counted(n_items_unknown, 'unknown item')}; "
+                    f"({tables.counted(n_unknown, 'interaction')} name "
+                    f"{tables.counted(n_items_unknown, 'unknown item')}; "
                     f"--drop-unknown drops them)")
             log = log.filter(~unknown)
-            rep.warn(f"dropped {io.counted(n_unknown, 'interaction')} naming "
-                     f"{io.counted(n_items_unknown, 'item')} absent from {items_src.name} "
+            rep.warn(f"dropped {tables.counted(n_unknown, 'interaction')} naming "
+                     f"{tables.counted(n_items_unknown, 'item')} absent from {items_src.name} "
                      f"(--drop-unknown)")
             if log.height == 0:
                 raise VmrError(f"{log_src.name}: no interaction names an item of "
@@ -200,7 +200,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
         rep.dropped[f"missing_{key}_files"] = len(missing)
         if missing:
             k = missing[0]
-            rep.warn(f"{io.counted(len(missing), key + ' file')} named in column '{col}' of "
+            rep.warn(f"{tables.counted(len(missing), key + ' file')} named in column '{col}' of "
                      f"{items_src.name} not found (first: item '{items['item'][k]}': "
                      f"{paths[k]}); those items have no {key}")
             for k in missing:
@@ -210,7 +210,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     n_users, n_items, n_inter = n_users_kept, items.height, interactions.height
     short = int(np.sum(np.bincount(u_codes)[np.unique(u_codes)] < 3))
     if short:
-        rep.warn(f"{io.counted(short, 'user')} with fewer than 3 interactions (no validation "
+        rep.warn(f"{tables.counted(short, 'user')} with fewer than 3 interactions (no validation "
                  f"target)")
     coverage = {m: int(items[m].is_not_null().sum()) for m in ("text", "image", "video")}
     split_counts = {s: int((labels == s).sum()) for s in ("train", "valid", "test")}
@@ -261,7 +261,7 @@ def _new_items(opts: PrepareOptions, item_ids: list[str]) -> list[str]:
 
 def _summary(out: Path, meta: dict, opts: PrepareOptions, rep: Report) -> str:
     from vmr.data.columns import describe
-    from vmr.data.io import fmt_int, fraction
+    from vmr.data.tables import fmt_int, fraction
 
     d, s, cov = meta["dropped"], meta["splits"], meta["coverage"]
     k = opts.kcore

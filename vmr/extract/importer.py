@@ -6,7 +6,7 @@ belongs to the k-th id of the --ids file (one id per line) and whose width is --
 
 Imported rows have no source content vmr could fingerprint: each records
 `import:sha256:<file hash>:row:<k>` (`import:absent` for items the file lacks), which freshness
-checks skip (vmr/extract/fingerprint.py). The import holds the cache's lock for the modality
+checks skip (vmr/extract/freshness.py). The import holds the cache's lock for the modality
 (vmr/cache/lock.py), like an extraction.
 """
 

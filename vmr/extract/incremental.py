@@ -2,7 +2,7 @@
 published.
 
 Rows of the modality already in the cache are kept when they were made with the same settings
-(and, for a shard file, the same shard) from the content the item has now (fingerprint.py);
+(and, for a shard file, the same shard) from the content the item has now (freshness.py);
 every other row in the run's scope is encoded. A cache made for a subset of the dataset's items
 (the catalogue grew) is carried over by item id; a cache holding items the dataset lacks is an
 error. Publishing takes each row from exactly one place -- the newest progress entry made from
@@ -35,7 +35,7 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
     import numpy as np
 
     from vmr.cache import read as cache_read
-    from vmr.extract import fingerprint
+    from vmr.extract import freshness
 
     ids = items.ids
     n = len(ids)
@@ -73,19 +73,19 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
                             stored[r] = "" if old_fps is None else old_fps[o]
     in_scope = np.zeros(n, bool)
     in_scope[np.asarray(list(scope), dtype=np.int64)] = True
-    plan.fps = fingerprint.current(items, modality, np.flatnonzero(in_scope).tolist(), stored)
+    plan.fps = freshness.current(items, modality, np.flatnonzero(in_scope).tolist(), stored)
     stale = []
     for r, fp in stored.items():
         if not in_scope[r]:
             continue
         if not fp:  # made before fingerprints: unknown, kept
             plan.kept[r], plan.kept_fps[r], unknown = True, "", True
-        elif fingerprint.same(fp, plan.fps[r]):
+        elif freshness.same(fp, plan.fps[r]):
             plan.kept[r], plan.kept_fps[r] = True, plan.fps[r]
         else:
             stale.append(r)
     if unknown:
-        fingerprint.warn_unknown(target, modality)
+        freshness.warn_unknown(target, modality)
     if stale:
         plan.notes.append(f"{len(stale):,} cached {modality} items changed since they were "
                           f"extracted (first: {ids[stale[0]]!r}); encoding them again")

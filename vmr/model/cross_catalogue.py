@@ -5,7 +5,7 @@ Item IDs mean nothing outside the catalogue they were trained on, while the cont
 positions, which mean the same on any catalogue encoded by the same feature encoders. So a
 model moves to another dataset by rebuilding it for that item count, loading every weight but
 the ID table (and the popularity buffer), and leaving the IDs fresh (`vmr train --init-from`,
-vmr/train/transfer.py) or unknown (zero-shot: `load_run_on`, used by `vmr eval --data`).
+vmr/train/init_from.py) or unknown (zero-shot: `load_run_on`, used by `vmr eval --data`).
 
 The encoders must be the same: each modality's cache attributes (encoder, weights, pooling,
 dimension, ...) as run.json recorded them, without the hash of the values (another catalogue has
@@ -90,7 +90,7 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
     import torch
 
     from vmr.data.dataset import load_dataset
-    from vmr.extract.fingerprint import check_fresh
+    from vmr.extract.freshness import check_fresh
     from vmr.model.config import config_from_dict
     from vmr.model.features import load_features
     from vmr.model.kinds import model_kind

@@ -48,7 +48,7 @@ def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config)
 
     ds = load_dataset(data_dir)
     if model_kind(cfg.model.kind).uses_features:
-        from vmr.extract.fingerprint import check_fresh
+        from vmr.extract.freshness import check_fresh
 
         cache_path = cache_read.resolve_cache(data_dir, cache)
         feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None,

@@ -26,7 +26,7 @@ class TrainRequest:
     modalities: list[str] | None = None
     seed: int | None = None
     resume: bool = False
-    init_from: str | None = None    # a run on another catalogue to start from (vmr/train/transfer.py)
+    init_from: str | None = None    # a run on another catalogue to start from (vmr/train/init_from.py)
     freeze: bool = False            # with init_from: keep the content encoder fixed
 
 
@@ -114,7 +114,7 @@ def _start(d, req: TrainRequest) -> Path:
         print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
               f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
         if data.new_items is not None and len(data.new_items):
-            from vmr.evaluate.calibrate import calibrate_run
+            from vmr.evaluate.new_item_gain import calibrate_run
 
             chosen = calibrate_run(run.path)
             if chosen is not None:
@@ -126,19 +126,19 @@ def _start(d, req: TrainRequest) -> Path:
 
 def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool):
     """The transfer a run starts from (--init-from), or continues under (--resume)."""
-    from vmr.train import transfer
+    from vmr.train import init_from
 
     if req.init_from:
         cache_name = str(cache_read.resolve_cache(req.data, cache))
-        return transfer.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
+        return init_from.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
     if resume and run.info.exists():
-        return transfer.resumed_init(run.read_info().get("init"))
+        return init_from.resumed_init(run.read_info().get("init"))
     return None
 
 
 def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if req.init_from:
-        from vmr.train.transfer import source_config
+        from vmr.train.init_from import source_config
 
         cfg = source_config(req.init_from, req.config, req.overrides)
     else:

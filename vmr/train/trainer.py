@@ -29,7 +29,7 @@ from vmr.train.batches import length_bucketed_batches, mask_for_prediction, wind
 from vmr.train.data import TrainData
 from vmr.train.distributed import Dist, agree, barrier
 from vmr.train.runlog import MetricsLog, plot_curves
-from vmr.train.runtime import pick_device, rng_state, seed_all, set_rng_state
+from vmr.train.device_rng import pick_device, rng_state, seed_all, set_rng_state
 
 METRIC = "NDCG@10"
 
@@ -70,7 +70,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
           init=None) -> dict:
     """Train per cfg into run_dir; returns the run summary (also written to run.json).
     With `dist` (torchrun), every rank calls this; only rank 0 writes. `init`
-    (vmr.train.transfer.Init) starts from another run's non-ID weights, or keeps them frozen."""
+    (vmr.train.init_from.Init) starts from another run's non-ID weights, or keeps them frozen."""
     d = dist or Dist()
     run = RunDir(run_dir)
     t = cfg.train
