@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, VMR, sh
+from common import REPO, VMR, sh, use_checkout
 
 SHARED = Path(os.environ.get("VMR_SHARED", REPO.parent / "shared")) / "data" / "amazon_scientific_mm"
 OUT = REPO / "bench" / "out" / "contention"
@@ -143,12 +143,18 @@ def measure(part: str, name: str, args: list, env: dict, inputs: dict, work: Pat
     data = inputs[part]
     text = run(VMR + ["extract", "--data", data, "--modality", part, "--cache",
                       work / f"{part}.h5", "--overwrite", *args], env, log)
-    rate = re.search(r"\(([\d.]+) items/s", text)
+    return extract_rate(text, part, log)
+
+
+def extract_rate(text: str, part: str, log) -> dict:
+    """Items/s (text) or frames/s (video: 10 frames a clip) from the extract summary."""
+    m = re.search(r"\(([\d.]+) items/s, ([\d.]+) (?:texts|frames)/s", text)
     used = re.search(rf"{part}: ran on (.*)", text)
-    if not rate:
+    if not m:
         raise SystemExit(f"cannot read the extract summary in {log}")
-    return {"rate": float(rate.group(1)), "unit": "items/s",
-            "threads": used.group(1) if used else None}
+    return {"rate": float(m.group(2 if part == "video" else 1)),
+            "unit": "frames/s" if part == "video" else "items/s",
+            "threads": used.group(1) if used else None, "log": str(log)}
 
 
 def condition(busy: int, parts: list, n: int, inputs: dict, work: Path, a) -> dict:
@@ -213,7 +219,7 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=12)
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # the spin loops are killed too
-    sys.path.insert(0, str(REPO))
+    use_checkout()
     n = cores()
     busy = [int(b) for b in a.busy] if a.busy else sorted({0, 1, n})
     OUT.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import torch
 
 from helpers import run_cli
 from helpers.synth import make_dataset
-from vmr import parallel
+import vmr.parallel as parallel
 
 
 @pytest.mark.parametrize("cores, others, threads", [
