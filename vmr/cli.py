@@ -174,8 +174,18 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               "into its own shard file (merge with `vmr cache merge`).")
 @click.option("--overwrite", is_flag=True,
               help="Replace a modality already cached with different encoder settings.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=_EXTRACT.engine,
+              show_default=True, help="'ray': spread the job over a Ray cluster (CPU tasks "
+              "decode, one encoder actor per GPU; pip install 'vmr[ray]'; docs/SCALE.md). "
+              "Same cache as 'local'.")
+@click.option("--ray-address", default=None,
+              help="Ray: the cluster to join (e.g. HEAD:6379) [default: $RAY_ADDRESS, else a "
+                   "local cluster on this machine].")
+@click.option("--ray-encoders", default=None, type=click.IntRange(min=1),
+              help="Ray, no GPU: CPU encoder actors [default: one per node].")
 def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, workers, timeout,
-            dtype, device, shard, overwrite, decoder, keyframes, decode_threads):
+            dtype, device, shard, overwrite, decoder, keyframes, decode_threads, engine,
+            ray_address, ray_encoders):
     """Encode every item's video, image or text with a frozen pretrained model into the HDF5
     cache. Resumable: rerun the same command after a crash and it finishes the job."""
     from vmr.extract.runner import ExtractOptions, run_extract
@@ -184,7 +194,8 @@ def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, 
         data=data, modality=modality, model=model, cache=cache, fps=fps, max_frames=max_frames,
         pooling=pooling, batch_size=batch_size, workers=workers, timeout=timeout, dtype=dtype,
         device=device, shard=shard, overwrite=overwrite,
-        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads,
+        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads, engine=engine,
+        ray_address=ray_address, ray_encoders=ray_encoders,
     )
     click.echo(run_extract(opts))
 

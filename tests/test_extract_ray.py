@@ -1,0 +1,123 @@
+"""`vmr extract --engine ray` on a local Ray (ray.init on this machine, 2 CPUs, a small object
+store): the same cache as the local engine, bit for bit; a rerun and a resumed job encode only what
+is left. Skipped where Ray is not installed (`pip install 'vmr[ray]'`)."""
+
+import numpy as np
+import pytest
+from helpers.media import make_video, read_group, tiny_open_clip, write_dataset
+
+from vmr.errors import VmrError
+from vmr.extract.runner import ExtractOptions, run_extract
+
+TEXTS = ["red lipstick", "", "nail polish top coat, glossy and long lasting", "shampoo",
+         "moisturising cream for very dry skin with shea butter and aloe", "eye liner", None,
+         "hair dryer 1800 W", "perfume", "lip balm with SPF 15", "face mask", "foundation"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=200 << 20, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    cfg, ckpt = tiny_open_clip(root)
+    m = root / "m"
+    m.mkdir()
+    n = len(TEXTS)
+    videos = [make_video(m / f"{k}.mp4", n_frames=3 + 5 * (k % 4), seed=k) for k in range(n)]
+    videos[4] = str(m / "missing.mp4")
+    (m / "broken.mp4").write_bytes(b"not a video")
+    videos[7] = str(m / "broken.mp4")
+    videos[9] = None
+    ids = [f"item-{k:02d}" for k in range(n)]
+    data = write_dataset(root / "ds", ids, text=TEXTS, video=videos)
+    return root, data, ids, f"open_clip:{cfg}:{ckpt}"
+
+
+def run(data, modality, model, cache, **kw):
+    kw.setdefault("batch_size", 4)
+    return run_extract(ExtractOptions(data=data, modality=modality, model=model, cache=cache,
+                                      workers=1, device="cpu", **kw))
+
+
+def assert_same_cache(a_path, b_path, modality):
+    a, b = read_group(a_path, modality), read_group(b_path, modality)
+    assert a[0] == b[0]
+    assert a[1].dtype == b[1].dtype and np.array_equal(a[1], b[1])  # bit for bit
+    assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3])
+    assert a[4] == b[4]  # the same failures, same reasons
+    keys = ("encoder", "weights", "dim", "dtype", "fps", "max_frames", "pooling", "batch_size")
+    assert {k: a[5][k] for k in keys} == {k: b[5][k] for k in keys}
+    assert (a[5]["engine"], b[5]["engine"]) == ("local", "ray")
+
+
+@pytest.mark.parametrize("modality", ["video", "text"])
+def test_ray_gives_the_local_cache_bit_for_bit(local_ray, ds, modality):
+    root, data, ids, clip = ds
+    model = clip if modality == "video" else "minilm"
+    local, on_ray = str(root / f"local-{modality}.h5"), str(root / f"ray-{modality}.h5")
+    run(data, modality, model, local)
+    out = run(data, modality, model, on_ray, engine="ray")
+    assert "engine ray: 1 node(s), 1 CPU encoder(s)" in out
+    assert_same_cache(local, on_ray, modality)
+    if modality == "video":
+        fails = dict(read_group(on_ray, modality)[4])
+        assert set(fails) == {"item-04", "item-07"}  # missing and broken; item-09 has no video
+    # a rerun finds everything done
+    again = run(data, modality, model, on_ray, engine="ray")
+    assert "nothing to do" in again
+
+
+def test_ray_resumes_an_interrupted_job(local_ray, ds, monkeypatch):
+    root, data, ids, clip = ds
+    local, cache = str(root / "local-resume.h5"), str(root / "ray-resume.h5")
+    run(data, "video", clip, local)
+    from vmr.extract.progress import Progress
+
+    real, calls = Progress.commit, []
+
+    def dying_commit(self, *a, **kw):  # the job is killed after its 3rd committed batch
+        calls.append(1)
+        real(self, *a, **kw)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "commit", dying_commit)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, "video", clip, cache, engine="ray", batch_size=2)
+    monkeypatch.setattr(Progress, "commit", real)
+    saved = Progress(cache + ".partial-video")
+    done_before = len(saved.done()[0])
+    assert 0 < done_before < len(ids) - 1
+    out = run(data, "video", clip, cache, engine="ray", batch_size=2)
+    n_encoded = int(out.split(" items encoded")[0].split()[-1])
+    n_failed = int(out.split(" failed in this run")[0].split()[-1])
+    assert n_encoded + n_failed == len(ids) - 1 - done_before  # only what was left
+    # batch size 2 vs 4: a frame's features do not depend on its batch at a fixed shape on CPU,
+    # but the runner compares batch_size; compare the vectors only
+    assert np.array_equal(read_group(local, "video")[1], read_group(cache, "video")[1])
+
+
+def test_ray_options_are_checked(ds):
+    root, data, ids, clip = ds
+    with pytest.raises(VmrError, match="--shard with --engine ray"):
+        run(data, "text", "minilm", str(root / "x.h5"), engine="ray", shard="1/2")
+    with pytest.raises(VmrError, match="need --engine ray"):
+        run(data, "text", "minilm", str(root / "x.h5"), ray_address="localhost:1")
+    with pytest.raises(VmrError, match="--engine 'spark'"):
+        run(data, "text", "minilm", str(root / "x.h5"), engine="spark")
+
+
+def test_without_ray_the_error_names_the_extra(ds, monkeypatch):
+    import sys
+
+    root, data, ids, clip = ds
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(VmrError, match=r"pip install 'vmr\[ray\]'"):
+        run(data, "text", "minilm", str(root / "y.h5"), engine="ray")
