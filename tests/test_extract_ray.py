@@ -2,8 +2,14 @@
 store): the same cache as the local engine, bit for bit; a rerun and a resumed job encode only what
 is left. Skipped where Ray is not installed (`pip install 'vmr[ray]'`)."""
 
+import os
+import signal
+import subprocess
+import time
+
 import numpy as np
 import pytest
+from helpers import ENV, PY, REPO
 from helpers.media import make_video, read_group, tiny_open_clip, write_dataset
 
 from vmr.errors import VmrError
@@ -57,27 +63,30 @@ def assert_same_cache(a_path, b_path, modality):
     assert (a[5]["engine"], b[5]["engine"]) == ("local", "ray")
 
 
-@pytest.mark.parametrize("modality", ["video", "text"])
-def test_ray_gives_the_local_cache_bit_for_bit(local_ray, ds, modality):
+@pytest.fixture(scope="module")
+def local_video(ds):
     root, data, ids, clip = ds
-    model = clip if modality == "video" else "minilm"
-    local, on_ray = str(root / f"local-{modality}.h5"), str(root / f"ray-{modality}.h5")
-    run(data, modality, model, local)
-    out = run(data, modality, model, on_ray, engine="ray")
+    local = str(root / "local-video.h5")
+    run(data, "video", clip, local)
+    return local
+
+
+def test_ray_gives_the_local_cache_bit_for_bit(local_ray, ds, local_video):
+    root, data, ids, clip = ds
+    on_ray = str(root / "ray-video.h5")
+    out = run(data, "video", clip, on_ray, engine="ray")
     assert "engine ray: 1 node(s), 1 CPU encoder(s)" in out
-    assert_same_cache(local, on_ray, modality)
-    if modality == "video":
-        fails = dict(read_group(on_ray, modality)[4])
-        assert set(fails) == {"item-04", "item-07"}  # missing and broken; item-09 has no video
+    assert_same_cache(local_video, on_ray, "video")
+    fails = dict(read_group(on_ray, "video")[4])
+    assert set(fails) == {"item-04", "item-07"}  # missing and broken; item-09 has no video
     # a rerun finds everything done
-    again = run(data, modality, model, on_ray, engine="ray")
+    again = run(data, "video", clip, on_ray, engine="ray")
     assert "nothing to do" in again
 
 
-def test_ray_resumes_an_interrupted_job(local_ray, ds, monkeypatch):
+def test_ray_resumes_an_interrupted_job(local_ray, ds, local_video, monkeypatch):
     root, data, ids, clip = ds
-    local, cache = str(root / "local-resume.h5"), str(root / "ray-resume.h5")
-    run(data, "video", clip, local)
+    local, cache = local_video, str(root / "ray-resume.h5")
     from vmr.extract.progress import Progress
 
     real, calls = Progress.commit, []
@@ -121,3 +130,79 @@ def test_without_ray_the_error_names_the_extra(ds, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(VmrError, match=r"pip install 'vmr\[ray\]'"):
         run(data, "text", "minilm", str(root / "y.h5"), engine="ray")
+
+
+# ---------------------------------------------------------------------------- slow: a cluster
+def _ray_workers(cluster, title: str) -> list[int]:
+    """Pids of this cluster's worker processes whose title starts with `title`."""
+    ours = {p.process.pid for node in cluster.list_all_nodes()
+            for _, procs in node.all_processes.items() for p in procs}
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if cmd.startswith(title) and ppid in ours:
+            found.append(int(d))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["video", "text"])
+def test_two_node_cluster_with_a_killed_worker_gives_the_local_cache(tmp_path, modality):
+    """A head and one more node on this machine; the CLI joins them with --ray-address; one
+    encoder actor is SIGKILLed once the first batch is saved; the cache equals a local run."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    n = 60 if modality == "video" else 240
+    m = tmp_path / "m"
+    m.mkdir()
+    texts = [(f"item {k} " + "lipstick shampoo perfume " * (k % 9)) if k % 17 else ""
+             for k in range(n)]
+    videos = ([make_video(m / f"{k}.mp4", n_frames=2 + 3 * (k % 7), seed=k) for k in range(n)]
+              if modality == "video" else None)
+    ids = [f"{k:04d}" for k in range(n)]
+    data = write_dataset(tmp_path / "ds", ids, text=texts, video=videos)
+    model = "minilm"
+    if modality == "video":
+        cfg, ckpt = tiny_open_clip(tmp_path)
+        model = f"open_clip:{cfg}:{ckpt}"
+    local, on_ray = str(tmp_path / "local.h5"), str(tmp_path / "ray.h5")
+    run(data, modality, model, local, batch_size=8)
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": 100 << 20, "include_dashboard": False})
+    cluster.add_node(num_cpus=2, object_store_memory=100 << 20)
+    try:
+        cmd = [PY, "-m", "vmr", "extract", "--data", data, "--modality", modality, "--model",
+               model, "--cache", on_ray, "--batch-size", "8", "--device", "cpu",
+               "--engine", "ray", "--ray-address", cluster.address]
+        p = subprocess.Popen(cmd, env=ENV, cwd=str(REPO), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        partial = on_ray + f".partial-{modality}"
+        killed = None
+        deadline = time.monotonic() + 600
+        while p.poll() is None and time.monotonic() < deadline:
+            parts = [f for f in os.listdir(partial) if f.startswith("part-")] \
+                if os.path.isdir(partial) else []
+            actors = _ray_workers(cluster, "ray::EncoderActor")
+            if parts and len(actors) == 2 and killed is None:
+                killed = actors[-1]
+                os.kill(killed, signal.SIGKILL)
+                assert not os.path.exists(on_ray)  # mid-run: nothing published yet
+            time.sleep(0.2)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err[-3000:]
+        assert killed is not None, "the run ended before a worker could be killed"
+        assert "engine ray: 2 node(s), 2 CPU encoder(s)" in out
+    finally:
+        cluster.shutdown()
+    assert_same_cache(local, on_ray, modality)
+    assert read_group(on_ray, modality)[3].all()

@@ -162,8 +162,11 @@ class Encoders:
             raise VmrError(f"--device {opts.device}: the Ray cluster has no GPU")
         nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
         n = gpus if gpu else (opts.ray_encoders or max(1, len(nodes)))
+        cpus = int(res.get("CPU", 0))
+        # each actor holds a CPU while the cluster keeps one for decoding (else it holds none)
+        cpu = 1 if cpus > n or gpu else 0
         cls = ray.remote(EncoderActor)
-        self.actors = [cls.options(num_cpus=1, num_gpus=1 if gpu else 0, max_restarts=RETRIES,
+        self.actors = [cls.options(num_cpus=cpu, num_gpus=1 if gpu else 0, max_restarts=RETRIES,
                                    max_task_retries=RETRIES, scheduling_strategy="SPREAD").remote(
             ident, opts.pooling, "cuda" if gpu else "cpu", opts.batch_size,
             opts.modality != "text") for _ in range(n)]
@@ -181,7 +184,7 @@ class Encoders:
         self.dim, self.pixels = infos[0]["dim"], infos[0]["pixels"]
         self.load = [0] * n
         self.describe = (f"engine ray: {len(nodes)} node(s), {n} "
-                         f"{'GPU' if gpu else 'CPU'} encoder(s), {int(res.get('CPU', 0))} CPUs")
+                         f"{'GPU' if gpu else 'CPU'} encoder(s), {cpus} CPUs")
 
     def free(self) -> int | None:
         """The least loaded actor with room for another call, or None."""
