@@ -98,6 +98,7 @@ def test_ray_resumes_an_interrupted_job(local_ray, ds, local_video, monkeypatch)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Progress, "commit", dying_commit)
+    monkeypatch.setattr("vmr.extract.ray_engine.COMMIT_EVERY_S", 0.0)  # a file per batch
     with pytest.raises(KeyboardInterrupt):
         run(data, "video", clip, cache, engine="ray", batch_size=2)
     monkeypatch.setattr(Progress, "commit", real)

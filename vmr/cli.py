@@ -163,7 +163,8 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process].")
+              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process] "
+                   "(--engine local; on Ray the cluster's CPUs decode).")
 @click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,

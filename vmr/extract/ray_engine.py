@@ -36,6 +36,7 @@ from vmr.errors import VmrError
 
 RETRIES = 3  # Ray's retries per task / actor call, and the driver's resubmissions per batch
 IN_FLIGHT = 2  # encoder calls queued per actor (one running, one ready to start)
+COMMIT_EVERY_S = 2.0  # finished batches are saved to the progress directory this often
 MISSING = "--engine ray needs Ray, which is not installed: pip install 'vmr[ray]'"
 
 
@@ -207,6 +208,8 @@ class _Job:
         self.progress, self.bar, self.stats, self.enc = progress, bar, stats, enc
         self.calls: dict = {}  # result ref -> (actor, what, attempt)
         self.resubmitted = 0
+        self.held: tuple = ([], [], [], [], 0)  # ids, vector blocks, fail ids, reasons, frames
+        self.saved = time.monotonic()
 
     def _call(self, what, attempt: int = 0) -> None:
         k = self.enc.free()
@@ -235,10 +238,32 @@ class _Job:
             return None
 
     def commit(self, ok_ids, vecs, fail_ids, reasons, frames: int, done: int) -> None:
-        self.progress.commit(ok_ids, vecs, fail_ids, reasons, frames=frames)
+        """Results are saved every COMMIT_EVERY_S seconds (a cluster finishes many batches a
+        second: one progress file per batch would be millions for a large catalogue)."""
+        import numpy as np
+
+        if len(ok_ids):
+            self.held[0].extend(ok_ids)
+            self.held[1].append(np.asarray(vecs, np.float32))
+        self.held[2].extend(fail_ids)
+        self.held[3].extend(reasons)
+        self.held[4] += frames
         self.stats.items += len(ok_ids)
         self.stats.failed += len(fail_ids)
         self.bar.update(done)
+        if time.monotonic() - self.saved >= COMMIT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Save what is held (called at the end, also after an interruption: held results are
+        complete, so nothing done is lost)."""
+        import numpy as np
+
+        ids, vecs, fails, reasons, frames = self.held
+        self.held, self.saved = ([], [], [], [], 0), time.monotonic()
+        if ids or fails:
+            feats = np.concatenate(vecs) if vecs else np.zeros((0, self.enc.dim), np.float32)
+            self.progress.commit(ids, feats, fails, reasons, frames=frames)
 
     def wait(self, refs: list) -> list:
         done, _ = self.ray.wait(refs, num_returns=1, timeout=1.0)
@@ -428,14 +453,15 @@ def extract_on_ray(opts, items, ident, todo, progress, total, initial, stats):
                    file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty()
                    else 10.0, smoothing=0.05)
         stats.started = time.monotonic()
+        job = (TextJob if opts.modality == "text" else VisualJob)(ray, opts, items, progress,
+                                                                   bar, stats, enc)
         try:
             if opts.modality == "text":
-                job = TextJob(ray, opts, items, progress, bar, stats, enc)
                 job.run(items.text, todo)
             else:
-                job = VisualJob(ray, opts, items, progress, bar, stats, enc)
                 _run_visual(job, opts, items, todo, enc)
         finally:
+            job.flush()
             bar.close()
         stats.engine = enc.describe + (f", {job.resubmitted} batch(es) resubmitted"
                                        if job.resubmitted else "")
