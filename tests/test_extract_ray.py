@@ -71,27 +71,17 @@ def local_video(ds):
     return local
 
 
-def test_ray_gives_the_local_cache_bit_for_bit(local_ray, ds, local_video):
+def test_ray_resumes_and_gives_the_local_cache_bit_for_bit(local_ray, ds, local_video,
+                                                           monkeypatch):
+    """A Ray job killed after its 3rd saved batch, resumed on Ray: only what was left is encoded,
+    and the cache equals the local engine's bit for bit (rows, failures, fingerprints)."""
     root, data, ids, clip = ds
-    on_ray = str(root / "ray-video.h5")
-    out = run(data, "video", clip, on_ray, engine="ray")
-    assert "engine ray: 1 node(s), 1 CPU encoder(s)" in out
-    assert_same_cache(local_video, on_ray, "video")
-    fails = dict(read_group(on_ray, "video")[4])
-    assert set(fails) == {"item-04", "item-07"}  # missing and broken; item-09 has no video
-    # a rerun finds everything done
-    again = run(data, "video", clip, on_ray, engine="ray")
-    assert "nothing to do" in again
-
-
-def test_ray_resumes_an_interrupted_job(local_ray, ds, local_video, monkeypatch):
-    root, data, ids, clip = ds
-    local, cache = local_video, str(root / "ray-resume.h5")
+    cache = str(root / "ray-video.h5")
     from vmr.extract.progress import Progress
 
     real, calls = Progress.commit, []
 
-    def dying_commit(self, *a, **kw):  # the job is killed after its 3rd committed batch
+    def dying_commit(self, *a, **kw):
         calls.append(1)
         real(self, *a, **kw)
         if len(calls) == 3:
@@ -100,18 +90,21 @@ def test_ray_resumes_an_interrupted_job(local_ray, ds, local_video, monkeypatch)
     monkeypatch.setattr(Progress, "commit", dying_commit)
     monkeypatch.setattr("vmr.extract.ray_engine.COMMIT_EVERY_S", 0.0)  # a file per batch
     with pytest.raises(KeyboardInterrupt):
-        run(data, "video", clip, cache, engine="ray", batch_size=2)
+        run(data, "video", clip, cache, engine="ray")
     monkeypatch.setattr(Progress, "commit", real)
     saved = Progress(cache + ".partial-video")
     done_before = len(saved.done()[0])
     assert 0 < done_before < len(ids) - 1
-    out = run(data, "video", clip, cache, engine="ray", batch_size=2)
+    out = run(data, "video", clip, cache, engine="ray")
+    assert "engine ray: 1 node(s), 1 CPU encoder(s)" in out
     n_encoded = int(out.split(" items encoded")[0].split()[-1])
     n_failed = int(out.split(" failed in this run")[0].split()[-1])
     assert n_encoded + n_failed == len(ids) - 1 - done_before  # only what was left
-    # batch size 2 vs 4: a frame's features do not depend on its batch at a fixed shape on CPU,
-    # but the runner compares batch_size; compare the vectors only
-    assert np.array_equal(read_group(local, "video")[1], read_group(cache, "video")[1])
+    assert_same_cache(local_video, cache, "video")
+    fails = dict(read_group(cache, "video")[4])
+    assert set(fails) == {"item-04", "item-07"}  # missing and broken; item-09 has no video
+    again = run(data, "video", clip, cache, engine="ray")  # a rerun finds everything done
+    assert "nothing to do" in again
 
 
 def test_ray_options_are_checked(ds):

@@ -208,7 +208,7 @@ class _Job:
         self.progress, self.bar, self.stats, self.enc = progress, bar, stats, enc
         self.calls: dict = {}  # result ref -> (actor, what, attempt)
         self.resubmitted = 0
-        self.held: tuple = ([], [], [], [], 0)  # ids, vector blocks, fail ids, reasons, frames
+        self.held: list = [[], [], [], [], 0]  # ids, vector blocks, fail ids, reasons, frames
         self.saved = time.monotonic()
 
     def _call(self, what, attempt: int = 0) -> None:
@@ -260,7 +260,7 @@ class _Job:
         import numpy as np
 
         ids, vecs, fails, reasons, frames = self.held
-        self.held, self.saved = ([], [], [], [], 0), time.monotonic()
+        self.held, self.saved = [[], [], [], [], 0], time.monotonic()
         if ids or fails:
             feats = np.concatenate(vecs) if vecs else np.zeros((0, self.enc.dim), np.float32)
             self.progress.commit(ids, feats, fails, reasons, frames=frames)
