@@ -88,7 +88,7 @@ def test_ray_resumes_and_gives_the_local_cache_bit_for_bit(local_ray, ds, local_
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Progress, "commit", dying_commit)
-    monkeypatch.setattr("vmr.extract.ray_engine.COMMIT_EVERY_S", 0.0)  # a file per batch
+    monkeypatch.setattr("vmr.extract.ray_jobs.COMMIT_EVERY_S", 0.0)  # a file per batch
     with pytest.raises(KeyboardInterrupt):
         run(data, "video", clip, cache, engine="ray")
     monkeypatch.setattr(Progress, "commit", real)

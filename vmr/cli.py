@@ -9,9 +9,8 @@ import sys
 import click
 
 from vmr import __version__
-from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
-from vmr.cli_options import gallery_options
-from vmr.cli_options import eval_target_options, new_items_options, transfer_options
+from vmr.cli_options import MultiValueOption, csv_list as _csv_list, gallery_options  # helpers
+from vmr.cli_options import engine_options, eval_target_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 from vmr.extract.runner import ExtractOptions
@@ -163,8 +162,7 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process] "
-                   "(--engine local; on Ray the cluster's CPUs decode).")
+              help="Local decode processes [default: CPU count - 1, at least 1; 0 = in-process].")
 @click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,
@@ -175,18 +173,9 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               "into its own shard file (merge with `vmr cache merge`).")
 @click.option("--overwrite", is_flag=True,
               help="Replace a modality already cached with different encoder settings.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default=_EXTRACT.engine,
-              show_default=True, help="'ray': spread the job over a Ray cluster (CPU tasks "
-              "decode, one encoder actor per GPU; pip install 'vmr[ray]'; docs/SCALE.md). "
-              "Same cache as 'local'.")
-@click.option("--ray-address", default=None,
-              help="Ray: the cluster to join (e.g. HEAD:6379) [default: $RAY_ADDRESS, else a "
-                   "local cluster on this machine].")
-@click.option("--ray-encoders", default=None, type=click.IntRange(min=1),
-              help="Ray, no GPU: CPU encoder actors [default: one per node].")
+@engine_options
 def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, workers, timeout,
-            dtype, device, shard, overwrite, decoder, keyframes, decode_threads, engine,
-            ray_address, ray_encoders):
+            dtype, device, shard, overwrite, decoder, keyframes, decode_threads, **engine):
     """Encode every item's video, image or text with a frozen pretrained model into the HDF5
     cache. Resumable: rerun the same command after a crash and it finishes the job."""
     from vmr.extract.runner import ExtractOptions, run_extract
@@ -195,8 +184,7 @@ def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, 
         data=data, modality=modality, model=model, cache=cache, fps=fps, max_frames=max_frames,
         pooling=pooling, batch_size=batch_size, workers=workers, timeout=timeout, dtype=dtype,
         device=device, shard=shard, overwrite=overwrite,
-        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads, engine=engine,
-        ray_address=ray_address, ray_encoders=ray_encoders,
+        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads, **engine,
     )
     click.echo(run_extract(opts))
 

@@ -88,3 +88,16 @@ def gallery_options(f):
                      help="How many users to show (the first ones with a test item).")(f)
     return click.option("--run", "run", required=True, type=click.Path(file_okay=False),
                         help="Run directory written by `vmr train`.")(f)
+
+
+def engine_options(f):
+    """`vmr extract --engine local|ray --ray-address ADDR --ray-encoders N` (docs/SCALE.md)."""
+    f = click.option("--ray-encoders", default=None, type=click.IntRange(min=1),
+                     help="Ray, no GPU: CPU encoder actors [default: one per node].")(f)
+    f = click.option("--ray-address", default=None,
+                     help="Ray: the cluster to join (e.g. HEAD:6379) [default: $RAY_ADDRESS, "
+                          "else a local cluster on this machine].")(f)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                        show_default=True, help="'ray': spread the job over a Ray cluster (CPU "
+                        "tasks decode, one encoder actor per GPU; pip install 'vmr[ray]'; "
+                        "docs/SCALE.md). Same cache as 'local'.")(f)
