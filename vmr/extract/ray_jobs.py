@@ -39,9 +39,10 @@ class Encoders:
             opts.modality != "text") for _ in range(n)]
         try:
             infos = ray.get([a.info.remote() for a in self.actors])
-        except ray.exceptions.RayError as e:
+        except ray.exceptions.RayError as e:  # the last line names the actor's own error
             self.close(ray)
-            raise VmrError(f"the encoder could not start on the Ray cluster: {one_line(e)}"
+            last = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [one_line(e)]
+            raise VmrError(f"the encoder could not start on the Ray cluster: {last[-1][:300]}"
                            ) from None
         other = [i for i in infos if i["vmr"] != __version__]
         if other:
