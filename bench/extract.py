@@ -304,6 +304,7 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["video", "text", "mem", "check", "decode", "modes", "ray"])
     ap.add_argument("--ray-videos", type=int, default=60, help="ray overhead row: 10-s clips")
+    ap.add_argument("--ray-rounds", type=int, default=2, help="ray overhead row: Ray runs")
     ap.add_argument("--ray-unequal", type=int, default=24,
                     help="ray dynamic-vs-static row: videos, half 20 s, half 2 s")
     ap.add_argument("--rounds", type=int, default=3, help="decode timing rounds per mode")
@@ -387,11 +388,13 @@ def main() -> None:
     if "ray" not in a.skip:
         import extract_ray
 
+        shared = [*vmodel, *common]
         res["ray"] = {
-            "overhead": extract_ray.overhead(work, a.ray_videos, a.seconds, [*vmodel, *common],
-                                             _make_video, parse_summary),
-            "unequal": extract_ray.unequal(work, a.ray_unequal, 20.0, 2.0, [*vmodel, *common],
-                                           _make_video)}
+            "overhead": extract_ray.overhead(work, a.ray_videos, a.seconds, shared, _make_video,
+                                             parse_summary, a.ray_rounds)
+            if a.ray_videos else None,
+            "unequal": extract_ray.unequal(work, a.ray_unequal, 20.0, 2.0, shared, _make_video)
+            if a.ray_unequal else None}
 
     if "mem" not in a.skip and a.mem:
         mem = {}

@@ -146,6 +146,8 @@ class _Job:
             self.progress.commit(ids, feats, fails, reasons, frames=frames)
 
     def wait(self, refs: list) -> list:
+        if not refs:
+            return []
         done, _ = self.ray.wait(refs, num_returns=1, timeout=1.0)
         return done
 
