@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -110,7 +111,7 @@ def overhead(work: Path, n: int, seconds: float, common: list[str], make_video,
         ref = (rows[f"local_{k}"]["items_per_s"] + rows[f"local_{k + 1}"]["items_per_s"]) / 2
         ratios.append(rows[f"ray_{k}"]["items_per_s"] / ref)
     busy = {t: r["encoder_busy_s"] / r["extract_s"] for t, r in rows.items()}
-    ratio = sorted(ratios)[len(ratios) // 2]
+    ratio = statistics.median(ratios)
     print(f"ray overhead: items/s ratios {', '.join(f'{x:.3f}' for x in ratios)} -> median "
           f"{ratio:.3f} (target >= 0.85); encoder busy share "
           + ", ".join(f"{t} {b:.3f}" for t, b in busy.items()), flush=True)
