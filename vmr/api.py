@@ -61,7 +61,8 @@ def prepare(interactions: str | Path, out: str | Path, **options):
 def extract(data, modality: str, **options) -> dict:
     """`vmr extract`: encode every item's `modality` into the feature cache; returns
     {"cache": path, "modality": modality, "summary": the text the command prints}. Options are
-    ExtractOptions' fields: model, cache, fps, max_frames, pooling, batch_size, workers, ..."""
+    ExtractOptions' fields: model, cache, fps, max_frames, pooling, batch_size, workers, ...,
+    engine="ray" with ray_address (docs/SCALE.md)."""
     from vmr.extract.runner import ExtractOptions, run_extract
 
     if options.get("cache") is not None:
