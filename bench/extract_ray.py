@@ -23,17 +23,18 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from clips import make_mp4v_clip
+from common import REPO
 
 
-def _dataset(root: Path, seconds: list[float], make_video) -> Path:
+def _dataset(root: Path, seconds: list[float]) -> Path:
     import polars as pl
 
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)
     jobs = [(str(media / f"v{k:05d}-{s:g}s.mp4"), s, k) for k, s in enumerate(seconds)]
     with Pool(max(1, os.cpu_count() or 2)) as pool:
-        paths = pool.map(make_video, jobs, chunksize=4)
+        paths = pool.map(make_mp4v_clip, jobs, chunksize=4)
     data = root / "ds"
     data.mkdir(exist_ok=True)
     n = len(paths)
@@ -80,9 +81,9 @@ def _finish(p: subprocess.Popen) -> str:
     return out
 
 
-def overhead(work: Path, n: int, seconds: float, common: list[str], make_video,
-             parse_summary, rounds: int = 2) -> dict:
-    data = _dataset(work / f"ray-clips-{n}", [seconds] * n, make_video)
+def overhead(work: Path, n: int, seconds: float, flags: list[str], parse_summary,
+             rounds: int = 2) -> dict:
+    data = _dataset(work / f"ray-clips-{n}", [seconds] * n)
     cluster = _cluster([set(os.sched_getaffinity(0))])
     rows = {}
     tags = ["local_0"]
@@ -93,7 +94,7 @@ def overhead(work: Path, n: int, seconds: float, common: list[str], make_video,
             cache = work / f"ray-clips-{tag}.h5"
             cache.unlink(missing_ok=True)
             cmd = ["extract", "--data", str(data), "--modality", "video", "--cache", str(cache),
-                   *common]
+                   *flags]
             if tag.startswith("ray"):
                 cmd += ["--engine", "ray", "--ray-address", cluster.address]
             t = time.monotonic()
@@ -119,15 +120,14 @@ def overhead(work: Path, n: int, seconds: float, common: list[str], make_video,
             "encoder_busy_share": busy, "target": 0.85}
 
 
-def unequal(work: Path, n: int, long_s: float, short_s: float, common: list[str],
-            make_video) -> dict:
+def unequal(work: Path, n: int, long_s: float, short_s: float, flags: list[str]) -> dict:
     """Even rows long, odd rows short: shard 1/2 (rows 0, 2, 4, ...) gets every long video."""
     seconds = [long_s if k % 2 == 0 else short_s for k in range(n)]
-    data = _dataset(work / f"ray-unequal-{n}", seconds, make_video)
+    data = _dataset(work / f"ray-unequal-{n}", seconds)
     cores = sorted(os.sched_getaffinity(0))[:2]
     if len(cores) < 2:
         raise SystemExit("the unequal-lengths rows need 2 CPUs")
-    base = ["extract", "--data", str(data), "--modality", "video", *common]
+    base = ["extract", "--data", str(data), "--modality", "video", *flags]
     cache = work / "ray-unequal-static.h5"
     shard_files = [work / f"ray-unequal-static.shard-{i}-of-2.h5" for i in (1, 2)]
     for f in [cache, *shard_files, work / "ray-unequal-ray.h5"]:

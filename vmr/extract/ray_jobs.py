@@ -19,7 +19,7 @@ class Encoders:
     """The encoder actors and how many calls each has in flight."""
 
     def __init__(self, ray, opts, ident):
-        from vmr import __version__
+        from vmr._version import __version__
         from vmr.fsio import one_line
 
         res = ray.cluster_resources()

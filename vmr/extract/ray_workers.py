@@ -60,7 +60,7 @@ class EncoderActor:
     def info(self) -> dict:
         import ray
 
-        from vmr import __version__
+        from vmr._version import __version__
 
         return {"dim": self.enc.dim, "pixels": getattr(self.enc, "pixels", None),
                 "device": self.device, "vmr": __version__,
