@@ -324,7 +324,8 @@ def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cach
               help="Which metrics_<split>.json of each run to compare.")
 @click.option("--on", "on", default=None, metavar="NAME",
               help="Compare the runs' zero-shot evaluations on another dataset instead "
-                   "(metrics_<split>@NAME.json, written by `vmr eval --run RUN --data .../NAME`).")
+                   "(metrics_<split>@NAME-FP.json, written by `vmr eval --run RUN --data "
+                   ".../NAME`; --on NAME-FP picks one of several datasets called NAME).")
 def report(runs, out, split, on):
     """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
     bar chart."""
