@@ -375,12 +375,12 @@ def export(run, out, index):
 
 @cli.command()
 @gallery_options
-def gallery(run, users, top, out):
+def gallery(run, users, top, out, timeout):
     """A static HTML gallery: per user the history, the held-out test item and the top
     recommendations, as image thumbnails, video frame strips or text cards."""
     from vmr.serve.gallery import format_gallery, write_gallery
 
-    click.echo(format_gallery(write_gallery(run, out, users=users, top=top)))
+    click.echo(format_gallery(write_gallery(run, out, users=users, top=top, timeout=timeout)))
 
 
 def main(argv=None):
@@ -392,9 +392,11 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except click.ClickException as e:   # usage errors too: one line and status 1, like the rest
+        ctx = getattr(e, "ctx", None)
+        cmd = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"error: {' '.join(e.format_message().split())}{cmd}", err=True)
+        sys.exit(1)
     except VmrError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -83,6 +83,9 @@ def gallery_options(f):
                      help="Folder for the site (index.html, users/, thumbs/); open index.html.")(f)
     f = click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
                      help="Recommendations shown per user.")(f)
+    f = click.option("--timeout", default=30.0, show_default=True, type=float,
+                     help="Seconds one thumbnail may take to decode before its worker is "
+                          "killed (the item gets a text card).")(f)
     f = click.option("--users", "users", default=10, show_default=True,
                      type=click.IntRange(min=1),
                      help="How many users to show (the first ones with a test item).")(f)
