@@ -48,7 +48,11 @@ def load_interactions(opts, rep: Report):
         if opts.min_rating is not None:
             raise VmrError("--min-rating needs a rating column, and a sequences file has none "
                            "(give the log as a table)")
-        return io.read_sequences(opts.interactions)
+        df, src = io.read_sequences(opts.interactions)
+        rows = df["src"].to_numpy()
+        for role in ("user", "item"):
+            io.check_id_chars(df[role], src, "sequences", role, rows)
+        return df, src
     if opts.fmt != "table":
         raise VmrError(f"--format must be 'table' or 'sequences', got '{opts.fmt}'")
     given = {"user": opts.user_col, "item": opts.item_col, "time": opts.time_col,
@@ -73,6 +77,7 @@ def load_interactions(opts, rep: Report):
         if i is not None:
             raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
                            f"'{col[role]}'")
+        io.check_id_chars(df[role], src, col[role], role, rows)
     times = io.parse_times(df["time"], src, col["time"], rows)
     df = df.with_columns(time=pl.Series(times, dtype=pl.Float64))
     if opts.min_rating is not None:
@@ -174,6 +179,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
     if i is not None:
         raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty item id in column "
                        f"'{id_col}'")
+    io.check_id_chars(df[id_col], src, id_col, "item", rows)
     dup = (~df[id_col].is_first_distinct()).arg_true()
     if len(dup):
         j = int(dup[0])
