@@ -37,7 +37,7 @@ def _check_value(what: str, name: str, annotation: str, value) -> None:
     parts = [p.strip() for p in str(annotation).split("|")]
     if value is None and "None" in parts:
         return
-    for p in parts:
+    for p in (p for p in parts if p != "None"):
         types = _ACCEPTS.get(p)
         if types is None:
             return                   # an annotation this check does not know: left alone

@@ -112,10 +112,11 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
 @click.option("--users", "n_users", default=900, show_default=True, type=click.IntRange(min=20),
               help="Number of synthetic users.")
 @click.option("--topics", "n_topics", default=24, show_default=True, type=click.IntRange(min=2),
-              help="Number of latent topics that drive content and behaviour.")
+              help="Number of latent topics that drive content and behaviour [--quick: 4].")
 @click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
               help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
-                   "show the style, text the theme. 0: each modality shows the whole topic.")
+                   "show the style, text the theme. 0: each modality shows the whole topic "
+                   "[--quick: 2].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the catalogue.")
 @click.option("--seeds", "seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")
@@ -128,7 +129,12 @@ def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     popularity; several seeds), eval, report, and check the ordering of the rows."""
     from vmr.pipeline import run_demo
 
-    run_demo(out, n_items, n_users, n_topics, seed, quick, n_styles, seeds, jobs)
+    ctx = click.get_current_context()
+
+    def given(name):          # an option left at its default: the demo's (or --quick's) own
+        return ctx.params[name] if ctx.get_parameter_source(name).name != "DEFAULT" else None
+
+    run_demo(out, n_items, n_users, given("n_topics"), seed, quick, given("n_styles"), seeds, jobs)
 
 
 # --------------------------------------------------------------------------------------- extract

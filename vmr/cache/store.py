@@ -216,7 +216,7 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
     import h5py
     import numpy as np
 
-    path = os.path.abspath(path)
+    path = os.path.realpath(path)    # a link to the cache: the file it names is replaced
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as e:

@@ -45,6 +45,11 @@ def load_items(data_dir: str, check_media: bool = True) -> ItemTable:
     ids = df.get_column("item").cast(pl.Utf8).to_list()
     if any(i is None for i in ids):
         raise VmrError(f"{path}: row {ids.index(None) + 1} has an empty item id")
+    bad = next((k for k, i in enumerate(ids) if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f
+                                                    for c in i)), None)
+    if bad is not None:   # prepare refuses these; a dataset edited by hand may hold them
+        raise VmrError(f"{path}: row {bad + 1}: item id {ids[bad]!r:.60} holds a control "
+                       "character; ids must be printable text (prepare the dataset again)")
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))

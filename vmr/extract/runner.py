@@ -111,7 +111,8 @@ def run_extract(opts: ExtractOptions) -> str:
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = opts.cache or os.path.join(opts.data, "features.h5")
     shard = sharding.parse_shard(opts.shard)
-    target = sharding.shard_path(cache, *shard) if shard else cache
+    # the real file: a symbolic link to the cache shares its lock and progress, and is kept
+    target = os.path.realpath(sharding.shard_path(cache, *shard) if shard else cache)
     ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
     if os.path.isdir(target):
         raise VmrError(f"cache {target} is a directory; --cache must name an HDF5 file")
@@ -164,8 +165,12 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     with _stop_on_sigterm():
         try:
             if todo:
-                encoder = _extract(opts, items, ident, todo, progress, len(scope),
-                                   len(scope) - sum(len(u) for u in todo), stats)
+                try:
+                    encoder = _extract(opts, items, ident, todo, progress, len(scope),
+                                       len(scope) - sum(len(u) for u in todo), stats)
+                except BaseException:
+                    _drop_if_empty(progress)   # a failed model load leaves nothing behind
+                    raise
         except KeyboardInterrupt:
             saved = len(progress.done()[0])
             print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
@@ -188,6 +193,17 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
             + "".join(f"{opts.modality}: {note}\n" for note in plan.notes)
             + store.describe(target))
+
+
+def _drop_if_empty(progress) -> None:
+    """Remove a progress folder that holds no saved batch (the run failed before encoding
+    anything: a model that would not load), so that it cannot block the next run, with
+    another model, as an 'interrupted' extraction."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        if not progress._part_names():
+            progress.remove()
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):

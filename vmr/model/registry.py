@@ -12,7 +12,7 @@ import importlib
 
 from vmr.errors import VmrError
 from vmr.model.config import config_from_dict
-from vmr.model.kinds import model_kind
+from vmr.model.kinds import MODEL_KINDS, model_kind
 
 
 def make_model_args(model_cfg, n_items: int, dims: dict[str, int]) -> dict:
@@ -43,7 +43,8 @@ def check_model_args(args, where: str = "model_args") -> None:
     kind, n, dims = args["kind"], args["n_items"], args["dims"]
     if not isinstance(kind, str) or not isinstance(args["config"], dict):
         raise VmrError(f"{where}: model_args has a kind {kind!r} or a config that is not a table")
-    model_kind(kind)
+    if kind not in MODEL_KINDS:
+        raise VmrError(f"{where}: unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
     if not _is_int(n) or not 1 <= n <= MAX_ITEMS:
         raise VmrError(f"{where}: model_args.n_items must be a positive integer, not {n!r}")
     if not isinstance(dims, dict) or any(
