@@ -164,8 +164,10 @@ def _mutate_cache(path: Path, data) -> None:
                      if what == "reshape" else old.shape)
             dtype = (old.dtype if what == "reshape" else
                      data.draw(st.sampled_from(["f8", "i1", "u1", "S3", "?"])))
+            text = old.dtype.kind == "O" and what == "reshape"
             del g[name]
-            g.create_dataset(name, data=np.zeros(shape, dtype=dtype))
+            g.create_dataset(name, data=np.full(shape, b"x", dtype="S1") if text else
+                             np.zeros(shape, dtype=dtype))
         elif what == "attr":
             key = data.draw(st.sampled_from(sorted(g.attrs) + ["dim"]))
             value = data.draw(st.one_of(st.integers(-3, 99), st.text(max_size=6),
@@ -247,8 +249,8 @@ def _fuzz_dataset(base: Path, data) -> None:
 FUZZ = {"checkpoint": _fuzz_checkpoint, "cache": _fuzz_cache, "dataset": _fuzz_dataset}
 QUICK = settings(max_examples=4, derandomize=True, deadline=None, database=None,
                  suppress_health_check=list(HealthCheck))
-LONG = settings(max_examples=int(os.environ.get("VMR_FUZZ_EXAMPLES", "150")), derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+LONG = settings(max_examples=int(os.environ.get("VMR_FUZZ_EXAMPLES", "150")), derandomize=True,
+                deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("target", sorted(FUZZ))

@@ -140,6 +140,16 @@ def check_group(g, n: int, path: str, modality: str) -> None:
         d = g[name]
         if d.shape != (n,) or (d.dtype.kind not in "biu"):
             raise bad(name, f"is {d.dtype} {d.shape}, not one flag per item ({n})")
+    for name, length in (("fingerprints", n), ("failure_ids", None), ("failure_reasons", None)):
+        if name in g:
+            d = g[name]
+            if not isinstance(d, h5py.Dataset) or d.ndim != 1 or d.dtype.kind not in "SOU" \
+                    or (length is not None and d.shape[0] != length):
+                raise bad(name, f"is {getattr(d, 'dtype', '?')} {getattr(d, 'shape', '?')}, "
+                          "not one text per item")
+    if ("failure_ids" in g) != ("failure_reasons" in g) or (
+            "failure_ids" in g and g["failure_ids"].shape != g["failure_reasons"].shape):
+        raise bad("failure_ids", "does not pair with failure_reasons")
     if "dim" in g.attrs and _py(g.attrs["dim"]) != x.shape[1]:
         raise bad("features", f"has width {x.shape[1]} but the group says dim "
                   f"{_py(g.attrs['dim'])!r}")

@@ -36,10 +36,10 @@ from typing import Callable
 from vmr import __version__
 from vmr.cache.lock import publish_lock
 from vmr.cache.lock import publish_lock as cache_lock  # noqa: F401  (its former name)
-from vmr.cache.read import (FORMAT, MODALITIES, SETTING_KEYS, _py, check_item_ids,  # noqa: F401
-                            describe, group_attrs, list_modalities, modality_attrs, open_cache,
-                            read_failures, read_fingerprints, read_ids_from, read_item_ids,
-                            read_modality, settings_diff)
+from vmr.cache.read import (FORMAT, MODALITIES, SETTING_KEYS, _py, check_group,  # noqa: F401
+                            check_item_ids, describe, group_attrs, list_modalities,
+                            modality_attrs, open_cache, read_failures, read_fingerprints,
+                            read_ids_from, read_item_ids, read_modality, settings_diff)
 from vmr.errors import VmrError
 from vmr.fsio import os_reason  # (re-exported: other modules import it from here)
 
@@ -232,6 +232,9 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
             if os.path.exists(path):
                 with open_cache(path) as of:
                     old_ids = read_ids_from(of, path)
+                    for m in MODALITIES:       # what is carried over must be sound
+                        if m in of:
+                            check_group(of[m], len(old_ids), path, m)
                     if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
                         check_item_ids(path, old_ids, item_ids)
                     clash = [m for m in groups if m in of]

@@ -138,6 +138,7 @@ def freshness(items, cache_path: str, modality: str) -> Freshness | None:
         if modality not in f:
             return None
         g = f[modality]
+        store.check_group(g, len(items.ids), cache_path, modality)
         fps = store.read_fingerprints(g)
         done = g["done"][...].astype(bool)
     out = Freshness(modality)
