@@ -10,7 +10,7 @@ import click
 
 from vmr import __version__
 from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
-from vmr.cli_options import gallery_options
+from vmr.cli_options import explicit, gallery_options, usage_line
 from vmr.cli_options import eval_target_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
@@ -115,8 +115,7 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
               help="Number of latent topics that drive content and behaviour [--quick: 4].")
 @click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
               help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
-                   "show the style, text the theme. 0: each modality shows the whole topic "
-                   "[--quick: 2].")
+                   "show the style, text the theme. 0: each modality shows it all [--quick: 2].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the catalogue.")
 @click.option("--seeds", "seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")
@@ -129,12 +128,7 @@ def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     popularity; several seeds), eval, report, and check the ordering of the rows."""
     from vmr.pipeline import run_demo
 
-    ctx = click.get_current_context()
-
-    def given(name):          # an option left at its default: the demo's (or --quick's) own
-        return ctx.params[name] if ctx.get_parameter_source(name).name != "DEFAULT" else None
-
-    run_demo(out, n_items, n_users, given("n_topics"), seed, quick, given("n_styles"), seeds, jobs)
+    run_demo(out, n_items, n_users, explicit("n_topics"), seed, quick, explicit("n_styles"), seeds, jobs)
 
 
 # --------------------------------------------------------------------------------------- extract
@@ -330,8 +324,7 @@ def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cach
               help="Which metrics_<split>.json of each run to compare.")
 @click.option("--on", "on", default=None, metavar="NAME",
               help="Compare the runs' zero-shot evaluations on another dataset instead "
-                   "(metrics_<split>@NAME-FP.json, written by `vmr eval --run RUN --data "
-                   ".../NAME`; --on NAME-FP picks one of several datasets called NAME).")
+                   "(metrics_<split>@NAME-FP.json from `vmr eval --run RUN --data .../NAME`).")
 def report(runs, out, split, on):
     """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
     bar chart."""
@@ -399,9 +392,7 @@ def main(argv=None):
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:   # usage errors too: one line and status 1, like the rest
-        ctx = getattr(e, "ctx", None)
-        cmd = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        click.echo(f"error: {' '.join(e.format_message().split())}{cmd}", err=True)
+        click.echo(f"error: {usage_line(e)}", err=True)
         sys.exit(1)
     except VmrError as e:
         click.echo(f"error: {e}", err=True)

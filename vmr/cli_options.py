@@ -91,3 +91,17 @@ def gallery_options(f):
                      help="How many users to show (the first ones with a test item).")(f)
     return click.option("--run", "run", required=True, type=click.Path(file_okay=False),
                         help="Run directory written by `vmr train`.")(f)
+
+
+def explicit(name: str):
+    """The value of option `name` of the running command when the user gave it, else None
+    (left at its default: the command's own choice, e.g. `demo --quick`'s sizes)."""
+    ctx = click.get_current_context()
+    return ctx.params[name] if ctx.get_parameter_source(name).name != "DEFAULT" else None
+
+
+def usage_line(e) -> str:
+    """A click usage error in one line, naming the command's --help."""
+    ctx = getattr(e, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return " ".join(e.format_message().split()) + where
