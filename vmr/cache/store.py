@@ -198,6 +198,15 @@ def _remap_group(og, f, modality: str, old_ids: list[str], item_ids: list[str]) 
         _strings(g, "fingerprints", fps)
 
 
+def _checked_ids(f, path: str) -> list[str]:
+    """The ids of an existing cache whose groups are sound (what a publish carries over)."""
+    ids = read_ids_from(f, path)
+    for m in MODALITIES:
+        if m in f:
+            check_group(f[m], len(ids), path, m)
+    return ids
+
+
 def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
             replace: bool = True, remap: bool = False) -> None:
     """Write a new version of the cache at `path` with each modality in `groups` set to its data.
@@ -231,10 +240,7 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
         try:
             if os.path.exists(path):
                 with open_cache(path) as of:
-                    old_ids = read_ids_from(of, path)
-                    for m in MODALITIES:       # what is carried over must be sound
-                        if m in of:
-                            check_group(of[m], len(old_ids), path, m)
+                    old_ids = _checked_ids(of, path)
                     if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
                         check_item_ids(path, old_ids, item_ids)
                     clash = [m for m in groups if m in of]

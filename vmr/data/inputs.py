@@ -73,11 +73,7 @@ def load_interactions(opts, rep: Report):
     df = df.select(src=pl.col(io.ROW), **{r: pl.col(col[r]) for r in roles})
     rows = df["src"].to_numpy()
     for role in ("user", "item"):
-        i = io.first_null(df[role])
-        if i is not None:
-            raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
-                           f"'{col[role]}'")
-        io.check_id_chars(df[role], src, col[role], role, rows)
+        io.check_ids(df[role], src, col[role], role, rows)
     times = io.parse_times(df["time"], src, col["time"], rows)
     df = df.with_columns(time=pl.Series(times, dtype=pl.Float64))
     if opts.min_rating is not None:
@@ -175,11 +171,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
         wanted[opts.video_column] = "--video-column"
     io.require_columns(df, src, wanted, what)
     rows = df[io.ROW].to_numpy()
-    i = io.first_null(df[id_col])
-    if i is not None:
-        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty item id in column "
-                       f"'{id_col}'")
-    io.check_id_chars(df[id_col], src, id_col, "item", rows)
+    io.check_ids(df[id_col], src, id_col, "item", rows)
     dup = (~df[id_col].is_first_distinct()).arg_true()
     if len(dup):
         j = int(dup[0])

@@ -211,6 +211,15 @@ def check_id_chars(series, src: Source, col: str, role: str, rows) -> None:
                        "must be printable text")
 
 
+def check_ids(series, src: Source, col: str, role: str, rows) -> None:
+    """An id column has no empty cell and no control character (one line naming the row)."""
+    i = first_null(series)
+    if i is not None:
+        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
+                       f"'{col}'")
+    check_id_chars(series, src, col, role, rows)
+
+
 def _split_sequence_line(text: str, path, n: int) -> list[str]:
     """A sequences line split on spaces and tabs only; any other whitespace (a no-break space,
     U+2003, ...) inside would have split an id silently and is refused."""

@@ -165,12 +165,8 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     with _stop_on_sigterm():
         try:
             if todo:
-                try:
-                    encoder = _extract(opts, items, ident, todo, progress, len(scope),
-                                       len(scope) - sum(len(u) for u in todo), stats)
-                except BaseException:
-                    _drop_if_empty(progress)   # a failed model load leaves nothing behind
-                    raise
+                encoder = _extract_or_clean(opts, items, ident, todo, progress, len(scope),
+                                            len(scope) - sum(len(u) for u in todo), stats)
         except KeyboardInterrupt:
             saved = len(progress.done()[0])
             print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
@@ -195,15 +191,19 @@ def _run_locked(opts, items, ident, target, shard) -> str:
             + store.describe(target))
 
 
-def _drop_if_empty(progress) -> None:
-    """Remove a progress folder that holds no saved batch (the run failed before encoding
-    anything: a model that would not load), so that it cannot block the next run, with
-    another model, as an 'interrupted' extraction."""
+def _extract_or_clean(opts, items, ident, todo, progress, total, initial, stats):
+    """`_extract`; when it fails before any batch was saved (a model that would not load),
+    the empty progress folder is removed, so that it cannot block the next run, with another
+    model, as an 'interrupted' extraction."""
     import contextlib
 
-    with contextlib.suppress(Exception):
-        if not progress._part_names():
-            progress.remove()
+    try:
+        return _extract(opts, items, ident, todo, progress, total, initial, stats)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not progress._part_names():
+                progress.remove()
+        raise
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):
