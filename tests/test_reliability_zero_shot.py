@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
 
 def test_zero_shot_uses_the_runs_feature_norm(setup):
     from vmr.model.features import load_features
-    from vmr.model.transfer import load_run_on
+    from vmr.model.cross_catalogue import load_run_on
 
     loaded = load_run_on(setup["run"], setup["a"])
     assert loaded.config.data.feature_norm == "l2"
