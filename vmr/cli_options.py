@@ -71,7 +71,7 @@ def eval_target_options(f):
                      help="With --data: its feature cache [default: DATA/features.h5].")(f)
     f = click.option("--data", "data", default=None, type=click.Path(file_okay=False),
                      help="Zero-shot: score this other dataset from content alone (same "
-                          "encoders; IDs unknown); writes RUN/metrics_<split>@<name>.json.")(f)
+                          "encoders; IDs unknown); writes RUN/metrics_<split>@<name>-<fp>.json.")(f)
     return click.option("--freq-edges", "freq_edges", cls=MultiValueOption, type=int,
                         help="Metrics by how often the target was trained on: bucket edges "
                              "[default: 1 5 20 = 0, 1-4, 5-19, 20+ interactions].")(f)
