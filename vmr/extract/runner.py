@@ -130,7 +130,8 @@ def run_extract(opts: ExtractOptions) -> str:
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = str(resolve_cache(opts.data, opts.cache))
     shard = sharding.parse_shard(opts.shard)
-    target = sharding.shard_path(cache, *shard) if shard else cache
+    # the real file: a symbolic link to the cache shares its lock and progress, and is kept
+    target = os.path.realpath(sharding.shard_path(cache, *shard) if shard else cache)
     ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
     if os.path.isdir(target):
         raise VmrError(f"cache {target} is a directory; --cache must name an HDF5 file")
@@ -211,12 +212,23 @@ def _run_locked(opts, items, ident, target, shard) -> str:
 
 
 def _encode(opts, items, ident, todo, progress, scope, stats):
-    """The encoding loop of the chosen engine (this machine, or vmr.extract.ray_engine)."""
+    """The encoding loop of the chosen engine (this machine, or vmr.extract.ray_engine). When it
+    fails before any batch was saved (a model that would not load), the empty progress folder
+    is removed, so that it cannot block the next run, with another model, as an 'interrupted'
+    extraction."""
+    import contextlib
+
     run = _extract
     if opts.engine == "ray":
         from vmr.extract.ray_engine import extract_on_ray as run
-    return run(opts, items, ident, todo, progress, len(scope),
-               len(scope) - sum(len(u) for u in todo), stats)
+    try:
+        return run(opts, items, ident, todo, progress, len(scope),
+                   len(scope) - sum(len(u) for u in todo), stats)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not progress._part_names():
+                progress.remove()
+        raise
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):
