@@ -22,6 +22,7 @@ from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
 from vmr.extract.background import prefetch as _prefetch
 from vmr.extract.background import stop_on_sigterm as _stop_on_sigterm
+from vmr.extract.finite import check_finite as _check_finite
 
 
 @dataclass
@@ -43,6 +44,9 @@ class ExtractOptions:
     decoder: str = "auto"  # video: auto, pyav or decord (vmr.extract.decode.resolve_decoder)
     keyframes: bool = False  # video: nearest keyframes instead of exact frames
     decode_threads: int | None = None  # video: per worker [default: pool.default_decode_threads]
+    engine: str = "local"  # "local" (this machine) or "ray" (vmr.extract.ray_engine)
+    ray_address: str | None = None  # engine ray: the cluster to join; None = a local one
+    ray_encoders: int | None = None  # engine ray, no GPU: CPU encoder actors [default: 1/node]
 
 
 @dataclass
@@ -53,6 +57,7 @@ class _Stats:
     encoder_s: float = 0.0  # time spent inside encoder.encode
     started: float = 0.0  # time.monotonic() when the encoding loop started
     parallelism: str = ""  # threads and workers used, for the summary
+    engine: str = ""  # how the work was spread, for the summary ("ray: 2 nodes, ...")
 
 
 def _validate(opts: ExtractOptions) -> None:
@@ -72,6 +77,15 @@ def _validate(opts: ExtractOptions) -> None:
         raise VmrError(f"--dtype {opts.dtype!r}: expected float16 or float32")
     if opts.workers is not None and opts.workers < 0:
         raise VmrError(f"--workers {opts.workers}: must be >= 0")
+    if opts.engine not in ("local", "ray"):
+        raise VmrError(f"--engine {opts.engine!r}: expected local or ray")
+    if opts.engine != "ray" and (opts.ray_address or opts.ray_encoders is not None):
+        raise VmrError("--ray-address and --ray-encoders need --engine ray")
+    if opts.engine == "ray" and opts.shard is not None:
+        raise VmrError("--shard with --engine ray: Ray schedules the whole job over the cluster "
+                       "itself; drop --shard")
+    if opts.ray_encoders is not None and opts.ray_encoders < 1:
+        raise VmrError(f"--ray-encoders {opts.ray_encoders}: must be >= 1")
 
 
 def _settings(ident, opts: ExtractOptions) -> dict:
@@ -107,13 +121,18 @@ def run_extract(opts: ExtractOptions) -> str:
     from vmr.extract.items import load_items
 
     _validate(opts)
+    if opts.engine == "ray":
+        from vmr.extract.ray_engine import require_ray
+
+        require_ray()
     items = load_items(opts.data)
     if not any((v or "").strip() for v in items.column(opts.modality)):
         raise VmrError(f"no item of {opts.data} has {opts.modality} content (column "
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = str(resolve_cache(opts.data, opts.cache))
     shard = sharding.parse_shard(opts.shard)
-    target = sharding.shard_path(cache, *shard) if shard else cache
+    # the real file: a symbolic link to the cache shares its lock and progress, and is kept
+    target = os.path.realpath(sharding.shard_path(cache, *shard) if shard else cache)
     ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
     if os.path.isdir(target):
         raise VmrError(f"cache {target} is a directory; --cache must name an HDF5 file")
@@ -167,8 +186,7 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     with _stop_on_sigterm():
         try:
             if todo:
-                encoder = _extract(opts, items, ident, todo, progress, len(scope),
-                                   len(scope) - sum(len(u) for u in todo), stats)
+                encoder = _encode(opts, items, ident, todo, progress, scope, stats)
         except KeyboardInterrupt:
             saved = len(progress.done()[0])
             print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
@@ -181,7 +199,8 @@ def _run_locked(opts, items, ident, target, shard) -> str:
         from vmr.extract.encoders import load_encoder, resolve_device
 
         dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
-    attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, **store.base_attrs()}
+    attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, "engine": opts.engine,
+             **store.base_attrs()}
     if shard:
         attrs.update(shard=shard_spec, shard_unit=unit_kind)
     publish_run(target, items, opts.modality, progress, scope, plan, attrs, opts.dtype, dim)
@@ -191,6 +210,26 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
             + "".join(f"{opts.modality}: {note}\n" for note in plan.notes)
             + cache_read.describe(target))
+
+
+def _encode(opts, items, ident, todo, progress, scope, stats):
+    """The encoding loop of the chosen engine (this machine, or vmr.extract.ray_engine). When it
+    fails before any batch was saved (a model that would not load), the empty progress folder
+    is removed, so that it cannot block the next run, with another model, as an 'interrupted'
+    extraction."""
+    import contextlib
+
+    run = _extract
+    if opts.engine == "ray":
+        from vmr.extract.ray_engine import extract_on_ray as run
+    try:
+        return run(opts, items, ident, todo, progress, len(scope),
+                   len(scope) - sum(len(u) for u in todo), stats)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not progress._part_names():
+                progress.remove()
+        raise
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):
@@ -211,7 +250,7 @@ def _extract(opts, items, ident, todo, progress, total, initial, stats):
             pool = DecodePool(n_workers, opts.timeout)
             stats.parallelism += f", {n_workers} decode worker{'s' * (n_workers != 1)}"
         encoder = load_encoder(ident, pooling=opts.pooling, device=device)
-        _check_part_dims(progress, encoder.dim)
+        progress.check_dim(encoder.dim)
         if opts.modality != "text":
             encoder.warmup(opts.batch_size)
         bar = tqdm(total=total, initial=initial, unit="item", desc=opts.modality,
@@ -232,20 +271,6 @@ def _extract(opts, items, ident, todo, progress, total, initial, stats):
 
 
 # ------------------------------------------------------------------------------------- loops
-def _check_finite(feats, ids: list[str], modality: str, dtype: str):
-    """Split a batch into finite vectors and failures; refuse float16 overflow."""
-    import numpy as np
-
-    ok = np.isfinite(feats).all(axis=1)
-    if dtype == "float16" and ok.any() and np.abs(feats[ok]).max() > 65504:
-        bad = ids[int(np.flatnonzero(ok & (np.abs(feats).max(axis=1) > 65504))[0])]
-        raise VmrError(f"item {bad!r}: {modality} features exceed the float16 range; rerun with "
-                       "--dtype float32 --overwrite")
-    good = [i for i, k in zip(ids, ok) if k]
-    bad = [i for i, k in zip(ids, ok) if not k]
-    return good, feats[ok], bad
-
-
 def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
     import numpy as np
 
@@ -369,14 +394,6 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
 
 
 # ----------------------------------------------------------------------------------- publish
-def _check_part_dims(progress, dim: int) -> None:
-    for p in progress.parts(with_features=True):
-        if len(p["ids"]) and p["features"].shape[1] != dim:
-            raise VmrError(f"{progress.path} holds {p['features'].shape[1]}-d features but the "
-                           f"encoder gives {dim}-d; pass --overwrite to start over")
-        break
-
-
 def _dim_from_parts(progress) -> int | None:
     for p in progress.parts(with_features=True):
         if len(p["ids"]):
@@ -386,10 +403,9 @@ def _dim_from_parts(progress) -> int | None:
 
 def _describe_threads(p: dict) -> str:
     """'encoder 2 threads (auto: 0.1 of 2 cores busy with other work)' from parallel.plan."""
-    n = p["threads"]
     how = (f"auto: {p['others_busy']:g} of {p['cores']} cores busy with other work"
            if p["source"] == "auto" else p["source"])
-    return f"encoder {n} thread{'s' * (n != 1)} ({how})"
+    return f"encoder {p['threads']} thread{'s' * (p['threads'] != 1)} ({how})"
 
 
 def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: float) -> str:
@@ -399,5 +415,6 @@ def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: floa
            if s.encoder_s > 0 else "encoder idle")
     return (f"{modality}: {s.items:,} items encoded, {s.failed:,} failed in this run; {s.frames:,} "
             f"{unit} in {wall:.1f} s ({(s.items + s.failed) / wall:.1f} items/s, "
-            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}"
+            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s"
+            f"{'; ' + s.engine if s.engine else ''}) -> {target}"
             + (f"\n{modality}: ran on {s.parallelism}" if s.parallelism else ""))
