@@ -39,6 +39,7 @@ class ModelConfig:
     objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
     mask_rate: float = 0.2       # masked objective: share of positions that become targets
     temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
+    repeat_bias: bool = True     # learn a score term for items already in the history, by recency
 
 
 @dataclass
@@ -81,11 +82,17 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    history: str = "exclude"     # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,6 +106,7 @@ CHOICES = {
     ("model", "fusion_pool"): ("max", "mean", "gate"),
     ("train", "loss"): ("full", "sampled"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
+    ("eval", "history"): ("exclude", "include"),
 }
 
 
@@ -213,6 +221,9 @@ def check_config(cfg: Config) -> None:
             raise VmrError(f"model.{name} must be at least 1")
     if m.share == "tie" and m.item_layers > m.n_layers:
         raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
+    if m.repeat_bias and t.loss != "full" and m.kind != "pop":
+        raise VmrError("model.repeat_bias = true needs train.loss = full (the sampled loss does "
+                       "not train it); set model.repeat_bias = false with the sampled loss")
     if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
     for mod in cfg.data.modalities:
@@ -244,4 +255,9 @@ def _toml_str(s: str) -> str:
 
 
 def config_from_dict(data: dict) -> Config:
+    """The config a checkpoint stored. Keys added to vmr since it was written take the value
+    that reproduces the model it was trained as (a run without the key had no repeat term)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and "repeat_bias" not in model:
+        data = {**data, "model": {**model, "repeat_bias": False}}
     return apply_dict(Config(), data, "checkpoint config")

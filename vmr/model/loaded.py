@@ -41,6 +41,9 @@ class LoadedRun:
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         return self.tower.user_vectors(histories)
 
+    def history_bias(self) -> torch.Tensor | None:
+        return self.tower.history_bias()
+
 
 def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     """Open a run directory's checkpoint ('best', 'last' or 'auto') with its dataset and

@@ -28,6 +28,9 @@ Without vmr (the top 10 of a history, by inner product, history items left out):
     scores[hist] = -float("inf")
     top = [ids[j] for j in torch.sort(scores, descending=True, stable=True).indices[:10]]
 
+To rank history items too, add manifest.json's `repeat_term` to their scores instead: for the
+item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)].
+
 user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
 false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
 that trained and recommend under bfloat16 autocast (manifest.json: user_tower_ts.run_precision).
@@ -79,6 +82,18 @@ def _tower_state(loaded) -> dict:
     ck = loaded.ckpt
     return {"format": FORMAT, "kind": ck["model_args"]["kind"], "model_args": ck["model_args"],
             "config": ck["config"], "model": ck["model"]}
+
+
+def _repeat_term(loaded) -> dict | None:
+    """What manifest.json says about the repeat term (vmr/model/history.py), None without one."""
+    bias = loaded.history_bias() if hasattr(loaded, "history_bias") else None
+    if bias is None:
+        return None
+    return {"values": [round(float(v), 6) for v in bias.cpu()],
+            "bucket": "min(bit_length(r), 5); r = steps back from the history's last item to "
+                      "the item's most recent occurrence (0 = the last item)",
+            "applies": "added to score(u, j) of every item j in the history, when history items "
+                       "are ranked at all"}
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -168,6 +183,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             "dataset": str(getattr(loaded.dataset, "path", "") or ""),
             "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
             "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
+            "repeat_term": _repeat_term(loaded),
             "user_tower_ts": tower_manifest(loaded),
             "index": ("faiss-hnsw" if index == "faiss" else "exact"),
             "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,

@@ -49,6 +49,12 @@ def top_items(loaded, history: np.ndarray, top: int,
     keep = torch.ones_like(scores, dtype=torch.bool)
     if exclude_history and len(history):
         keep[torch.from_numpy(history)] = False
+    bias = getattr(loaded, "history_bias", lambda: None)()
+    if not exclude_history and len(history) and bias is not None:   # the repeat term
+        from vmr.model.history import history_pairs, history_scores
+
+        _, cols, rec = history_pairs([history])
+        scores[torch.from_numpy(cols)] += history_scores(bias.float().cpu(), rec)
     candidates = torch.nonzero(keep).flatten()
     # stable sort: equal scores keep dataset order (a deterministic tie-break)
     order = torch.sort(scores[candidates], descending=True, stable=True).indices[:top]

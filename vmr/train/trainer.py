@@ -97,6 +97,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
                     transferred=init is not None and init.state is not None)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
+               "eval_history": cfg.eval.history,
                **(meta or {}), **data.identities()}
     if model_kind(cfg.model.kind).fit == "counts":
         st.log.close()                   # nothing per epoch to log
@@ -177,7 +178,8 @@ def _fit_counts(st: TrainState) -> dict:
 
 def validate_epoch(st: TrainState, split: str = "valid", ks=(5, 10)) -> dict:
     hist, tgt, _ = splits.target_pairs(st.data.sequences, split)
-    return evaluate_model(TowerView(st.model, st.device, st.cfg.train.amp), hist, tgt, ks)
+    return evaluate_model(TowerView(st.model, st.device, st.cfg.train.amp), hist, tgt, ks,
+                          include_history=st.cfg.eval.history == "include")
 
 
 def sequence_stage(st: TrainState, state: dict | None) -> dict:
