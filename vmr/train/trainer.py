@@ -205,6 +205,8 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
         fwd = DDP(fwd, find_unused_parameters=True)
     n_items = len(st.data.item_ids)
     autocast = precision.autocast(st.device, t.amp)
+    if state is None and st.transferred:   # the starting point is a model too: keep it if best
+        best = _validate_start(st)
     for epoch in range(start + 1, t.epochs + 1):
         model.train()
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * (epoch - 1))
@@ -257,6 +259,20 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
             break
     return {"best_epoch": best["epoch"] if best else None,
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
+
+
+def _validate_start(st: TrainState) -> dict:
+    """Epoch 0 of a transferred run: its first state (the zero-shot model, vmr/train/transfer.py)
+    validated, logged and saved as best.pt, so that fine-tuning can only end at or above it."""
+    te = time.time()
+    res = validate_epoch(st)
+    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": 0}
+    st.save(st.run.best, {k: v for k, v in st.checkpoint(None, "sequence", 0, best).items()
+                          if k not in ("optimizer", "heads", "rng")})
+    st.log.append({"stage": "sequence", "epoch": 0, "eval_seconds": time.time() - te,
+                   **{f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}})
+    st.say(f"epoch 0 (the transferred start, zero-shot): valid {METRIC} {res[METRIC]:.4f}  *")
+    return best
 
 
 def _sequence_loss(model, x, masked, m, t, n_items, device):
