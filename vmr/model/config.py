@@ -31,6 +31,7 @@ class ModelConfig:
     item_id_emb: bool = True     # learn a per-item ID embedding besides the content
     id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
     id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
+    untrained_ids: str = "unknown"  # items with no training interaction: unknown (scored from content) | own (their untrained ID row)
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
     item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
     fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean | gate
@@ -104,6 +105,7 @@ CHOICES = {
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean", "gate"),
+    ("model", "untrained_ids"): ("unknown", "own"),
     ("train", "loss"): ("full", "sampled"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
     ("eval", "history"): ("exclude", "include"),
@@ -258,6 +260,7 @@ def config_from_dict(data: dict) -> Config:
     """The config a checkpoint stored. Keys added to vmr since it was written take the value
     that reproduces the model it was trained as (a run without the key had no repeat term)."""
     model = data.get("model") if isinstance(data, dict) else None
-    if isinstance(model, dict) and "repeat_bias" not in model:
-        data = {**data, "model": {**model, "repeat_bias": False}}
+    if isinstance(model, dict):
+        old = {"repeat_bias": False, "untrained_ids": "own"}
+        data = {**data, "model": {**{k: v for k, v in old.items() if k not in model}, **model}}
     return apply_dict(Config(), data, "checkpoint config")

@@ -84,7 +84,8 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     model = build_model(args)
     attach_features(model, data.feats, data.present)
     new_items = data.new_items if data.new_items is not None else []
-    mark_unknown_ids(model, new_items)
+    mark_unknown_ids(model, splits.untrained_items(data.sequences, len(data.item_ids), new_items)
+                     if cfg.model.untrained_ids == "unknown" else new_items)
     exclude_from_training(model, new_items)
     if init is not None:
         init.apply(model)
