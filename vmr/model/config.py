@@ -31,7 +31,8 @@ class ModelConfig:
     item_id_emb: bool = True     # learn a per-item ID embedding besides the content
     id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
     id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
-    untrained_ids: str = "unknown"  # items with no training interaction: unknown (scored from content) | own (their untrained ID row)
+    # items with no training interaction: unknown (scored from content) | own (untrained ID row)
+    untrained_ids: str = "unknown"
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
     item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
     fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean | gate
@@ -84,7 +85,8 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    history: str = "exclude"     # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
+    # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
+    history: str = "exclude"
 
 
 @dataclass
