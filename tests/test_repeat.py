@@ -145,3 +145,28 @@ def test_a_run_trained_under_include_is_evaluated_under_include(runs, tmp_path):
     assert code == 0, err
     manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
     assert manifest["repeat_term"]["values"] == pytest.approx(bias.tolist(), abs=1e-5)
+
+
+def test_a_per_item_repeat_term_trains_and_ranks(tmp_path):
+    """model.repeat_item_bias: one more learned scalar per item, in the loss and the ranking."""
+    from helpers.synth import make_dataset
+    from vmr.evaluate.metrics import evaluate_model
+    from vmr.model.loaded import load_run
+
+    ds = make_dataset(tmp_path / "d", n_users=40, length=6)
+    run = tmp_path / "r"
+    code, _, err = run_cli("train", "--data", ds, "--out", run, "--set", "model.d_model=16",
+                           "--set", "train.epochs=2", "--set", "model.repeat_item_bias=true")
+    assert code == 0, err
+    loaded = load_run(run)
+    items = loaded.item_repeat_bias()
+    assert items is not None and items.shape == (len(loaded.dataset.item_ids),)
+    assert items.abs().sum() > 0
+    pairs = loaded.dataset.split_sequences("test")
+    hist, tgt = [h for h, _ in pairs], [t for _, t in pairs]
+    with_items = evaluate_model(loaded, hist, tgt, [10], include_history=True, return_ranks=True)
+    loaded.item_repeat_bias = lambda: None                     # the recency part alone
+    without = evaluate_model(loaded, hist, tgt, [10], include_history=True, return_ranks=True)
+    assert not torch.equal(with_items["ranks"], without["ranks"])
+    with pytest.raises(Exception, match="repeat_item_bias"):
+        load_config(overrides=["model.repeat_item_bias=true", "model.repeat_bias=false"])

@@ -70,13 +70,17 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray | Sequence[int],
     return out
 
 
-def _history_terms(histories: Sequence[np.ndarray], bias: torch.Tensor, device):
+def _history_terms(histories: Sequence[np.ndarray], bias: torch.Tensor, device,
+                   item_bias: torch.Tensor | None = None):
     """(rows, items, values): the repeat term of each distinct history item of a batch."""
     from vmr.model.history import history_pairs, history_scores
 
     r, c, rec = history_pairs(histories)
     vals = history_scores(bias.to(device), rec)
-    return torch.from_numpy(r).to(device), torch.from_numpy(c).to(device), vals
+    cols = torch.from_numpy(c).to(device)
+    if item_bias is not None:
+        vals = vals + item_bias.to(device)[cols]
+    return torch.from_numpy(r).to(device), cols, vals
 
 
 def _exclusion_pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +96,8 @@ def _exclusion_pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.nd
 def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                 histories: Sequence[np.ndarray] | None = None,
                 item_chunk: int = 65536, history_bias: torch.Tensor | None = None,
-                ranked_histories: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+                ranked_histories: Sequence[np.ndarray] | None = None,
+                item_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Ranks of `targets` for a batch of user vectors [B, d] against item embeddings [N, d].
 
     Scores are computed chunk by chunk over items ([B, item_chunk] at a time). Items of
@@ -113,7 +118,7 @@ def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
     bounds = [(s, min(s + item_chunk, N)) for s in range(0, N, item_chunk)]
     bonus = None
     if ranked_histories is not None and history_bias is not None:
-        bonus = _history_terms(ranked_histories, history_bias, device)
+        bonus = _history_terms(ranked_histories, history_bias, device, item_bias)
 
     def chunk_scores(s: int, e: int) -> torch.Tensor:
         # users and items are finite (evaluate_model checks), so the scores are too
@@ -174,6 +179,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
         raise ValueError(f"target item index out of range 0..{n_items - 1}")
     bias_fn = getattr(model, "history_bias", None)
     bias = bias_fn() if include_history and bias_fn is not None else None
+    item_fn = getattr(model, "item_repeat_bias", None)
+    item_bias = item_fn() if bias is not None and item_fn is not None else None
     starts = range(0, len(histories), user_batch)
     if progress:
         from tqdm import tqdm
@@ -192,7 +199,7 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
         hist = blk[o:o + user_batch]
         ranks.append(batch_ranks(users_all[o:o + user_batch], items, targets_t[s:s + user_batch],
                                  None if include_history else hist, item_chunk,
-                                 bias, hist if include_history else None).cpu())
+                                 bias, hist if include_history else None, item_bias).cpu())
     ranks_t = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
     out: dict = metrics_from_ranks(ranks_t, ks)
     out["users"] = int(len(ranks_t))

@@ -42,6 +42,7 @@ class ModelConfig:
     mask_rate: float = 0.2       # masked objective: share of positions that become targets
     temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
     repeat_bias: bool = True     # learn a score term for items already in the history, by recency
+    repeat_item_bias: bool = False  # with repeat_bias: plus a learned term per item (repeat-prone items)
 
 
 @dataclass
@@ -225,6 +226,8 @@ def check_config(cfg: Config) -> None:
             raise VmrError(f"model.{name} must be at least 1")
     if m.share == "tie" and m.item_layers > m.n_layers:
         raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
+    if m.repeat_item_bias and not m.repeat_bias:
+        raise VmrError("model.repeat_item_bias = true needs model.repeat_bias = true")
     if m.repeat_bias and t.loss != "full" and m.kind != "pop":
         raise VmrError("model.repeat_bias = true needs train.loss = full (the sampled loss does "
                        "not train it); set model.repeat_bias = false with the sampled loss")
@@ -263,6 +266,6 @@ def config_from_dict(data: dict) -> Config:
     that reproduces the model it was trained as (a run without the key had no repeat term)."""
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, dict):
-        old = {"repeat_bias": False, "untrained_ids": "own"}
+        old = {"repeat_bias": False, "repeat_item_bias": False, "untrained_ids": "own"}
         data = {**data, "model": {**{k: v for k, v in old.items() if k not in model}, **model}}
     return apply_dict(Config(), data, "checkpoint config")

@@ -44,6 +44,9 @@ class LoadedRun:
     def history_bias(self) -> torch.Tensor | None:
         return self.tower.history_bias()
 
+    def item_repeat_bias(self) -> torch.Tensor | None:
+        return self.tower.item_repeat_bias()
+
 
 def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     """Open a run directory's checkpoint ('best', 'last' or 'auto') with its dataset and

@@ -196,6 +196,7 @@ class Recommender(nn.Module):
         self.seq = SequenceEncoder(cfg, self.seq_blocks)
         # the repeat term (vmr/model/history.py): a score for items already in the history
         self.repeat = nn.Parameter(torch.zeros(history.N_BUCKETS)) if cfg.repeat_bias else None
+        self.repeat_item = nn.Parameter(torch.zeros(n_items)) if cfg.repeat_item_bias else None
         self.apply(_init_linear)
         # items that do not exist at training time (set_training_items); their training-softmax
         # row index is -1, the others are renumbered 0.. in order
@@ -275,11 +276,18 @@ class Recommender(nn.Module):
             rows, cols, rec = history.training_pairs(torch.where(sel, tgt, inp), sel, False)
         else:                                # inputs at positions <= t precede target t
             rows, cols, rec = history.training_pairs(inp, sel, True)
-        return rows, cols, self.history_bias()[history.recency_bucket(rec)]
+        vals = self.history_bias()[history.recency_bucket(rec)]
+        if self.repeat_item is not None:
+            vals = vals + self.repeat_item[cols] * history.SCALE
+        return rows, cols, vals
 
     def history_bias(self) -> torch.Tensor | None:
         """[N_BUCKETS] the learned repeat term by recency bucket (None without repeat_bias)."""
         return None if self.repeat is None else self.repeat * history.SCALE
+
+    def item_repeat_bias(self) -> torch.Tensor | None:
+        """[n_items] the learned per-item part of the repeat term (model.repeat_item_bias)."""
+        return None if self.repeat_item is None else self.repeat_item * history.SCALE
 
     def logits(self, out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         if self.cfg.temperature > 0:

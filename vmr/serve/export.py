@@ -29,7 +29,8 @@ Without vmr (the top 10 of a history, by inner product, history items left out):
     top = [ids[j] for j in torch.sort(scores, descending=True, stable=True).indices[:10]]
 
 To rank history items too, add manifest.json's `repeat_term` to their scores instead: for the
-item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)].
+item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)]
+(plus item_values[j] for item j, when the run learned a term per item).
 
 user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
 false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
@@ -89,7 +90,10 @@ def _repeat_term(loaded) -> dict | None:
     bias = loaded.history_bias() if hasattr(loaded, "history_bias") else None
     if bias is None:
         return None
+    items = loaded.item_repeat_bias() if hasattr(loaded, "item_repeat_bias") else None
     return {"values": [round(float(v), 6) for v in bias.cpu()],
+            "item_values": (None if items is None else
+                            [round(float(v), 6) for v in items.cpu()]),   # item_ids.txt order
             "bucket": "min(bit_length(r), 5); r = steps back from the history's last item to "
                       "the item's most recent occurrence (0 = the last item)",
             "applies": "added to score(u, j) of every item j in the history, when history items "
