@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint test-slow test-all bench clean
+.PHONY: install demo test lint test-slow test-all wheel-smoke bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""
+
+# the wheel installed into a fresh venv outside the checkout: vmr --help, vmr demo --quick, the
+# API example of docs/API.md (a few minutes: the venv installs torch again)
+wheel-smoke: $(STAMP)
+	PYTHON=$(PY) .ci/wheel_smoke.sh
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common
+
+common.use_checkout()
 from vmr.serve.export import HNSW_EF_CONSTRUCTION, HNSW_M, exact_search  # noqa: E402
 
 K = 10

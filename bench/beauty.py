@@ -22,8 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VMR = [sys.executable, "-m", "vmr"]
+from common import REPO, VMR
 
 # row label -> (cache pooling, --set overrides). "full" is vmr's default model plus pre-training.
 ROWS = {

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO
 OUT = REPO / "bench" / "out" / "clips"
 
 # kind -> (width, height, fps, [seconds of each clip], codec)
@@ -63,6 +62,33 @@ def _h264(path: str, w: int, h: int, fps: int, seconds: float, seed: int) -> Non
     out.close()
 
 
+def make_mp4v_clip(args) -> str:
+    """A 320x240 clip, 24 fps: moving shapes over a textured background (not trivially
+    compressible, so decoding costs what it costs for real footage); the extraction
+    benchmark's clip (bench/extract.py)."""
+    import cv2
+    import numpy as np
+
+    path, seconds, seed = args
+    if os.path.exists(path):
+        return path
+    rng = np.random.default_rng(seed)
+    w, h, fps = 320, 240, 24
+    bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    bg = cv2.GaussianBlur(bg, (0, 0), 3)
+    color = tuple(int(c) for c in rng.integers(0, 256, 3))
+    vw = cv2.VideoWriter(path + ".tmp.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(int(seconds * fps)):
+        f = np.roll(bg, i * 2, axis=1).copy()
+        x = int((w - 60) * (0.5 + 0.5 * np.sin(i / 12 + seed)))
+        cv2.circle(f, (x + 30, h // 2), 28, color, -1)
+        cv2.putText(f, str(i), (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+        vw.write(f)
+    vw.release()
+    os.replace(path + ".tmp.mp4", path)
+    return path
+
+
 def _make(job) -> str:
     path, kind, seconds, seed = job
     if os.path.exists(path):
@@ -70,10 +96,7 @@ def _make(job) -> str:
     w, h, fps, _, codec = KINDS[kind]
     tmp = path + ".tmp.mp4"
     if codec == "mp4v":
-        sys.path.insert(0, str(REPO / "bench"))
-        from extract import _make_video  # the extraction benchmark's own clip
-
-        _make_video((tmp, seconds, seed))
+        make_mp4v_clip((tmp, seconds, seed))
     else:
         _h264(tmp, w, h, fps, seconds, seed)
     os.replace(tmp, path)

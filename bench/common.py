@@ -1,4 +1,6 @@
-"""What the benchmark scripts share: running a `vmr` command into a log file."""
+"""What the benchmark scripts share: where the checkout is (REPO), running a `vmr` command into a
+log file, and putting the checkout's vmr on sys.path for scripts that import it (`use_checkout`).
+Scripts run as `python bench/NAME.py`, so this module is importable as `common`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VMR = [sys.executable, "-m", "vmr"]
+
+
+def use_checkout() -> None:
+    """Make `import vmr` find this checkout's vmr, whatever environment runs the script (the
+    RecBole peer runs in its own venv without vmr installed)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 
 
 def sh(cmd: list, log: Path, append: bool = False) -> float:

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import common
+from common import REPO
+
+common.use_checkout()
 
 BASELINE = "today: decord"
 # name -> (decoder, keyframes, threads, cores the child is pinned to)

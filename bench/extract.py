@@ -38,38 +38,15 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import common
+from clips import make_mp4v_clip
+from common import REPO
+
 BEAUTY = Path(os.environ.get("VMR_SHARED", REPO.parent / "shared")) / "data" / "amazon_beauty"
-sys.path.insert(0, str(REPO))
+common.use_checkout()
 
 
 # ------------------------------------------------------------------------------- inputs
-def _make_video(args) -> str:
-    """A 320x240 clip, 24 fps: moving shapes over a textured background (not trivially
-    compressible, so decoding costs what it costs for real footage)."""
-    import cv2
-    import numpy as np
-
-    path, seconds, seed = args
-    if os.path.exists(path):
-        return path
-    rng = np.random.default_rng(seed)
-    w, h, fps = 320, 240, 24
-    bg = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    bg = cv2.GaussianBlur(bg, (0, 0), 3)
-    color = tuple(int(c) for c in rng.integers(0, 256, 3))
-    vw = cv2.VideoWriter(path + ".tmp.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for i in range(int(seconds * fps)):
-        f = np.roll(bg, i * 2, axis=1).copy()
-        x = int((w - 60) * (0.5 + 0.5 * np.sin(i / 12 + seed)))
-        cv2.circle(f, (x + 30, h // 2), 28, color, -1)
-        cv2.putText(f, str(i), (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
-        vw.write(f)
-    vw.release()
-    os.replace(path + ".tmp.mp4", path)
-    return path
-
-
 def video_dataset(root: Path, n: int, seconds: float) -> Path:
     import polars as pl
 
@@ -77,7 +54,7 @@ def video_dataset(root: Path, n: int, seconds: float) -> Path:
     media.mkdir(parents=True, exist_ok=True)
     jobs = [(str(media / f"v{k:05d}.mp4"), seconds, k) for k in range(n)]
     with Pool(max(1, (os.cpu_count() or 2))) as pool:
-        paths = pool.map(_make_video, jobs, chunksize=8)
+        paths = pool.map(make_mp4v_clip, jobs, chunksize=8)
     data = root / "ds"
     data.mkdir(exist_ok=True)
     ids = [f"v{k:05d}" for k in range(n)]

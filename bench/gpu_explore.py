@@ -15,11 +15,12 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common
+
+common.use_checkout()
 
 GRID = {
     "sasrec": ["model.kind=sasrec"],

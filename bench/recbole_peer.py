@@ -38,9 +38,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import common
+
+common.use_checkout()
 
 from vmr.errors import VmrError  # noqa: E402  (after the path fix, so the RecBole venv finds it)
 

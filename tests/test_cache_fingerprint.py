@@ -1,4 +1,4 @@
-"""Content fingerprints (vmr/extract/fingerprint.py): `extract` re-encodes exactly the rows whose
+"""Content fingerprints (vmr/extract/freshness.py): `extract` re-encodes exactly the rows whose
 text or file changed, keeps the rows of a grown catalogue, `check_fresh` and `vmr cache info`
 report stale rows; old caches without fingerprints and imported rows are not failed."""
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers.media import make_image, read_group, tiny_open_clip, vmr, write_dataset
 
-from vmr.cache import store
+from vmr.cache import read as cache_read
 from vmr.errors import VmrError
-from vmr.extract.fingerprint import check_fresh
+from vmr.extract.freshness import check_fresh
 from vmr.extract.importer import import_features
 from vmr.extract.progress import Progress
 from vmr.extract.runner import ExtractOptions, run_extract
@@ -133,7 +133,7 @@ def test_a_grown_catalogue_keeps_the_cached_rows(tmp_path, clip, capsys):
     write_dataset(tmp_path / "ds", new_ids, image=[paths[i] for i in new_ids])
     with pytest.raises(VmrError, match=r"holds 6 items but the dataset has 9: the dataset gained "
                                        r"3 items since \(first: '008'\); rerun `vmr extract`"):
-        store.read_modality(cache, new_ids, "image")
+        cache_read.read_modality(cache, new_ids, "image")
     capsys.readouterr()
     out = extract(data, "image", clip)
     assert out.startswith("image: 3 items encoded, 0 failed")
@@ -150,7 +150,7 @@ def test_a_grown_catalogue_keeps_the_cached_rows(tmp_path, clip, capsys):
     assert t_done.tolist() == [i in old_ids for i in new_ids] == t_present.tolist()
     assert text[1].tolist() == [0, 1, 2, 3] and not text[0].any()
     with pytest.raises(VmrError, match=r"text features in .* are incomplete \(6 of 9"):
-        store.read_modality(cache, new_ids, "text")  # ... and needs its new items
+        cache_read.read_modality(cache, new_ids, "text")  # ... and needs its new items
 
     write_dataset(tmp_path / "ds", new_ids[:5], image=[paths[i] for i in new_ids[:5]])
     with pytest.raises(VmrError, match="holds 9 items but the dataset has 5"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers.media import read_group, vmr
 
+from vmr.cache import read as cache_read
 from vmr.cache import store
 from vmr.errors import VmrError
 
@@ -33,13 +34,13 @@ def test_publish_and_read_back(tmp_path):
     path = str(tmp_path / "c.h5")
     store.publish(path, IDS, {"video": group()})
     store.publish(path, IDS, {"text": group(dim=5, fill=2.0)})  # adds, keeps video
-    assert store.list_modalities(path) == ["text", "video"]
-    feats, present, attrs = store.read_modality(path, IDS, "video")
+    assert cache_read.list_modalities(path) == ["text", "video"]
+    feats, present, attrs = cache_read.read_modality(path, IDS, "video")
     assert feats.dtype == np.float32 and feats.shape == (4, 3)
     assert present.tolist() == [True, True, False, True]
     assert (feats[present] == 1).all() and (feats[~present] == 0).all()
     assert attrs["encoder"] == "enc" and attrs["dim"] == 3 and isinstance(attrs["fps"], float)
-    assert store.read_modality(path, IDS, "text")[0][0, 0] == 2.0
+    assert cache_read.read_modality(path, IDS, "text")[0][0, 0] == 2.0
     with h5py.File(path, "r") as f:  # plain h5py sees the documented layout
         assert list(f["item_ids"].asstr()[...]) == IDS
         assert f["video/features"].dtype == np.float16 and f["video/features"].compression is None
@@ -51,23 +52,23 @@ def test_reader_errors(tmp_path):
     path = str(tmp_path / "c.h5")
     store.publish(path, IDS, {"video": group()})
     with pytest.raises(VmrError, match="item 2 is '7' in the cache but '07'"):
-        store.read_modality(path, ["007", "07", "a b", "ü"], "video")
+        cache_read.read_modality(path, ["007", "07", "a b", "ü"], "video")
     with pytest.raises(VmrError, match="holds 4 items but the dataset has 3"):
-        store.read_modality(path, IDS[:3], "video")
+        cache_read.read_modality(path, IDS[:3], "video")
     with pytest.raises(VmrError, match="has no text features .*it has: video"):
-        store.read_modality(path, IDS, "text")
+        cache_read.read_modality(path, IDS, "text")
     store.publish(path, IDS, {"image": group(done=(True, False, False, True))})
     with pytest.raises(VmrError, match=r"incomplete \(2 of 4 items done\)"):
-        store.read_modality(path, IDS, "image")
+        cache_read.read_modality(path, IDS, "image")
     with pytest.raises(VmrError, match="does not exist"):
-        store.read_modality(str(tmp_path / "none.h5"), IDS, "video")
+        cache_read.read_modality(str(tmp_path / "none.h5"), IDS, "video")
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(VmrError, match="not a readable HDF5 file"):
-        store.list_modalities(str(tmp_path / "text.h5"))
+        cache_read.list_modalities(str(tmp_path / "text.h5"))
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = 1
     with pytest.raises(VmrError, match="not a vmr feature cache"):
-        store.list_modalities(str(tmp_path / "other.h5"))
+        cache_read.list_modalities(str(tmp_path / "other.h5"))
 
 
 def test_truncated_cache_gives_a_clear_error(tmp_path):
@@ -76,7 +77,7 @@ def test_truncated_cache_gives_a_clear_error(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(VmrError, match=r"not a readable HDF5 file \(truncated file"):
-        store.read_modality(str(path), IDS, "video")
+        cache_read.read_modality(str(path), IDS, "video")
     p = vmr("cache", "info", path, check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert p.stderr.startswith(f"error: cache {path} is not a readable HDF5 file")
@@ -142,7 +143,7 @@ def test_publish_keeps_rows_and_carries_a_cache_over_to_more_items(tmp_path):
         store.publish(path, ids, {"video": data})
     with pytest.raises(VmrError, match="holds 5 items but the dataset has 4"):
         store.publish(path, IDS, {"video": group()}, remap=True)  # fewer items: refused
-    info = store.describe(path).splitlines()
+    info = cache_read.describe(path).splitlines()
     assert "  fingerprints: 3 items" in info  # video: its 3 done rows
     assert "  fingerprints: none (cache made by an older vmr): whether the features match the " \
         "items' current content is unknown" in info  # text was written without any

@@ -225,7 +225,7 @@ def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path, mon
     """`vmr train` on a dataset with new items picks the new-item gain on validation (the best
     NDCG@10 over the grid) and records it; evaluation scales exactly the new items' candidate
     vectors by it, never their vectors as history inputs."""
-    from vmr.evaluate.calibrate import GAINS, choose_new_item_gain
+    from vmr.evaluate.new_item_gain import GAINS, choose_new_item_gain
     from vmr.model.loaded import load_run
 
     run = tmp_path / "full"

@@ -1,9 +1,9 @@
-"""The demo's ordering check (vmr.pipeline.ordering): the best single modality is chosen on
+"""The demo's ordering check (vmr.demo.ordering): the best single modality is chosen on
 validation, and a gap counts only when it is larger than 2 std."""
 
 import json
 
-from vmr.pipeline import ordering
+from vmr.demo import ordering
 
 
 def _runs(tmp_path, rows: dict) -> list:

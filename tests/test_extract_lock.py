@@ -20,6 +20,7 @@ import pytest
 from helpers.media import (PY, REPO, make_image, make_video, read_group, tiny_open_clip,
                                   write_dataset)
 
+from vmr.cache import read as cache_read
 from vmr.cache import store
 from vmr.cache.lock import lock_path, modality_lock
 from vmr.errors import VmrError
@@ -136,7 +137,7 @@ def test_two_extractions_of_one_modality_started_together(setup):
                 p.kill()
     assert winner.returncode == 0, err
     assert_matches_reference(cache, ref, "video")
-    assert store.read_modality(cache, ids + ["hang"], "text")[0].shape == (N + 1, 8)
+    assert cache_read.read_modality(cache, ids + ["hang"], "text")[0].shape == (N + 1, 8)
     left = sorted(os.listdir(data))
     assert not [f for f in left if ".lock-" in f or ".partial-" in f or ".tmp-" in f], left
 
@@ -152,7 +153,7 @@ def test_different_modalities_run_side_by_side(setup):
         _, err = image.communicate()
         assert image.returncode == 0, err
         assert video.poll() is None  # still running: the two really overlapped
-        assert store.list_modalities(cache) == ["text", "image"]
+        assert cache_read.list_modalities(cache) == ["text", "image"]
         with unblocking(fifo):
             _, err = video.communicate(timeout=240)
     finally:
@@ -160,10 +161,10 @@ def test_different_modalities_run_side_by_side(setup):
             if p.poll() is None:
                 p.kill()
     assert video.returncode == 0, err
-    assert store.list_modalities(cache) == ["text", "image", "video"]  # nobody's group dropped
+    assert cache_read.list_modalities(cache) == ["text", "image", "video"]  # nobody's group dropped
     assert_matches_reference(cache, ref, "video")
     assert_matches_reference(cache, ref, "image")
-    assert store.read_modality(cache, ids + ["hang"], "text")[0].shape == (N + 1, 8)
+    assert cache_read.read_modality(cache, ids + ["hang"], "text")[0].shape == (N + 1, 8)
 
 
 def test_the_lock_names_its_holder_and_leaves_nothing(tmp_path):
@@ -211,7 +212,7 @@ def test_import_refuses_while_an_extraction_holds_the_modality(tmp_path):
                             ids=str(tmp_path / "ids.txt"))
         import_features(data=data, modality="image", features=str(tmp_path / "f.npy"),
                         ids=str(tmp_path / "ids.txt"))  # another modality: fine
-    assert store.list_modalities(cache) == ["image"]
+    assert cache_read.list_modalities(cache) == ["image"]
 
 
 def test_vanished_progress_is_never_published_as_present(setup, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers.media import PY, REPO, make_image, tiny_open_clip, vmr, write_dataset
 
+from vmr.cache import read as cache_read
 from vmr.cache import store
 from vmr.errors import VmrError
 from vmr.extract.decode import DecodeFailure, PixelSpec
@@ -93,7 +94,7 @@ def test_read_only_dataset_folder(ds, readonly_dataset, tmp_path):
     cache = str(tmp_path / "elsewhere.h5")  # a read-only dataset is fine with --cache elsewhere
     vmr("extract", "--data", data, "--modality", "image", "--model", clip, "--cache", cache,
         "--device", "cpu", "--workers", "0")
-    assert store.read_modality(cache, ["a", "b", "c"], "image")[1].all()
+    assert cache_read.read_modality(cache, ["a", "b", "c"], "image")[1].all()
 
 
 def test_progress_and_cache_writes_refused(ds, tmp_path, monkeypatch):
@@ -218,5 +219,5 @@ def test_extraction_records_a_huge_image_as_a_failure(ds, tmp_path):
     data = write_dataset(tmp_path / "d", ["ok", "huge"], image=[paths[0],
                                                                 str(tmp_path / "huge.png")])
     run_extract(ExtractOptions(data=data, modality="image", model=clip, workers=1, device="cpu"))
-    with store.open_cache(os.path.join(data, "features.h5")) as f:
-        assert store.read_failures(f["image"])[0][1].startswith("image too large: 8000 x 8000")
+    with cache_read.open_cache(os.path.join(data, "features.h5")) as f:
+        assert cache_read.read_failures(f["image"])[0][1].startswith("image too large: 8000 x 8000")

@@ -10,7 +10,7 @@ import pytest
 from helpers.media import make_video, read_group, tiny_open_clip, vmr, write_dataset
 
 from vmr.cache.merge import merge_shards
-from vmr.cache.store import read_modality
+from vmr.cache.read import read_modality
 from vmr.errors import VmrError
 from vmr.extract.runner import ExtractOptions, run_extract
 from vmr.extract.shard import parse_shard, shard_path, take, text_units

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers.media import make_image, make_video, read_group, tiny_open_clip, write_dataset
 
-from vmr.cache.store import read_modality
+from vmr.cache.read import read_modality
 from vmr.errors import VmrError
 from vmr.extract.runner import ExtractOptions, run_extract
 

@@ -28,6 +28,7 @@ from helpers.media import read_group, write_dataset
 from helpers import run_cli as cli
 from helpers import start_process as start
 from helpers.synth import make_dataset
+from vmr.cache import read as cache_read
 from vmr.cache import store
 
 TINY = ["model.d_model=16", "model.n_heads=1", "model.n_layers=1", "train.epochs=2",
@@ -269,7 +270,7 @@ def assert_complete_merge(out: Path, ref: Path, prev: Path) -> None:
     assert np.array_equal(a[1], b[1])  # bit for bit
     assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]) and b[3].all()
     assert a[4] == b[4]
-    assert {k: a[5][k] for k in store.SETTING_KEYS} == {k: b[5][k] for k in store.SETTING_KEYS}
+    assert {k: a[5][k] for k in cache_read.SETTING_KEYS} == {k: b[5][k] for k in cache_read.SETTING_KEYS}
     assert "shard" not in b[5]
     t0, t1 = read_group(prev, "text"), read_group(out, "text")  # the other modality is kept
     assert np.array_equal(t0[1], t1[1]) and t0[0] == t1[0]
@@ -451,11 +452,11 @@ def test_full_disk_import_features_keeps_the_previous_cache(disk, tmp_path):
         code, _, err = cli("import-features", *args, "--modality", "video")
         assert no_space(code, err).endswith("the previous cache is unchanged")
         assert cache.read_bytes() == before
-        assert store.read_modality(str(cache), ids, "image")[0].shape == (200, 2048)
+        assert cache_read.read_modality(str(cache), ids, "image")[0].shape == (200, 2048)
         assert sorted(os.listdir(disk)) == ["features.h5", "filler"]
         os.remove(disk / "filler")
     assert cli("import-features", *args, "--modality", "video")[0] == 0
-    assert store.list_modalities(str(cache)) == ["image", "video"]
+    assert cache_read.list_modalities(str(cache)) == ["image", "video"]
 
 
 def test_full_disk_extract_keeps_the_previous_cache_and_resumes(disk, tmp_path):
@@ -485,7 +486,7 @@ def test_full_disk_extract_keeps_the_previous_cache_and_resumes(disk, tmp_path):
     line = no_space(code, err)
     assert line.startswith(f"error: cannot write cache {cache}") and "unchanged" in line
     assert cache.read_bytes() == before
-    assert store.list_modalities(str(cache)) == ["image"]
+    assert cache_read.list_modalities(str(cache)) == ["image"]
     os.remove(disk / "filler")
 
     parts = sorted(glob.glob(f"{cache}.partial-text/part-*.npz"))
@@ -500,11 +501,11 @@ def test_full_disk_extract_keeps_the_previous_cache_and_resumes(disk, tmp_path):
     assert code == 0, err
     assert f"warning: discarding damaged progress file {parts[1]}" in err
     assert out.startswith("text: 8 items encoded")  # only the damaged part's items
-    feats, present, _ = store.read_modality(str(cache), ids, "text")
+    feats, present, _ = cache_read.read_modality(str(cache), ids, "text")
     assert feats.shape == (24, 384) and present.all()
     want = np.stack([saved[i] for i in ids]).astype(np.float16).astype(np.float32)
     assert np.array_equal(feats, want)
-    assert store.read_modality(str(cache), ids, "image")[0].shape == (24, 8192)
+    assert cache_read.read_modality(str(cache), ids, "image")[0].shape == (24, 8192)
     assert sorted(os.listdir(disk)) == ["features.h5"]
 
 

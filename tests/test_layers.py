@@ -12,20 +12,19 @@ PKG = Path(__file__).resolve().parent.parent / "vmr"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ("base", ("vmr", "vmr.errors", "vmr.fsio", "vmr.allocator")),
+    ("base", ("vmr._version", "vmr.errors", "vmr.fsio", "vmr.allocator")),
     ("data", ("vmr.data", "vmr.cache")),
     ("extract", ("vmr.extract",)),
     ("model", ("vmr.model",)),
     ("evaluate", ("vmr.evaluate",)),
     ("train", ("vmr.train",)),
     ("serve", ("vmr.serve",)),
-    ("app", ("vmr.pipeline", "vmr.api")),
+    ("app", ("vmr.demo", "vmr.api")),
     ("cli", ("vmr.cli", "vmr.cli_options", "vmr.__main__")),
+    # the package root re-exports the Python API lazily (PEP 562): it sits on top, so no module
+    # of vmr may import it (the version is vmr._version's)
+    ("root", ("vmr",)),
 ]
-# The package's own __init__ re-exports the Python API (vmr.api) lazily, through a module-level
-# __getattr__, so that `vmr.train(...)` works while `import vmr` stays cheap. That one edge is
-# the public facade, not a dependency of the base layer: no module below imports it.
-FACADE = {("vmr", "vmr.api")}
 
 
 def module_name(path: Path) -> str:
@@ -39,7 +38,7 @@ def layer_of(module: str) -> int:
     best = None
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and (
+            if (module == p or (p != "vmr" and module.startswith(p + "."))) and (
                     best is None or len(p) > len(best[1])):
                 best = (i, p)
     assert best is not None, f"{module} belongs to no layer: add it to LAYERS"
@@ -83,8 +82,6 @@ def test_no_module_imports_a_layer_above_its_own():
     bad = []
     for mod, deps in graph().items():
         for dep in deps:
-            if dep == "vmr" or (mod, dep) in FACADE:   # the package itself: __version__ only
-                continue
             if layer_of(dep) > layer_of(mod):
                 bad.append(f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {dep} "
                            f"({LAYERS[layer_of(dep)][0]})")
@@ -99,8 +96,6 @@ def test_no_import_cycles():
         state[m] = "open"
         stack.append(m)
         for d in sorted(g.get(m, ())):
-            if d == "vmr" or (m, d) in FACADE:
-                continue
             if state.get(d) == "open":
                 cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
             elif d not in state:
@@ -121,12 +116,12 @@ def test_the_checks_catch_a_violation(tmp_path, monkeypatch):
     (fake / "train").mkdir()
     for f in ("__init__.py", "data/__init__.py", "train/__init__.py"):
         (fake / f).write_text("")
-    (fake / "data" / "io.py").write_text("def f():\n    from vmr.train.loop import x\n")
-    (fake / "train" / "loop.py").write_text("from vmr.data.io import f\nx = 1\n")
+    (fake / "data" / "tables.py").write_text("def f():\n    from vmr.train.loop import x\n")
+    (fake / "train" / "loop.py").write_text("from vmr.data.tables import f\nx = 1\n")
     monkeypatch.setattr(__import__(__name__), "PKG", fake)
-    with pytest.raises(AssertionError, match="vmr.data.io \\(data\\) imports vmr.train.loop"):
+    with pytest.raises(AssertionError, match="vmr.data.tables \\(data\\) imports vmr.train.loop"):
         test_no_module_imports_a_layer_above_its_own()
-    with pytest.raises(AssertionError, match="vmr.data.io -> vmr.train.loop -> vmr.data.io"):
+    with pytest.raises(AssertionError, match="vmr.data.tables -> vmr.train.loop -> vmr.data.tables"):
         test_no_import_cycles()
 
 
@@ -134,3 +129,28 @@ def test_no_module_is_too_long():
     long = {module_name(f): n for f in PKG.rglob("*.py")
             if (n := len(f.read_text(encoding="utf-8").splitlines())) > 420}
     assert not long, f"modules over ~400 lines (split them by what they hold): {long}"
+
+
+def test_bench_scripts_share_one_helper_and_import_no_circle():
+    """bench/: the checkout's path and sys.path are set up in bench/common.py only, and the
+    scripts that import each other (clips, decode_modes, extract) do so without a circle."""
+    bench = PKG.parent / "bench"
+    scripts = {p.stem: p for p in bench.glob("*.py")}
+    setup = [p.name for p in scripts.values() if p.name != "common.py" and (
+        "sys.path.insert" in (t := p.read_text(encoding="utf-8")) or "\nREPO = " in t)]
+    assert setup == []
+    g = {}
+    for name, p in scripts.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                deps.add(node.module)
+        g[name] = deps & set(scripts) - {name}
+
+    def reaches(a, b, seen=()):
+        return any(d == b or (d not in seen and reaches(d, b, (*seen, d))) for d in g[a])
+
+    assert [m for m in g if reaches(m, m)] == []
+    assert g["extract"] >= {"clips"} and "extract" not in g["clips"]

@@ -1,5 +1,5 @@
 """Transfer to another catalogue: `vmr train --init-from RUN [--freeze]` and zero-shot
-`vmr eval --run RUN --data OTHER` (vmr/model/transfer.py, vmr/train/transfer.py)."""
+`vmr eval --run RUN --data OTHER` (vmr/model/cross_catalogue.py, vmr/train/init_from.py)."""
 
 import json
 
@@ -105,7 +105,7 @@ def test_init_from_refuses_another_encoder_or_shape(setup, tmp_path):
 
 
 def test_zero_shot_eval_scores_another_catalogue_from_content(setup):
-    from vmr.model.transfer import load_run_on
+    from vmr.model.cross_catalogue import load_run_on
 
     run, tgt = setup["run"], setup["tgt"]
     code, out, err = run_cli("eval", "--run", run, "--data", tgt, "--k", "5", "10")

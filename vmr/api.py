@@ -1,15 +1,15 @@
 """The Python API: the pipeline as functions (docs/API.md has a worked example).
 
     ds = vmr.prepare("log.csv", "data/", items="items.csv", text_columns=["title"])
-    vmr.extract("data/", "text")                      # {"cache", "modality", "summary"}
-    run = vmr.train("data/", "runs/full", overrides={"train.epochs": 20})
+    vmr.extract_features("data/", "text")             # {"cache", "modality", "summary"}
+    run = vmr.fit("data/", "runs/full", overrides={"train.epochs": 20})
     run.evaluate(k=(5, 10))                           # the metrics dict; writes metrics_test.json
     run.recommend(user="u1", top=10)                  # [{"rank", "item", "score", "title"}, ...]
     run = vmr.load("runs/full")
 
 Every function does what the command of the same name does and fails the same way (VmrError,
-one line). Nothing here changes the process: `vmr.train` and `vmr.load` restore the random
-number generators (and `vmr.train` torch's thread count) they found, and the glibc allocator
+one line). Nothing here changes the process: `vmr.fit` and `vmr.load` restore the random
+number generators (and `vmr.fit` torch's thread count) they found, and the glibc allocator
 setting of vmr/allocator.py is left to the command line (`vmr train`, `vmr eval`), which owns
 its process."""
 
@@ -58,7 +58,7 @@ def prepare(interactions: str | Path, out: str | Path, **options):
     return load_dataset(out)
 
 
-def extract(data, modality: str, **options) -> dict:
+def extract_features(data, modality: str, **options) -> dict:
     """`vmr extract`: encode every item's `modality` into the feature cache; returns
     {"cache": path, "modality": modality, "summary": the text the command prints}. Options are
     ExtractOptions' fields: model, cache, fps, max_frames, pooling, batch_size, workers, ..."""
@@ -67,9 +67,11 @@ def extract(data, modality: str, **options) -> dict:
     if options.get("cache") is not None:
         options["cache"] = str(options["cache"])
     opts = _options(ExtractOptions, {"data": _path(data), "modality": modality}, options,
-                    "vmr.extract")
+                    "vmr.extract_features")
     summary = run_extract(opts)
-    cache = Path(opts.cache) if opts.cache else Path(opts.data) / "features.h5"
+    from vmr.cache.read import resolve_cache
+
+    cache = resolve_cache(opts.data, opts.cache)
     return {"cache": str(cache), "modality": modality, "summary": summary}
 
 
@@ -87,14 +89,14 @@ def _override_list(overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def train(data, out: str | Path | None = None, config: str | Path | None = None,
-          overrides=(), **kw) -> "Run":
+def fit(data, out: str | Path | None = None, config: str | Path | None = None,
+        overrides=(), **kw) -> "Run":
     """`vmr train`: train into the run directory `out` (default runs/<kind>-<time>) and return
     it loaded. `overrides`: ["train.epochs=3", ...] or {"train.epochs": 3}; keyword options are
     TrainRequest's: cache, stage, modalities, seed, resume."""
     import torch
 
-    from vmr.train.runtime import rng_state, set_rng_state
+    from vmr.train.device_rng import rng_state, set_rng_state
     from vmr.train.session import TrainRequest, start_training
 
     for k in ("cache",):
@@ -102,7 +104,7 @@ def train(data, out: str | Path | None = None, config: str | Path | None = None,
             kw[k] = str(kw[k])
     req = _options(TrainRequest, {"data": _path(data), "out": None if out is None else str(out),
                                   "config": None if config is None else str(config),
-                                  "overrides": _override_list(overrides)}, kw, "vmr.train")
+                                  "overrides": _override_list(overrides)}, kw, "vmr.fit")
     rng, threads = rng_state(), torch.get_num_threads()
     try:
         run_dir = start_training(req)
@@ -185,13 +187,3 @@ class Run:
 
         return write_gallery(self.path, out, users=users, top=top, loaded=self._loaded)["index"]
 
-
-def subpackage(name: str):
-    """The subpackage vmr.extract or vmr.train, which vmr/__init__.py makes callable as the
-    function of the same name above."""
-    import sys
-
-    import vmr.extract  # noqa: F401  (the packages themselves only: nothing heavy)
-    import vmr.train  # noqa: F401
-
-    return sys.modules[f"vmr.{name}"]

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
 from vmr.cli_options import gallery_options
 from vmr.cli_options import eval_target_options, new_items_options, transfer_options
@@ -126,7 +126,7 @@ def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     """Generate a synthetic multimodal catalogue (videos, cover images, text) and run the whole
     pipeline on it: prepare, extract, train (all modalities, each single modality, SASRec,
     popularity; several seeds), eval, report, and check the ordering of the rows."""
-    from vmr.pipeline import run_demo
+    from vmr.demo import run_demo
 
     run_demo(out, n_items, n_users, n_topics, seed, quick, n_styles, seeds, jobs)
 
@@ -226,7 +226,7 @@ def cache():
 def cache_info(path, data):
     """Print what a cache holds: modalities, encoder, coverage, failures, and which rows are
     stale (made from content that has changed since)."""
-    from vmr.extract.fingerprint import cache_info as info
+    from vmr.extract.freshness import cache_info as info
 
     click.echo(info(path, data))
 
@@ -280,7 +280,7 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, r
                        stage=stage, modalities=_csv_list(modalities), seed=seed, resume=resume,
                        init_from=init_from, freeze=freeze)
     if seeds:
-        from vmr.train.seeds import format_seeds, train_seeds
+        from vmr.train.multi_seed import format_seeds, train_seeds
 
         runs, summary = train_seeds(req, list(seeds))
         click.echo(format_seeds(runs[0].parent, summary))

@@ -21,6 +21,7 @@ CHUNK = 4096
 def merge_shards(paths: list[str], out: str) -> str:
     import numpy as np
 
+    from vmr.cache import read as cache_read
     from vmr.cache import store
 
     if not paths:
@@ -32,27 +33,27 @@ def merge_shards(paths: list[str], out: str) -> str:
     if os.path.abspath(out) in absolute:
         raise VmrError(f"--out {out} is one of the shards; write the merged cache elsewhere")
 
-    ids = store.read_item_ids(paths[0])
+    ids = cache_read.read_item_ids(paths[0])
     n = len(ids)
     info: dict[str, list[tuple[str, dict, np.ndarray]]] = {}  # modality -> (path, attrs, done)
     for p in paths:
-        with store.open_cache(p) as f:
-            other = store.read_ids_from(f, p)
+        with cache_read.open_cache(p) as f:
+            other = cache_read.read_ids_from(f, p)
             if other != ids:
                 raise VmrError(f"shards {paths[0]} and {p} were made for different datasets "
                                f"(item ids differ: {len(ids)} vs {len(other)} items or order)")
-            mods = [m for m in store.MODALITIES if m in f]
+            mods = [m for m in cache_read.MODALITIES if m in f]
             if not mods:
                 raise VmrError(f"shard {p} holds no features")
             for m in mods:
-                info.setdefault(m, []).append((p, store.group_attrs(f[m]), f[m]["done"][...]))
+                info.setdefault(m, []).append((p, cache_read.group_attrs(f[m]), f[m]["done"][...]))
 
     groups = {}
     lines = []
     for m, held in info.items():
         p0, a0, _ = held[0]
         for p, a, _ in held[1:]:
-            diff = store.settings_diff(a0, a)
+            diff = cache_read.settings_diff(a0, a)
             if a0.get("shard_unit") != a.get("shard_unit"):
                 diff.append(f"shard_unit {a0.get('shard_unit')!r} -> {a.get('shard_unit')!r} "
                             "(text shards must use the same --batch-size)")
@@ -89,10 +90,10 @@ def merge_shards(paths: list[str], out: str) -> str:
         fps = [""] * n  # "" (unknown) for rows of shards made before fingerprints
         any_fps = False
         for p, _, done in held:
-            with store.open_cache(p) as f:
+            with cache_read.open_cache(p) as f:
                 present |= f[m]["present"][...].astype(bool) & done
-                failures += store.read_failures(f[m])
-                shard_fps = store.read_fingerprints(f[m])
+                failures += cache_read.read_failures(f[m])
+                shard_fps = cache_read.read_fingerprints(f[m])
                 if shard_fps is not None:
                     any_fps = True
                     for r in np.flatnonzero(done).tolist():
@@ -102,7 +103,7 @@ def merge_shards(paths: list[str], out: str) -> str:
 
         def write_features(ds, held=held, m=m) -> None:
             for p, _, done in held:
-                with store.open_cache(p) as f:
+                with cache_read.open_cache(p) as f:
                     src = f[m]["features"]
                     rows = np.flatnonzero(done)
                     for a in range(0, len(rows), CHUNK):

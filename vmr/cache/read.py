@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Iterator
 
 from vmr.errors import VmrError
@@ -14,6 +15,13 @@ FORMAT = 1
 MODALITIES = ("text", "image", "video")
 # attributes that must agree for two runs to produce interchangeable features
 SETTING_KEYS = ("encoder", "weights", "dim", "dtype", "fps", "max_frames", "pooling")
+DEFAULT_NAME = "features.h5"
+
+
+def resolve_cache(data_dir, cache=None) -> Path:
+    """The feature cache of a dataset directory: `cache` when given, else DATA/features.h5
+    (the one place that default is written down)."""
+    return Path(cache) if cache else Path(data_dir) / DEFAULT_NAME
 
 
 def _py(value):

@@ -15,12 +15,12 @@ Layout::
         failure_reasons   ... and why (missing file, decode error, timeout, empty text)
         fingerprints      UTF-8 strings, one per item: what was encoded for that row, as the
                           writer describes it ("" = unknown; absent in caches of older vmr).
-                          Opaque here; vmr/extract/fingerprint.py makes and checks them
+                          Opaque here; vmr/extract/freshness.py makes and checks them
 
 A cache file is never modified in place: `publish` writes a complete new file next to it and
 renames it over the old one, so a reader (or a crash) only ever sees a whole file.
 
-Reading lives in vmr/cache/read.py and is re-exported here (`store.read_modality`, ...); this
+Reading lives in vmr/cache/read.py (import it from there: this module re-exports nothing); this
 module holds the writing. Locks: vmr/cache/lock.py.
 """
 
@@ -33,15 +33,12 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.cache.lock import publish_lock
-from vmr.cache.lock import publish_lock as cache_lock  # noqa: F401  (its former name)
-from vmr.cache.read import (FORMAT, MODALITIES, SETTING_KEYS, _py, check_item_ids,  # noqa: F401
-                            describe, group_attrs, list_modalities, modality_attrs, open_cache,
-                            read_failures, read_fingerprints, read_ids_from, read_item_ids,
-                            read_modality, settings_diff)
+from vmr.cache.read import (FORMAT, MODALITIES, check_item_ids, group_attrs, open_cache,
+                            read_failures, read_fingerprints, read_ids_from)
 from vmr.errors import VmrError
-from vmr.fsio import os_reason  # (re-exported: other modules import it from here)
+from vmr.fsio import os_reason
 
 CHUNK = 4096
 

@@ -15,7 +15,37 @@ from vmr.data import splits
 from vmr.data.splits import SPLITS
 from vmr.errors import VmrError
 
-FILES = ("dataset.json", "interactions.parquet", "items.parquet")
+ITEMS = "items.parquet"
+FILES = ("dataset.json", "interactions.parquet", ITEMS)
+
+
+def read_items_table(data_dir: str | Path):
+    """DATA/items.parquet as a polars DataFrame, checked: it exists and reads, and its `item`
+    column holds distinct, non-empty ids. The one reader of the items table (vmr/extract reads
+    it through this too)."""
+    import polars as pl
+
+    path = Path(data_dir) / ITEMS
+    if not Path(data_dir).is_dir():
+        raise VmrError(f"dataset directory {data_dir} does not exist (make one with `vmr prepare`)")
+    if not path.is_file():
+        raise VmrError(f"{path} not found: {data_dir} is not a dataset directory "
+                       "(run `vmr prepare`)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # polars raises several exception types for damaged files
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise VmrError(f"cannot read {path}: {reason}") from None
+    if "item" not in df.columns:
+        raise VmrError(f"{path} has no 'item' column (columns: {', '.join(df.columns)})")
+    ids = df.get_column("item").cast(pl.Utf8).to_list()
+    if any(i is None for i in ids):
+        raise VmrError(f"{path}: row {ids.index(None) + 1} has an empty item id")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise VmrError(f"{path}: item id {dup!r} appears more than once")
+    return df
 
 
 @dataclass
@@ -112,8 +142,8 @@ def load_dataset(path: str | Path) -> Dataset:
     if not isinstance(meta, dict) or meta.get("format") != 1:
         raise VmrError(f"{root / 'dataset.json'}: unknown dataset format "
                        f"{meta.get('format') if isinstance(meta, dict) else None!r} (expected 1)")
+    items = read_items_table(root)
     try:
-        items = pl.read_parquet(root / "items.parquet")
         inter = pl.read_parquet(root / "interactions.parquet", columns=["user", "item"])
     except (pl.exceptions.PolarsError, OSError) as e:
         raise VmrError(f"{path}: cannot read the dataset's parquet files: "

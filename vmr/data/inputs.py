@@ -37,7 +37,7 @@ def load_interactions(opts, rep: Report):
     With --min-rating, rows rated below it are dropped (counted in rep.dropped)."""
     import polars as pl
 
-    from vmr.data import io
+    from vmr.data import tables
     from vmr.data.columns import check_preset, resolve
 
     check_preset(opts.preset)
@@ -48,7 +48,7 @@ def load_interactions(opts, rep: Report):
         if opts.min_rating is not None:
             raise VmrError("--min-rating needs a rating column, and a sequences file has none "
                            "(give the log as a table)")
-        return io.read_sequences(opts.interactions)
+        return tables.read_sequences(opts.interactions)
     if opts.fmt != "table":
         raise VmrError(f"--format must be 'table' or 'sequences', got '{opts.fmt}'")
     given = {"user": opts.user_col, "item": opts.item_col, "time": opts.time_col,
@@ -63,17 +63,17 @@ def load_interactions(opts, rep: Report):
         names = [rep.columns[r][0] for r in roles]
         return names, names[:2]
 
-    df, src = io.read_table(opts.interactions, "interactions", pick)
+    df, src = tables.read_table(opts.interactions, "interactions", pick)
     col = {r: rep.columns[r][0] for r in roles}
-    io.require_columns(df, src, {col[r]: f"--{r}-col" for r in roles}, what)
-    df = df.select(src=pl.col(io.ROW), **{r: pl.col(col[r]) for r in roles})
+    tables.require_columns(df, src, {col[r]: f"--{r}-col" for r in roles}, what)
+    df = df.select(src=pl.col(tables.ROW), **{r: pl.col(col[r]) for r in roles})
     rows = df["src"].to_numpy()
     for role in ("user", "item"):
-        i = io.first_null(df[role])
+        i = tables.first_null(df[role])
         if i is not None:
             raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
                            f"'{col[role]}'")
-    times = io.parse_times(df["time"], src, col["time"], rows)
+    times = tables.parse_times(df["time"], src, col["time"], rows)
     df = df.with_columns(time=pl.Series(times, dtype=pl.Float64))
     if opts.min_rating is not None:
         df = _keep_rated(df, src, col["rating"], opts.min_rating, rep)
@@ -85,7 +85,7 @@ def _keep_rated(df, src, col: str, least: float, rep: Report):
     import numpy as np
     import polars as pl
 
-    from vmr.data import io
+    from vmr.data import tables
 
     r = df["rating"]
     rows = df["src"].to_numpy()
@@ -95,14 +95,14 @@ def _keep_rated(df, src, col: str, least: float, rep: Report):
         num = r.cast(pl.Float64)
     else:
         raise VmrError(f"{src.name}: rating column '{col}' has type {r.dtype}; expected numbers")
-    i = io.first_null(r)
+    i = tables.first_null(r)
     if i is not None:
         raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty rating in column '{col}'")
     vals = num.to_numpy().astype(np.float64)
     bad = ~np.isfinite(vals)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: rating {io.quoted(r[i])} in "
+        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: rating {tables.quoted(r[i])} in "
                        f"column '{col}' is not a number")
     keep = vals >= least
     rep.dropped["min_rating_interactions"] = int((~keep).sum())
@@ -142,7 +142,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
     root (vmr.data.media)."""
     import polars as pl
 
-    from vmr.data import io, media
+    from vmr.data import tables, media
     from vmr.data.columns import find, preset_text_columns, resolve
 
     what = "items table"
@@ -159,7 +159,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
         media_cols = [c for c in (opts.image_column, opts.video_column) if c]
         return [rep.columns["items_id"][0], *text_cols, *media_cols], [rep.columns["items_id"][0]]
 
-    df, src = io.read_table(opts.items, "items", pick)
+    df, src = tables.read_table(opts.items, "items", pick)
     id_col = rep.columns["items_id"][0]
     wanted = {id_col: "--items-id-col"}
     for c in text_cols:
@@ -168,9 +168,9 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
         wanted[opts.image_column] = "--image-column"
     if opts.video_column:
         wanted[opts.video_column] = "--video-column"
-    io.require_columns(df, src, wanted, what)
-    rows = df[io.ROW].to_numpy()
-    i = io.first_null(df[id_col])
+    tables.require_columns(df, src, wanted, what)
+    rows = df[tables.ROW].to_numpy()
+    i = tables.first_null(df[id_col])
     if i is not None:
         raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty item id in column "
                        f"'{id_col}'")
@@ -180,7 +180,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
         item = df[id_col][j]
         first = int((df[id_col] == item).arg_true()[0])
         raise VmrError(f"{src.name}: {src.where(int(rows[j]))}: duplicate item id "
-                       f"{io.quoted(item)} (first on {src.where(int(rows[first]))})")
+                       f"{tables.quoted(item)} (first on {src.where(int(rows[first]))})")
     n = df.height
     if not text_cols:
         rep.warn(f"no --text-columns given: items from {src.name} get no text")
@@ -197,7 +197,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
                       else [None] * n)
     out = pl.DataFrame({
         "item": df[id_col], "text": texts, "title": titles, "image": paths["image"],
-        "video": paths["video"], "src": df[io.ROW],
+        "video": paths["video"], "src": df[tables.ROW],
     }, schema={"item": pl.String, "text": pl.String, "title": pl.String, "image": pl.String,
                "video": pl.String, "src": pl.Int64})
     return out, src

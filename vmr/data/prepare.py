@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vmr.cache.read import resolve_cache
+from vmr.data.dataset import FILES, ITEMS, read_items_table
 from vmr.data.inputs import Report, join_text, load_interactions, read_item_table  # noqa: F401
 from vmr.data.splits import pick_new_items, split_labels
 from vmr.errors import VmrError
@@ -54,18 +56,17 @@ def appearance_codes(values: list[str]) -> tuple[list[int], list[str]]:
 def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
     """Write the three files under temporary names, then rename them into place; dataset.json
     (the marker of a complete dataset) is removed first and renamed last."""
-    tmp = {name: out / f".{name}.tmp-{os.getpid()}"
-           for name in ("interactions.parquet", "items.parquet", "dataset.json")}
+    tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in FILES}
     try:
         interactions.write_parquet(tmp["interactions.parquet"])
-        items.write_parquet(tmp["items.parquet"])
+        items.write_parquet(tmp[ITEMS])
         with open(tmp["dataset.json"], "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, ensure_ascii=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         (out / "dataset.json").unlink(missing_ok=True)
-        for name in ("interactions.parquet", "items.parquet", "dataset.json"):
+        for name in sorted(FILES, key=lambda n: n == "dataset.json"):   # the marker last
             os.replace(tmp[name], out / name)
     except Exception as e:  # OSError, or a polars error wrapping one (disk full)
         if not isinstance(e, OSError) and "os error" not in str(e):
@@ -78,15 +79,12 @@ def _write_atomic(out: Path, interactions, items, meta: dict) -> None:
 
 def _warn_stale_cache(out: Path, items, rep: Report) -> None:
     """A feature cache left in --out by an earlier prepare no longer matches a changed item list."""
-    import polars as pl
-
-    old = out / "items.parquet"
-    cache = out / "features.h5"
-    if not (cache.exists() and old.exists()):
+    cache = resolve_cache(out)
+    if not (cache.exists() and (out / ITEMS).exists()):
         return
     try:
-        same = pl.read_parquet(old, columns=["item"])["item"].equals(items["item"])
-    except (pl.exceptions.PolarsError, OSError):
+        same = read_items_table(out)["item"].equals(items["item"])
+    except VmrError:
         same = False
     if not same:
         rep.warn(f"{cache} was built for a different item list; run `vmr extract` again "
@@ -110,8 +108,8 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     import numpy as np
     import polars as pl
 
-    from vmr import __version__
-    from vmr.data import io
+    from vmr._version import __version__
+    from vmr.data import tables
     from vmr.data.kcore import kcore_mask
 
     if opts.kcore < 1:
@@ -138,12 +136,12 @@ def prepare_dataset(opts: PrepareOptions) -> str:
                 raise VmrError(
                     f"{log_src.name}: {log_src.where(int(log['src'][first]))}: item "
                     f"'{log['item'][first]}' is not in the items table {items_src.name} "
-                    f"({io.counted(n_unknown, 'interaction')} name "
-                    f"{io.counted(n_items_unknown, 'unknown item')}; "
+                    f"({tables.counted(n_unknown, 'interaction')} name "
+                    f"{tables.counted(n_items_unknown, 'unknown item')}; "
                     f"--drop-unknown drops them)")
             log = log.filter(~unknown)
-            rep.warn(f"dropped {io.counted(n_unknown, 'interaction')} naming "
-                     f"{io.counted(n_items_unknown, 'item')} absent from {items_src.name} "
+            rep.warn(f"dropped {tables.counted(n_unknown, 'interaction')} naming "
+                     f"{tables.counted(n_items_unknown, 'item')} absent from {items_src.name} "
                      f"(--drop-unknown)")
             if log.height == 0:
                 raise VmrError(f"{log_src.name}: no interaction names an item of "
@@ -202,7 +200,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
         rep.dropped[f"missing_{key}_files"] = len(missing)
         if missing:
             k = missing[0]
-            rep.warn(f"{io.counted(len(missing), key + ' file')} named in column '{col}' of "
+            rep.warn(f"{tables.counted(len(missing), key + ' file')} named in column '{col}' of "
                      f"{items_src.name} not found (first: item '{items['item'][k]}': "
                      f"{paths[k]}); those items have no {key}")
             for k in missing:
@@ -212,7 +210,7 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     n_users, n_items, n_inter = n_users_kept, items.height, interactions.height
     short = int(np.sum(np.bincount(u_codes)[np.unique(u_codes)] < 3))
     if short:
-        rep.warn(f"{io.counted(short, 'user')} with fewer than 3 interactions (no validation "
+        rep.warn(f"{tables.counted(short, 'user')} with fewer than 3 interactions (no validation "
                  f"target)")
     coverage = {m: int(items[m].is_not_null().sum()) for m in ("text", "image", "video")}
     split_counts = {s: int((labels == s).sum()) for s in ("train", "valid", "test")}
@@ -263,7 +261,7 @@ def _new_items(opts: PrepareOptions, item_ids: list[str]) -> list[str]:
 
 def _summary(out: Path, meta: dict, opts: PrepareOptions, rep: Report) -> str:
     from vmr.data.columns import describe
-    from vmr.data.io import fmt_int, fraction
+    from vmr.data.tables import fmt_int, fraction
 
     d, s, cov = meta["dropped"], meta["splits"], meta["coverage"]
     k = opts.kcore

@@ -5,7 +5,7 @@ split rule of vmr/data/splits.py) among ALL items, writes `RUN_DIR/metrics_<spli
 atomically, with the protocol it was measured under and the metrics per group of targets
 (vmr/evaluate/buckets.py: by training frequency, new vs seen items), and returns the same dict
 (`evaluate_run`); `format_eval` is the table the CLI prints. With `data`, the run is evaluated
-zero-shot on another dataset (vmr/model/transfer.py) into metrics_<split>@<dataset>.json.
+zero-shot on another dataset (vmr/model/cross_catalogue.py) into metrics_<split>@<dataset>.json.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if data is not None:
-            from vmr.model.transfer import load_run_on
+            from vmr.model.cross_catalogue import load_run_on
 
             loaded = load_run_on(run, data, cache, checkpoint, device=device)
         else:

@@ -6,7 +6,7 @@ belongs to the k-th id of the --ids file (one id per line) and whose width is --
 
 Imported rows have no source content vmr could fingerprint: each records
 `import:sha256:<file hash>:row:<k>` (`import:absent` for items the file lacks), which freshness
-checks skip (vmr/extract/fingerprint.py). The import holds the cache's lock for the modality
+checks skip (vmr/extract/freshness.py). The import holds the cache's lock for the modality
 (vmr/cache/lock.py), like an extraction.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
 
 CHUNK = 4096
@@ -82,16 +83,16 @@ def _gather(arr, idx, dtype):
 def import_features(data: str, modality: str, features: str, ids: str, dim: int | None = None,
                     cache: str | None = None, dtype: str = "float16",
                     overwrite: bool = False) -> str:
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
     from vmr.cache.lock import modality_lock
     from vmr.extract.items import load_items
 
-    if modality not in store.MODALITIES:
+    if modality not in cache_read.MODALITIES:
         raise VmrError(f"--modality {modality!r}: expected video, image or text")
     if dtype not in ("float16", "float32"):
         raise VmrError(f"--dtype {dtype!r}: expected float16 or float32")
     item_ids = load_items(data).ids
-    cache = cache or os.path.join(data, "features.h5")
+    cache = str(resolve_cache(data, cache))
     file_ids = _read_ids(ids)
     arr = _open_matrix(features, dim)
     if arr.shape[0] != len(file_ids):
@@ -108,17 +109,18 @@ def import_features(data: str, modality: str, features: str, ids: str, dim: int 
 def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtype, overwrite):
     import numpy as np
 
+    from vmr.cache import read as cache_read
     from vmr.cache import store
     from vmr.extract.encoders import file_sha256
 
     d = int(arr.shape[1])
     remap = False  # a cache made before the catalogue grew is carried over (store.publish)
     if os.path.exists(cache):
-        cache_ids = store.read_item_ids(cache)
+        cache_ids = cache_read.read_item_ids(cache)
         remap = cache_ids != item_ids and set(cache_ids) <= set(item_ids)
         if not remap:
-            store.check_item_ids(cache, cache_ids, item_ids)
-        if store.modality_attrs(cache, modality) is not None and not overwrite:
+            cache_read.check_item_ids(cache, cache_ids, item_ids)
+        if cache_read.modality_attrs(cache, modality) is not None and not overwrite:
             raise VmrError(f"{cache} already holds {modality} features; pass --overwrite to "
                            "replace them")
 

@@ -2,7 +2,7 @@
 published.
 
 Rows of the modality already in the cache are kept when they were made with the same settings
-(and, for a shard file, the same shard) from the content the item has now (fingerprint.py);
+(and, for a shard file, the same shard) from the content the item has now (freshness.py);
 every other row in the run's scope is encoded. A cache made for a subset of the dataset's items
 (the catalogue grew) is carried over by item id; a cache holding items the dataset lacks is an
 error. Publishing takes each row from exactly one place -- the newest progress entry made from
@@ -34,8 +34,8 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
               overwrite: bool) -> Plan:
     import numpy as np
 
-    from vmr.cache import store
-    from vmr.extract import fingerprint
+    from vmr.cache import read as cache_read
+    from vmr.extract import freshness
 
     ids = items.ids
     n = len(ids)
@@ -44,17 +44,17 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
     cached_done = np.zeros(n, bool)
     unknown = False
     if os.path.exists(target):
-        cache_ids = store.read_item_ids(target)
+        cache_ids = cache_read.read_item_ids(target)
         if cache_ids != ids:
             if not set(cache_ids) <= set(ids):
-                store.check_item_ids(target, cache_ids, ids)  # raises: another dataset
+                cache_read.check_item_ids(target, cache_ids, ids)  # raises: another dataset
             plan.remap = True
             plan.notes.append(f"the dataset has {n - len(cache_ids):,} items more than {target}; "
                               "its cached rows are kept, the new items are added")
-        with store.open_cache(target) as f:
+        with cache_read.open_cache(target) as f:
             if modality in f:
-                old = store.group_attrs(f[modality])
-                diff = [d for d in store.settings_diff(old, settings) if not d.startswith("dim ")]
+                old = cache_read.group_attrs(f[modality])
+                diff = [d for d in cache_read.settings_diff(old, settings) if not d.startswith("dim ")]
                 if diff and not overwrite:
                     raise VmrError(f"{target} already holds {modality} features made with other "
                                    f"settings ({'; '.join(diff)}); pass --overwrite to replace "
@@ -63,7 +63,7 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
                     plan.old_attrs = old
                     g = f[modality]
                     done = g["done"][...].astype(bool)
-                    old_fps = store.read_fingerprints(g)
+                    old_fps = cache_read.read_fingerprints(g)
                     unknown = old_fps is None
                     where = {i: r for r, i in enumerate(cache_ids)}
                     for r in range(n):
@@ -73,19 +73,19 @@ def make_plan(target: str, items, modality: str, settings: dict, shard_spec: str
                             stored[r] = "" if old_fps is None else old_fps[o]
     in_scope = np.zeros(n, bool)
     in_scope[np.asarray(list(scope), dtype=np.int64)] = True
-    plan.fps = fingerprint.current(items, modality, np.flatnonzero(in_scope).tolist(), stored)
+    plan.fps = freshness.current(items, modality, np.flatnonzero(in_scope).tolist(), stored)
     stale = []
     for r, fp in stored.items():
         if not in_scope[r]:
             continue
         if not fp:  # made before fingerprints: unknown, kept
             plan.kept[r], plan.kept_fps[r], unknown = True, "", True
-        elif fingerprint.same(fp, plan.fps[r]):
+        elif freshness.same(fp, plan.fps[r]):
             plan.kept[r], plan.kept_fps[r] = True, plan.fps[r]
         else:
             stale.append(r)
     if unknown:
-        fingerprint.warn_unknown(target, modality)
+        freshness.warn_unknown(target, modality)
     if stale:
         plan.notes.append(f"{len(stale):,} cached {modality} items changed since they were "
                           f"extracted (first: {ids[stale[0]]!r}); encoding them again")
@@ -174,11 +174,11 @@ def _other_modalities(target: str, modality: str, plan: Plan) -> list[str]:
     new items."""
     if not plan.remap:
         return []
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
 
     out = []
-    with store.open_cache(target) as f:
-        for m in store.MODALITIES:
+    with cache_read.open_cache(target) as f:
+        for m in cache_read.MODALITIES:
             if m != modality and m in f:
                 missing = int((~f[m]["done"][...].astype(bool)).sum())
                 if missing:

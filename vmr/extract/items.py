@@ -1,5 +1,5 @@
-"""The item table of a dataset directory, read straight from `items.parquet` (the cache must not
-depend on training code)."""
+"""The item table of a dataset directory as extraction needs it: ids, text and absolute media
+paths (items.parquet is read by vmr.data.dataset.read_items_table, its one reader)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from vmr.errors import VmrError
+from vmr.data.dataset import read_items_table
 
 
 @dataclass
@@ -27,25 +27,8 @@ def load_items(data_dir: str) -> ItemTable:
     """Read DATA/items.parquet; relative media paths are taken relative to DATA."""
     import polars as pl
 
-    path = os.path.join(data_dir, "items.parquet")
-    if not os.path.isdir(data_dir):
-        raise VmrError(f"dataset directory {data_dir} does not exist (make one with `vmr prepare`)")
-    if not os.path.isfile(path):
-        raise VmrError(f"{path} not found: {data_dir} is not a dataset directory "
-                       "(run `vmr prepare`)")
-    try:
-        df = pl.read_parquet(path)
-    except Exception as e:  # polars raises several exception types for damaged files
-        raise VmrError(f"cannot read {path}: {str(e).splitlines()[0][:200]}") from None
-    if "item" not in df.columns:
-        raise VmrError(f"{path} has no 'item' column (columns: {', '.join(df.columns)})")
+    df = read_items_table(data_dir)
     ids = df.get_column("item").cast(pl.Utf8).to_list()
-    if any(i is None for i in ids):
-        raise VmrError(f"{path}: row {ids.index(None) + 1} has an empty item id")
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))
-        raise VmrError(f"{path}: item id {dup!r} appears more than once")
 
     def col(name: str, is_path: bool) -> list[str | None]:
         if name not in df.columns:

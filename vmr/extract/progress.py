@@ -2,7 +2,7 @@
 
     <cache>.partial-<modality>/settings.json     what is being extracted (checked on resume)
     <cache>.partial-<modality>/part-000000.npz   one per encoder batch: ids, features, failures,
-                                                 the content fingerprint of each (fingerprint.py)
+                                                 the content fingerprint of each (freshness.py)
 
 A part is written under a temporary name and renamed into place, so after a kill at any moment
 every part that exists is complete; a rerun skips the items in them and re-encodes only what was
@@ -133,7 +133,7 @@ class Progress:
     def valid(self, part: dict) -> list[bool]:
         """Per entry of a part (its ids, then its fail_ids): was it made from the content the
         item has now? Entries without a recorded fingerprint count as valid."""
-        from vmr.extract.fingerprint import same
+        from vmr.extract.freshness import same
 
         names = part["ids"].tolist() + part["fail_ids"].tolist()
         fps = part.get("fingerprints")

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
 from vmr.extract.background import prefetch as _prefetch
 from vmr.extract.background import stop_on_sigterm as _stop_on_sigterm
@@ -54,7 +55,7 @@ class _Stats:
 
 
 def _validate(opts: ExtractOptions) -> None:
-    from vmr.cache.store import MODALITIES
+    from vmr.cache.read import MODALITIES
 
     if opts.modality not in MODALITIES:
         raise VmrError(f"--modality {opts.modality!r}: expected video, image or text")
@@ -109,7 +110,7 @@ def run_extract(opts: ExtractOptions) -> str:
     if not any((v or "").strip() for v in items.column(opts.modality)):
         raise VmrError(f"no item of {opts.data} has {opts.modality} content (column "
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
-    cache = opts.cache or os.path.join(opts.data, "features.h5")
+    cache = str(resolve_cache(opts.data, opts.cache))
     shard = sharding.parse_shard(opts.shard)
     target = sharding.shard_path(cache, *shard) if shard else cache
     ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
@@ -122,6 +123,7 @@ def run_extract(opts: ExtractOptions) -> str:
 
 
 def _run_locked(opts, items, ident, target, shard) -> str:
+    from vmr.cache import read as cache_read
     from vmr.cache import store
     from vmr.extract import shard as sharding
     from vmr.extract.incremental import make_plan, publish_run
@@ -143,7 +145,7 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     plan = make_plan(target, items, opts.modality, settings, shard_spec, scope, opts.overwrite)
     if plan.nothing_to_do:
         Progress(f"{target}.partial-{opts.modality}").remove()  # killed after publishing
-        return f"{opts.modality}: already in {target}, nothing to do\n" + store.describe(target)
+        return f"{opts.modality}: already in {target}, nothing to do\n" + cache_read.describe(target)
     for note in plan.notes:
         print(f"{opts.modality}: {note}", file=sys.stderr)
 
@@ -187,7 +189,7 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     wall = time.monotonic() - started
     return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
             + "".join(f"{opts.modality}: {note}\n" for note in plan.notes)
-            + store.describe(target))
+            + cache_read.describe(target))
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):

@@ -36,7 +36,7 @@ def load_features(cache: Path, item_ids: list[str], modalities: list[str] | None
     """(feats, present, attrs) per modality: feats float32 [N, d] normalised (see
     `normalise`; zero where absent), present bool [N], attrs the cache's attributes of that
     modality (encoder identity and settings). `modalities` None or empty = every modality."""
-    from vmr.cache.store import list_modalities, read_modality
+    from vmr.cache.read import list_modalities, read_modality
 
     cache = Path(cache)
     if not cache.is_file():

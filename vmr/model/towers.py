@@ -41,7 +41,7 @@ class TowerView:
     def item_embeddings(self) -> torch.Tensor:
         """[N, d] the candidates users are scored against: the input table, with the items
         scored without a trained ID (the item encoder's unknown items) times new_item_gain
-        (vmr/evaluate/calibrate.py)."""
+        (vmr/evaluate/new_item_gain.py)."""
         table = self.input_table()
         items = getattr(self.model, "items", None)
         if self.new_item_gain == 1.0 or items is None or not getattr(items, "any_unknown", False):

@@ -132,7 +132,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
     import torch
 
-    from vmr import __version__
+    from vmr._version import __version__
     from vmr.model.loaded import load_run
 
     if index not in INDEXES:

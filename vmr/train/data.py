@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vmr.cache import read as cache_read
 from vmr.data import splits
 from vmr.errors import VmrError
 from vmr.model.config import Config
@@ -47,9 +48,9 @@ def load_train_data(data_dir: str | Path, cache: str | Path | None, cfg: Config)
 
     ds = load_dataset(data_dir)
     if model_kind(cfg.model.kind).uses_features:
-        from vmr.extract.fingerprint import check_fresh
+        from vmr.extract.freshness import check_fresh
 
-        cache_path = Path(cache) if cache else Path(data_dir) / "features.h5"
+        cache_path = cache_read.resolve_cache(data_dir, cache)
         feats, present, attrs = load_features(cache_path, ds.item_ids, cfg.data.modalities or None,
                                               cfg.data.feature_norm)
         check_fresh(data_dir, cache_path, sorted(feats))   # no row made from changed content

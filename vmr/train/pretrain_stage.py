@@ -10,7 +10,7 @@ import torch
 
 from vmr.model import precision
 from vmr.model.pretrain import PretrainObjective, active_terms
-from vmr.train.runtime import set_rng_state
+from vmr.train.device_rng import set_rng_state
 
 
 def pretrain_stage(st, state: dict | None) -> None:

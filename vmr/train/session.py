@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 from vmr.fsio import atomic_write_text, os_reason, is_disk_full
 from vmr.model.config import Config, check_config, load_config, to_toml
@@ -25,7 +26,7 @@ class TrainRequest:
     modalities: list[str] | None = None
     seed: int | None = None
     resume: bool = False
-    init_from: str | None = None    # a run on another catalogue to start from (vmr/train/transfer.py)
+    init_from: str | None = None    # a run on another catalogue to start from (vmr/train/init_from.py)
     freeze: bool = False            # with init_from: keep the content encoder fixed
 
 
@@ -100,7 +101,7 @@ def _start(d, req: TrainRequest) -> Path:
                 from None
     barrier(d)
     data_dir = Path(req.data)
-    cache_path = Path(cache) if cache else data_dir / "features.h5"
+    cache_path = cache_read.resolve_cache(data_dir, cache)
     meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
             "modalities": sorted(data.feats), "label": run_label(cfg, req.stage)}
     if init is not None:
@@ -113,7 +114,7 @@ def _start(d, req: TrainRequest) -> Path:
         print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
               f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
         if data.new_items is not None and len(data.new_items):
-            from vmr.evaluate.calibrate import calibrate_run
+            from vmr.evaluate.new_item_gain import calibrate_run
 
             chosen = calibrate_run(run.path)
             if chosen is not None:
@@ -125,19 +126,19 @@ def _start(d, req: TrainRequest) -> Path:
 
 def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool):
     """The transfer a run starts from (--init-from), or continues under (--resume)."""
-    from vmr.train import transfer
+    from vmr.train import init_from
 
     if req.init_from:
-        cache_name = str(cache) if cache else str(Path(req.data) / "features.h5")
-        return transfer.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
+        cache_name = str(cache_read.resolve_cache(req.data, cache))
+        return init_from.prepare_init(req.init_from, cfg, data, cache_name, req.freeze)
     if resume and run.info.exists():
-        return transfer.resumed_init(run.read_info().get("init"))
+        return init_from.resumed_init(run.read_info().get("init"))
     return None
 
 
 def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if req.init_from:
-        from vmr.train.transfer import source_config
+        from vmr.train.init_from import source_config
 
         cfg = source_config(req.init_from, req.config, req.overrides)
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from vmr import __version__
+from vmr._version import __version__
 from vmr.data import splits
 from vmr.errors import VmrError
 from vmr.evaluate.metrics import evaluate_model
@@ -23,13 +23,13 @@ from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import RunDir, read_checkpoint, save_checkpoint
+from vmr.model.rundir import CHECKPOINT_FORMAT, RunDir, read_checkpoint, save_checkpoint
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
 from vmr.train.data import TrainData
 from vmr.train.distributed import Dist, agree, barrier
 from vmr.train.runlog import MetricsLog, plot_curves
-from vmr.train.runtime import pick_device, rng_state, seed_all, set_rng_state
+from vmr.train.device_rng import pick_device, rng_state, seed_all, set_rng_state
 
 METRIC = "NDCG@10"
 
@@ -55,7 +55,7 @@ class TrainState:
             print(msg, flush=True)
 
     def checkpoint(self, opt, stage: str, epoch: int, best=None, bad: int = 0) -> dict:
-        return {"format": 2, "model_args": self.model_args, "model": self.model.state_dict(),
+        return {"format": CHECKPOINT_FORMAT, "model_args": self.model_args, "model": self.model.state_dict(),
                 "heads": self.heads.state_dict(), "optimizer": opt.state_dict() if opt else None,
                 "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
                 "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__}
@@ -70,7 +70,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
           init=None) -> dict:
     """Train per cfg into run_dir; returns the run summary (also written to run.json).
     With `dist` (torchrun), every rank calls this; only rank 0 writes. `init`
-    (vmr.train.transfer.Init) starts from another run's non-ID weights, or keeps them frozen."""
+    (vmr.train.init_from.Init) starts from another run's non-ID weights, or keeps them frozen."""
     d = dist or Dist()
     run = RunDir(run_dir)
     t = cfg.train

@@ -2,7 +2,7 @@
 trained on another with the same feature encoders.
 
 Everything but the item-ID parameters is loaded from the source's best checkpoint (else its last);
-the ID table starts fresh (vmr/model/transfer.py). The run's config starts from the source's
+the ID table starts fresh (vmr/model/cross_catalogue.py). The run's config starts from the source's
 config.toml (so the model's shape and modalities match), then --config / --set / --seed apply;
 the settings that decide the weights' shapes and meaning must stay the source's. `--freeze`
 keeps the content parts fixed: the modality projections, modality embeddings, [mask] tokens,
@@ -19,7 +19,7 @@ from vmr.errors import VmrError
 from vmr.model.config import Config, apply_override, check_config, config_from_dict, load_config
 from vmr.model.kinds import model_kind
 from vmr.model.rundir import RunDir, read_checkpoint
-from vmr.model.transfer import check_same_encoders, load_non_id
+from vmr.model.cross_catalogue import check_same_encoders, load_non_id
 
 # model settings that decide what the transferred weights are (shapes and meaning)
 ARCH_KEYS = ("kind", "d_model", "n_heads", "n_layers", "item_layers", "ffn_mult", "max_len",

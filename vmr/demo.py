@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vmr.errors import VmrError
+from vmr.model.rundir import RunDir
 
 
 def _say(msg: str) -> None:
@@ -107,7 +108,7 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int = 
 
     _say("5/6 vmr eval --k 5 10 (test split, full ranking over all items)")
     for run_dir in run_paths:
-        if (run_dir / "metrics_test.json").exists():
+        if RunDir(run_dir).metrics_json("test").exists():
             continue
         print(f"-- {run_dir.name}")
         print(format_eval(run_dir, evaluate_run(str(run_dir), ks=[5, 10], split="test",
@@ -136,8 +137,9 @@ def ordering(run_paths: list[Path]) -> str:
     valid: dict[str, list[float]] = {}
     for p in run_paths:
         label = p.name.rsplit("-s", 1)[0]
-        test.setdefault(label, []).append(json.loads((p / "metrics_test.json").read_text())[METRIC])
-        bv = json.loads((p / "run.json").read_text()).get("best_valid") or {}
+        run = RunDir(p)
+        test.setdefault(label, []).append(json.loads(run.metrics_json("test").read_text())[METRIC])
+        bv = run.read_info().get("best_valid") or {}
         valid.setdefault(label, []).append(bv.get(METRIC, 0.0))
     best = max(SINGLE, key=lambda k: statistics.mean(valid[k]))
     chain = [("vmr (all modalities)", "vmr"), (f"best single modality ({best[4:]}, chosen on "

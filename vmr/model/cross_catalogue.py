@@ -5,7 +5,7 @@ Item IDs mean nothing outside the catalogue they were trained on, while the cont
 positions, which mean the same on any catalogue encoded by the same feature encoders. So a
 model moves to another dataset by rebuilding it for that item count, loading every weight but
 the ID table (and the popularity buffer), and leaving the IDs fresh (`vmr train --init-from`,
-vmr/train/transfer.py) or unknown (zero-shot: `load_run_on`, used by `vmr eval --data`).
+vmr/train/init_from.py) or unknown (zero-shot: `load_run_on`, used by `vmr eval --data`).
 
 The encoders must be the same: each modality's cache attributes (encoder, weights, pooling,
 dimension, ...) as run.json recorded them, without the hash of the values (another catalogue has
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 
 # the per-item parameters of each model kind: never carried to another catalogue
@@ -90,7 +91,7 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
     import torch
 
     from vmr.data.dataset import load_dataset
-    from vmr.extract.fingerprint import check_fresh
+    from vmr.extract.freshness import check_fresh
     from vmr.model.config import config_from_dict
     from vmr.model.features import load_features
     from vmr.model.kinds import model_kind
@@ -108,7 +109,7 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
                        "their trained IDs alone; evaluating it on another dataset (--data) needs "
                        "a model that reads content (model.kind = vmr with cached features)")
     dataset = load_dataset(data)
-    cache_path = Path(cache) if cache else Path(data) / "features.h5"
+    cache_path = cache_read.resolve_cache(data, cache)
     feats, present, attrs = load_features(cache_path, dataset.item_ids, sorted(args["dims"]))
     check_fresh(data, cache_path, sorted(feats))
     dims = {m: int(x.shape[1]) for m, x in feats.items()}

@@ -30,6 +30,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
+from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
 from vmr.fsio import sha256_text
 
@@ -131,14 +132,14 @@ class Freshness:
 def freshness(items, cache_path: str, modality: str) -> Freshness | None:
     """Compare a cache modality's fingerprints with the dataset's content now (None when the
     cache has no such modality). Raises VmrError when the cache is for other item ids."""
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
 
-    with store.open_cache(cache_path) as f:
-        store.check_item_ids(cache_path, store.read_ids_from(f, cache_path), items.ids)
+    with cache_read.open_cache(cache_path) as f:
+        cache_read.check_item_ids(cache_path, cache_read.read_ids_from(f, cache_path), items.ids)
         if modality not in f:
             return None
         g = f[modality]
-        fps = store.read_fingerprints(g)
+        fps = cache_read.read_fingerprints(g)
         done = g["done"][...].astype(bool)
     out = Freshness(modality)
     if fps is None:
@@ -155,7 +156,7 @@ def freshness(items, cache_path: str, modality: str) -> Freshness | None:
 
 def _fix(data_dir: str, cache_path: str, modality: str) -> str:
     cmd = f"vmr extract --data {data_dir} --modality {modality}"
-    default = os.path.join(data_dir, "features.h5")
+    default = resolve_cache(data_dir)
     if os.path.abspath(cache_path) != os.path.abspath(default):
         cmd += f" --cache {cache_path}"
     return f"rerun `{cmd}` (with the options it was extracted with) to re-encode them"
@@ -186,13 +187,13 @@ def check_fresh(data_dir: str, cache_path: str, modalities) -> None:
 
 def describe_freshness(data_dir: str, cache_path: str) -> str:
     """The `vmr cache info` lines comparing each modality with the dataset's content."""
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
     from vmr.extract.items import load_items
 
     items = load_items(data_dir)
     head = f"freshness against {data_dir}:"
     try:
-        mods = store.list_modalities(cache_path)
+        mods = cache_read.list_modalities(cache_path)
         results = [freshness(items, cache_path, m) for m in mods]
     except VmrError as e:
         return f"{head} not checked: {e}"
@@ -216,9 +217,9 @@ def describe_freshness(data_dir: str, cache_path: str) -> str:
 def cache_info(cache_path: str, data_dir: str | None = None) -> str:
     """`vmr cache info`: the cache's description, then its freshness against `data_dir`
     (default: the cache's folder when it holds dataset.json)."""
-    from vmr.cache import store
+    from vmr.cache import read as cache_read
 
-    text = store.describe(cache_path)
+    text = cache_read.describe(cache_path)
     folder = os.path.dirname(os.path.abspath(cache_path))
     if data_dir is None and os.path.isfile(os.path.join(folder, "dataset.json")):
         data_dir = folder

@@ -1,0 +1,1 @@
+"""The recommender models: configs, blocks, towers, losses and the kinds registry."""
