@@ -297,9 +297,7 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, r
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
               help="Which leave-one-out target to rank.")
 @click.option("--include-history/--exclude-history", "include_history", default=None,
-              help="Rank the items the user already interacted with too (the RecBole protocol), "
-                   "or leave them out (S3-Rec) [default: the run's eval.history, `exclude` "
-                   "unless it was trained with --set eval.history=include].")
+              help="Rank the user's past items too (RecBole), or not (S3-Rec) [default: eval.history].")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which checkpoint of the run to evaluate.")
 @eval_target_options

@@ -84,8 +84,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     model = build_model(args)
     attach_features(model, data.feats, data.present)
     new_items = data.new_items if data.new_items is not None else []
-    mark_unknown_ids(model, splits.untrained_items(data.sequences, len(data.item_ids), new_items)
-                     if cfg.model.untrained_ids == "unknown" else new_items)
+    mark_unknown_ids(model, _without_trained_id(cfg, data, new_items))
     exclude_from_training(model, new_items)
     if init is not None:
         init.apply(model)
@@ -98,8 +97,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
                     transferred=init is not None and init.state is not None)
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
-               "eval_history": cfg.eval.history,
-               **(meta or {}), **data.identities()}
+               "eval_history": cfg.eval.history, **(meta or {}), **data.identities()}
     if model_kind(cfg.model.kind).fit == "counts":
         st.log.close()                   # nothing per epoch to log
         if d.main:
@@ -156,6 +154,13 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     return summary
 
 
+def _without_trained_id(cfg: Config, data: TrainData, new_items):
+    """The items scored from content alone (vmr.model.loaded.untrained_items, at training)."""
+    if cfg.model.untrained_ids == "unknown":
+        return splits.untrained_items(data.sequences, len(data.item_ids), new_items)
+    return new_items
+
+
 def _check_same_inputs(run: RunDir, before: dict, data: TrainData) -> None:
     """--resume continues on the dataset and features the run started with, or refuses."""
     now = data.identities()
@@ -191,13 +196,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     width = m.max_len if masked else m.max_len + 1
     rows = window_rows(st.data.prefixes, width, 1 if masked else 2)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    start, best, bad = 0, None, 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start, best, bad = state["epoch"], state["best"], state["bad_epochs"]
-    elif not st.transferred:          # transferred sequence blocks are kept as loaded
-        model.copy_item_blocks_into_sequence()
+    start, best, bad = _resume_or_start(st, opt, state)
     fwd = model
     if t.compile and st.device.type == "cuda":
         fwd = torch.compile(model)
@@ -206,8 +205,6 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
         fwd = DDP(fwd, find_unused_parameters=True)
     n_items = len(st.data.item_ids)
     autocast = precision.autocast(st.device, t.amp)
-    if state is None and st.transferred:   # the starting point is a model too: keep it if best
-        best = _validate_start(st)
     for epoch in range(start + 1, t.epochs + 1):
         model.train()
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * (epoch - 1))
@@ -262,8 +259,22 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
 
 
+def _resume_or_start(st: TrainState, opt, state: dict | None) -> tuple[int, dict | None, int]:
+    """(epochs done, best so far, epochs without gain): the checkpoint's when resuming; else a
+    fresh start, where a transferred run's first state is validated as epoch 0 (it is a model
+    too, and kept if nothing beats it) and its sequence blocks stay as loaded."""
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        return state["epoch"], state["best"], state["bad_epochs"]
+    if st.transferred:
+        return 0, _validate_start(st), 0
+    st.model.copy_item_blocks_into_sequence()
+    return 0, None, 0
+
+
 def _validate_start(st: TrainState) -> dict:
-    """Epoch 0 of a transferred run: its first state (the zero-shot model, vmr/train/transfer.py)
+    """Epoch 0 of a transferred run: its first state (the zero-shot model, vmr/train/init_from.py)
     validated, logged and saved as best.pt, so that fine-tuning can only end at or above it."""
     te = time.time()
     res = validate_epoch(st)
