@@ -106,10 +106,7 @@ def test_eval_history_setting_and_old_checkpoints():
     assert cfg.eval.history == "include" and cfg.model.repeat_bias
     with pytest.raises(Exception, match="eval.history must be one of"):
         load_config(overrides=["eval.history=sometimes"])
-    with pytest.raises(Exception, match="repeat_bias"):
-        load_config(overrides=["train.loss=sampled"])
-    assert load_config(overrides=["train.loss=sampled", "model.repeat_bias=false"]).train.loss \
-        == "sampled"
+    assert load_config(overrides=["train.loss=sampled"]).model.repeat_bias
     old = config_from_dict({"model": {"kind": "sasrec"}})     # a checkpoint from before the key
     assert old.model.repeat_bias is False
 
@@ -170,3 +167,30 @@ def test_a_per_item_repeat_term_trains_and_ranks(tmp_path):
     assert not torch.equal(with_items["ranks"], without["ranks"])
     with pytest.raises(Exception, match="repeat_item_bias"):
         load_config(overrides=["model.repeat_item_bias=true", "model.repeat_bias=false"])
+
+
+def test_sampled_softmax_bonus_matches_plain_autograd():
+    """The sampled loss adds the term to the target's logit and to the negatives it names."""
+    from vmr.model.losses import sampled_softmax_loss
+
+    g = torch.Generator().manual_seed(3)
+    out = torch.randn(3, 4, generator=g, requires_grad=True)
+    items = torch.randn(9, 4, generator=g)
+    target, neg_idx = torch.tensor([2, 5, 7]), torch.tensor([0, 2, 4, 8])
+    bias = torch.tensor([-1.0, 0.7], requires_grad=True)
+    rows, cols = torch.tensor([0, 0, 1, 2]), torch.tensor([2, 4, 8, 3])
+    which = torch.tensor([0, 1, 0, 1])
+    loss = sampled_softmax_loss(out, items[target], items[neg_idx], target, neg_idx, 0.0,
+                                (rows, cols, bias[which]))
+    loss.backward()
+    got = [out.grad.clone(), bias.grad.clone()]
+    out.grad, bias.grad = None, None
+    dense = torch.zeros(3, 9).index_put((rows, cols), bias[which])
+    logits = out @ items.T + dense
+    cand = torch.cat([logits.gather(1, target[:, None]), logits[:, neg_idx]], 1)
+    cand = cand.masked_fill(torch.cat([torch.zeros(3, 1, dtype=torch.bool),
+                                       neg_idx[None, :] == target[:, None]], 1), float("-inf"))
+    ref = F.cross_entropy(cand, torch.zeros(3, dtype=torch.long))
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(got[0], out.grad, atol=1e-6) and torch.allclose(got[1], bias.grad)

@@ -228,9 +228,6 @@ def check_config(cfg: Config) -> None:
         raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
     if m.repeat_item_bias and not m.repeat_bias:
         raise VmrError("model.repeat_item_bias = true needs model.repeat_bias = true")
-    if m.repeat_bias and t.loss != "full" and m.kind != "pop":
-        raise VmrError("model.repeat_bias = true needs train.loss = full (the sampled loss does "
-                       "not train it); set model.repeat_bias = false with the sampled loss")
     if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
     for mod in cfg.data.modalities:

@@ -122,13 +122,26 @@ def full_softmax_loss(out: torch.Tensor, table: torch.Tensor, target: torch.Tens
 
 def sampled_softmax_loss(out: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                          target: torch.Tensor, neg_idx: torch.Tensor,
-                         temperature: float = 0.0) -> torch.Tensor:
+                         temperature: float = 0.0, bonus=None) -> torch.Tensor:
     """Cross-entropy of the target against negatives shared by the whole batch: out [n, d],
-    pos [n, d] target embeddings, neg [K, d]. A negative equal to the row's target is masked."""
+    pos [n, d] target embeddings, neg [K, d]. A negative equal to the row's target is masked.
+    bonus: (rows, items, values) added to the logits of those items where they are the row's
+    target or one of the negatives (as in `full_softmax_loss`)."""
     if temperature > 0:
         out = F.normalize(out, dim=-1) / temperature
     pos_logit = (out * pos).sum(-1, keepdim=True)
     neg_logit = out @ neg.T
+    if bonus is not None:
+        rows, cols, vals = bonus
+        pos_logit = pos_logit.index_add(0, rows, (vals * (cols == target[rows])).unsqueeze(1)
+                                        .to(pos_logit.dtype))
+        slot = torch.full((int(max(cols.max(), neg_idx.max())) + 1 if len(cols) else 1,), -1,
+                          dtype=torch.long, device=out.device)
+        slot[neg_idx] = torch.arange(len(neg_idx), device=out.device)
+        k = slot[cols] if len(cols) else cols
+        hit = k >= 0
+        neg_logit = neg_logit.index_put((rows[hit], k[hit]), vals[hit].to(neg_logit.dtype),
+                                        accumulate=True)
     neg_logit = neg_logit.masked_fill(neg_idx.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], 1)
     return F.cross_entropy(logits, torch.zeros(len(out), dtype=torch.long, device=out.device))

@@ -266,7 +266,8 @@ class Recommender(nn.Module):
         table = torch.zeros(self.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)
         table = table.index_copy(0, need, emb)
         out = self.encode(inp, table, replace_mask)[sel]
-        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp)
+        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp,
+                                    self._training_bonus(inp, tgt, sel))
 
     def _training_bonus(self, inp: torch.Tensor, tgt: torch.Tensor, sel: torch.Tensor):
         """The repeat term of every (target row, history item) pair of a batch, or None."""
