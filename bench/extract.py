@@ -15,13 +15,17 @@ Three measurements, each against the right reference in the same run:
    against today's decode path (decord) in the same run, and each mode's feature cosine to it.
 5. modes: the end-to-end / encoder-only ratio of `vmr extract` for each mode (default, today's
    `--decoder decord`, `--keyframes`) on the H.264 clips; on a GPU this is the GPU ratio.
+6. ray (bench/extract_ray.py; needs `pip install 'vmr[ray]'`): `--engine ray` items/s vs the local
+   engine on the same clips (target >= 0.85), and with unequal video lengths one Ray job over two
+   one-core nodes vs 2 static shards on the same two cores (target: Ray's wall time is shorter).
 
 End-to-end rates use the extraction time the command reports (from the first decode to the
 cache file published; imports, model loading and worker start-up are reported separately).
 
     .venv/bin/python bench/extract.py [--videos 200] [--mem 200 2000] [--device auto]
         [--batch-size 64] [--workers N] [--work DIR] [--json bench/out/extract.json]
-        [--skip video text mem check decode modes] [--rounds 3]
+        [--skip video text mem check decode modes ray] [--rounds 3]
+        [--ray-videos 60] [--ray-unequal 24]
 """
 
 from __future__ import annotations
@@ -275,7 +279,11 @@ def main() -> None:
     ap.add_argument("--video-model", default=None,
                     help="visual --model spec (default: vmr's default, efficientnet-lite0)")
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["video", "text", "mem", "check", "decode", "modes"])
+                    choices=["video", "text", "mem", "check", "decode", "modes", "ray"])
+    ap.add_argument("--ray-videos", type=int, default=60, help="ray overhead row: 10-s clips")
+    ap.add_argument("--ray-rounds", type=int, default=2, help="ray overhead row: Ray runs")
+    ap.add_argument("--ray-unequal", type=int, default=24,
+                    help="ray dynamic-vs-static row: videos, half 20 s, half 2 s")
     ap.add_argument("--rounds", type=int, default=3, help="decode timing rounds per mode")
     ap.add_argument("--work", default=str(REPO / "bench" / "out" / "extract-work"))
     ap.add_argument("--json", default=str(REPO / "bench" / "out" / "extract.json"))
@@ -353,6 +361,17 @@ def main() -> None:
         print(f"text: {t['end_to_end']['rate']:.1f} items/s end-to-end vs "
               f"{t['reference_rate']:.1f} raw encoder -> ratio {t['ratio']:.3f} (target >= 0.9)",
               flush=True)
+
+    if "ray" not in a.skip:
+        import extract_ray
+
+        shared = [*vmodel, *common]
+        res["ray"] = {
+            "overhead": extract_ray.overhead(work, a.ray_videos, a.seconds, shared,
+                                             parse_summary, a.ray_rounds)
+            if a.ray_videos else None,
+            "unequal": extract_ray.unequal(work, a.ray_unequal, 20.0, 2.0, shared)
+            if a.ray_unequal else None}
 
     if "mem" not in a.skip and a.mem:
         mem = {}

@@ -48,3 +48,43 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert abs(ia["best_valid"]["NDCG@10"] - ib["best_valid"]["NDCG@10"]) < METRIC_TOL
     # only rank 0 wrote: one header and one row per epoch (1 pretrain + 3 sequence)
     assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 5
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_host_match_single_process(tmp_path):
+    """The multi-node path: two torchrun launchers (--nnodes 2, one process each) meet at a c10d
+    rendezvous on localhost, as two machines would at a head node's address."""
+    ds = make_dataset(tmp_path / "synth")
+    _train([sys.executable, "-m", "vmr"], ds, tmp_path / "single")
+    port = _free_port()
+    args = ["train", "--data", str(ds), "--out", str(tmp_path / "nodes")] + \
+        [a for s in SETS for a in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+         f"--node-rank={r}", "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}",
+         "--rdzv-id=vmr-two-nodes", "-m", "vmr", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    a = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "nodes" / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
+    assert worst < WEIGHT_TOL, worst
+    ib = json.loads((tmp_path / "nodes" / "run.json").read_text())
+    assert ib["world_size"] == 2
+    assert len((tmp_path / "nodes" / "metrics.csv").read_text().splitlines()) == 5

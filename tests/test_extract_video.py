@@ -173,4 +173,5 @@ def test_cli_decode_options(tmp_path, clip):
             "--decoder", "pyav", "--workers", "1", "--device", "cpu", "--batch-size", "4")
     assert "1 items encoded" in p.stdout
     p = vmr("extract", "--data", data, "--modality", "video", "--decoder", "ffmpeg", check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "Traceback" not in p.stderr      # a usage error: one line
+    assert p.stderr.strip().startswith("error: ") and len(p.stderr.strip().splitlines()) == 1

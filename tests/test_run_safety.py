@@ -58,8 +58,17 @@ def test_a_planted_pickle_is_refused_without_running(trained, tmp_path, target):
     if target == "user_tower.pt":
         _plant(exp / target, marker)
         from vmr.errors import VmrError
+        from vmr.fsio import sha256_file
         from vmr.serve.export import load_export
 
+        with pytest.raises(VmrError, match="sha256 differs"):     # the manifest's hash
+            load_export(exp).user_vectors([["i0-01"]])
+        # an attacker who rewrites the manifest too still runs nothing: weights_only refuses
+        mpath = exp / "manifest.json"
+        doc = json.loads(mpath.read_text())
+        doc["files"][target] = {"bytes": (exp / target).stat().st_size,
+                                "sha256": sha256_file(exp / target)}
+        mpath.write_text(json.dumps(doc))
         with pytest.raises(VmrError, match="refused"):
             load_export(exp).user_vectors([["i0-01"]])
     else:

@@ -110,7 +110,11 @@ def test_zero_shot_eval_scores_another_catalogue_from_content(setup):
     run, tgt = setup["run"], setup["tgt"]
     code, out, err = run_cli("eval", "--run", run, "--data", tgt, "--k", "5", "10")
     assert code == 0, err
-    path = run / f"metrics_test@{tgt.name}.json"
+    from vmr.data.dataset import load_dataset
+    from vmr.model.rundir import dataset_fingerprint
+
+    fp = dataset_fingerprint(load_dataset(tgt))[:8]
+    path = run / f"metrics_test@{tgt.name}-{fp}.json"
     m = json.loads(path.read_text())
     n_tgt = len((tgt.parent / "ids.txt").read_text().split())
     assert m["items"] == n_tgt and m["users"] == 60

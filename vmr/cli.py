@@ -9,9 +9,8 @@ import sys
 import click
 
 from vmr._version import __version__
-from vmr.cli_options import MultiValueOption, csv_list as _csv_list  # generic click helpers
-from vmr.cli_options import gallery_options
-from vmr.cli_options import eval_target_options, new_items_options, transfer_options
+from vmr.cli_options import MultiValueOption, csv_list as _csv_list, engine_options, explicit, usage_line
+from vmr.cli_options import eval_target_options, gallery_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
 from vmr.extract.runner import ExtractOptions
@@ -112,10 +111,10 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
 @click.option("--users", "n_users", default=900, show_default=True, type=click.IntRange(min=20),
               help="Number of synthetic users.")
 @click.option("--topics", "n_topics", default=24, show_default=True, type=click.IntRange(min=2),
-              help="Number of latent topics that drive content and behaviour.")
+              help="Number of latent topics that drive content and behaviour [--quick: 4].")
 @click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
               help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
-                   "show the style, text the theme. 0: each modality shows the whole topic.")
+                   "show the style, text the theme. 0: each modality shows it all [--quick: 2].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the catalogue.")
 @click.option("--seeds", "seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")
@@ -128,7 +127,7 @@ def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     popularity; several seeds), eval, report, and check the ordering of the rows."""
     from vmr.demo import run_demo
 
-    run_demo(out, n_items, n_users, n_topics, seed, quick, n_styles, seeds, jobs)
+    run_demo(out, n_items, n_users, explicit("n_topics"), seed, quick, explicit("n_styles"), seeds, jobs)
 
 
 # --------------------------------------------------------------------------------------- extract
@@ -163,7 +162,7 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               type=click.IntRange(min=1),
               help="Images (frames) or texts per encoder batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decode worker processes [default: CPU count - 1, at least 1; 0 = in-process].")
+              help="Local decode processes [default: CPU count - 1, at least 1; 0 = in-process].")
 @click.option("--timeout", "timeout", default=_EXTRACT.timeout, show_default=True, type=float,
               help="Seconds after which a hanging decode is killed and recorded as a failure.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=_EXTRACT.dtype,
@@ -174,8 +173,9 @@ _EXTRACT = ExtractOptions(data="", modality="")       # the defaults live in the
               "into its own shard file (merge with `vmr cache merge`).")
 @click.option("--overwrite", is_flag=True,
               help="Replace a modality already cached with different encoder settings.")
+@engine_options
 def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, workers, timeout,
-            dtype, device, shard, overwrite, decoder, keyframes, decode_threads):
+            dtype, device, shard, overwrite, decoder, keyframes, decode_threads, **engine):
     """Encode every item's video, image or text with a frozen pretrained model into the HDF5
     cache. Resumable: rerun the same command after a crash and it finishes the job."""
     from vmr.extract.runner import ExtractOptions, run_extract
@@ -184,7 +184,7 @@ def extract(data, modality, model, cache, fps, max_frames, pooling, batch_size, 
         data=data, modality=modality, model=model, cache=cache, fps=fps, max_frames=max_frames,
         pooling=pooling, batch_size=batch_size, workers=workers, timeout=timeout, dtype=dtype,
         device=device, shard=shard, overwrite=overwrite,
-        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads,
+        decoder=decoder, keyframes=keyframes, decode_threads=decode_threads, **engine,
     )
     click.echo(run_extract(opts))
 
@@ -324,7 +324,7 @@ def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cach
               help="Which metrics_<split>.json of each run to compare.")
 @click.option("--on", "on", default=None, metavar="NAME",
               help="Compare the runs' zero-shot evaluations on another dataset instead "
-                   "(metrics_<split>@NAME.json, written by `vmr eval --run RUN --data .../NAME`).")
+                   "(metrics_<split>@NAME-FP.json from `vmr eval --run RUN --data .../NAME`).")
 def report(runs, out, split, on):
     """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
     bar chart."""
@@ -374,12 +374,12 @@ def export(run, out, index):
 
 @cli.command()
 @gallery_options
-def gallery(run, users, top, out):
+def gallery(run, users, top, out, timeout):
     """A static HTML gallery: per user the history, the held-out test item and the top
     recommendations, as image thumbnails, video frame strips or text cards."""
     from vmr.serve.gallery import format_gallery, write_gallery
 
-    click.echo(format_gallery(write_gallery(run, out, users=users, top=top)))
+    click.echo(format_gallery(write_gallery(run, out, users=users, top=top, timeout=timeout)))
 
 
 def main(argv=None):
@@ -391,9 +391,9 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except click.ClickException as e:   # usage errors too: one line and status 1, like the rest
+        click.echo(f"error: {usage_line(e)}", err=True)
+        sys.exit(1)
     except VmrError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

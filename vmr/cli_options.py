@@ -71,7 +71,7 @@ def eval_target_options(f):
                      help="With --data: its feature cache [default: DATA/features.h5].")(f)
     f = click.option("--data", "data", default=None, type=click.Path(file_okay=False),
                      help="Zero-shot: score this other dataset from content alone (same "
-                          "encoders; IDs unknown); writes RUN/metrics_<split>@<name>.json.")(f)
+                          "encoders; IDs unknown); writes RUN/metrics_<split>@<name>-<fp>.json.")(f)
     return click.option("--freq-edges", "freq_edges", cls=MultiValueOption, type=int,
                         help="Metrics by how often the target was trained on: bucket edges "
                              "[default: 1 5 20 = 0, 1-4, 5-19, 20+ interactions].")(f)
@@ -83,8 +83,38 @@ def gallery_options(f):
                      help="Folder for the site (index.html, users/, thumbs/); open index.html.")(f)
     f = click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
                      help="Recommendations shown per user.")(f)
+    f = click.option("--timeout", default=30.0, show_default=True, type=float,
+                     help="Seconds one thumbnail may take to decode before its worker is "
+                          "killed (the item gets a text card).")(f)
     f = click.option("--users", "users", default=10, show_default=True,
                      type=click.IntRange(min=1),
                      help="How many users to show (the first ones with a test item).")(f)
     return click.option("--run", "run", required=True, type=click.Path(file_okay=False),
                         help="Run directory written by `vmr train`.")(f)
+
+
+def engine_options(f):
+    """`vmr extract --engine local|ray --ray-address ADDR --ray-encoders N` (docs/SCALE.md)."""
+    f = click.option("--ray-encoders", default=None, type=click.IntRange(min=1),
+                     help="Ray, no GPU: CPU encoder actors [default: one per node].")(f)
+    f = click.option("--ray-address", default=None,
+                     help="Ray: the cluster to join (e.g. HEAD:6379) [default: $RAY_ADDRESS, "
+                          "else a local cluster on this machine].")(f)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                        show_default=True, help="'ray': spread the job over a Ray cluster (CPU "
+                        "tasks decode, one encoder actor per GPU; pip install 'vmr[ray]'; "
+                        "docs/SCALE.md). Same cache as 'local'.")(f)
+
+
+def explicit(name: str):
+    """The value of option `name` of the running command when the user gave it, else None
+    (left at its default: the command's own choice, e.g. `demo --quick`'s sizes)."""
+    ctx = click.get_current_context()
+    return ctx.params[name] if ctx.get_parameter_source(name).name != "DEFAULT" else None
+
+
+def usage_line(e) -> str:
+    """A click usage error in one line, naming the command's --help."""
+    ctx = getattr(e, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return " ".join(e.format_message().split()) + where

@@ -36,19 +36,32 @@ METRIC = "NDCG@10"
 DEMO_KCORE = 2
 
 
-def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int = 24,
-             seed: int = 0, quick: bool = False, n_styles: int = 4, seeds: int = 3,
-             jobs: int = 2) -> None:
-    from vmr.data.prepare import PrepareOptions, prepare_dataset
-    from vmr.data.synthetic import generate_catalogue, styles_fit
+def _topics(quick: bool, n_topics: int | None, n_styles: int | None) -> tuple[int, int]:
+    """(topics, styles): the ones given, else the demo's (or --quick's) own; checked."""
+    from vmr.data.synthetic import styles_fit
 
-    if not quick and not styles_fit(n_topics, n_styles):
+    if n_topics is None:
+        n_topics = 4 if quick else 24
+    if n_styles is None:
+        n_styles = next((s for s in ((2,) if quick else (4,)) + (2, 0) if styles_fit(n_topics, s)))
+    if not styles_fit(n_topics, n_styles):
         raise VmrError(f"--styles {n_styles} must be at least 2 and divide --topics {n_topics} "
                        "into at least 2 themes (or be 0)")
-    root = Path(out)
+    return n_topics, n_styles
+
+
+def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | None = None,
+             seed: int = 0, quick: bool = False, n_styles: int | None = None, seeds: int = 3,
+             jobs: int = 2) -> None:
+    """The demo; `n_topics` / `n_styles` None: the defaults (24 topics as 4 styles, or with
+    `quick` 4 topics as 2 styles). Given ones are honoured, with `quick` too."""
+    from vmr.data.prepare import PrepareOptions, prepare_dataset
+    from vmr.data.synthetic import generate_catalogue
+
+    n_topics, n_styles = _topics(quick, n_topics, n_styles)
     if quick:
         n_items, n_users, seeds = min(n_items, 60), min(n_users, 240), 1
-        n_topics, n_styles = (4, 2) if n_styles else (min(n_topics, 4), 0)
+    root = Path(out)
     params = {"items": n_items, "users": n_users, "topics": n_topics, "styles": n_styles,
               "seed": seed, "quick": quick}
     stamp = root / "demo.json"

@@ -46,8 +46,11 @@ def make_image(path, size=(80, 60), seed: int = 0) -> str:
     return str(path)
 
 
-def write_dataset(root, ids, text=None, image=None, video=None) -> str:
-    """A dataset directory as `vmr prepare` writes it (items, interactions, dataset.json)."""
+def write_dataset(root, ids, text=None, image=None, video=None, media_root=None) -> str:
+    """A dataset directory as `vmr prepare` writes it (items, interactions, dataset.json);
+    the recorded media root is `media_root`, else a folder holding the dataset and its media."""
+    import os
+
     import polars as pl
 
     root = Path(root)
@@ -61,8 +64,13 @@ def write_dataset(root, ids, text=None, image=None, video=None) -> str:
     users = [f"u{k}" for k in range(3) for _ in range(n)]
     pl.DataFrame({"user": users, "item": list(ids) * 3, "time": [float(t) for t in range(3 * n)],
                   "split": ["train"] * (3 * n)}).write_parquet(root / "interactions.parquet")
+    if media_root is None:
+        media = [str(root.parent)] + [os.path.dirname(os.path.realpath(p))
+                                      for p in (image or []) + (video or []) if p]
+        media_root = os.path.commonpath([os.path.realpath(m) for m in media])
     (root / "dataset.json").write_text(json.dumps({"format": 1, "users": 3, "items": n,
-                                                   "interactions": 3 * n}))
+                                                   "interactions": 3 * n,
+                                                   "media_root": str(media_root)}))
     return str(root)
 
 

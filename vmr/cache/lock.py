@@ -34,7 +34,9 @@ _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 def lock_path(cache_path: str, modality: str) -> str:
-    return f"{os.path.abspath(cache_path)}.lock-{modality}"
+    """The lock file of a cache and modality, keyed on the cache's real path (symbolic links
+    resolved): a link to the cache and the cache itself share one lock."""
+    return f"{os.path.realpath(cache_path)}.lock-{modality}"
 
 
 def _holder(fd: int, path: str) -> str:
@@ -124,7 +126,7 @@ def publish_lock(cache_path: str) -> Iterator[None]:
     each other's group. Waits for the current holder."""
     import fcntl
 
-    d = os.path.dirname(os.path.abspath(cache_path))
+    d = os.path.dirname(os.path.realpath(cache_path))
     try:
         fd = os.open(d, os.O_RDONLY)
     except OSError as e:

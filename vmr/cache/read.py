@@ -124,6 +124,45 @@ def settings_diff(old: dict, new: dict) -> list[str]:
     return out
 
 
+def check_group(g, n: int, path: str, modality: str) -> None:
+    """A modality group's datasets must be what vmr writes: `features` a numeric [n, d]
+    matrix, `present` and `done` one flag per item; anything else (extra rows, text, a short
+    mask, a missing dataset) is a one-line error naming the cache and the dataset."""
+    import h5py
+
+    def bad(name: str, what: str) -> VmrError:
+        return VmrError(f"cache {path}: {modality}/{name} {what}; the cache is damaged or not "
+                        "written by vmr (move it away and extract again)")
+
+    if not isinstance(g, h5py.Group):
+        raise bad("", "is not a group")
+    for name in ("features", "present", "done"):
+        if name not in g or not isinstance(g[name], h5py.Dataset):
+            raise bad(name, "is missing")
+    x = g["features"]
+    if x.ndim != 2 or x.shape[0] != n or x.shape[1] < 1:
+        raise bad("features", f"has shape {x.shape}, not [{n} items, dim]")
+    if x.dtype.kind not in "fiu":
+        raise bad("features", f"holds {x.dtype} values, not numbers")
+    for name in ("present", "done"):
+        d = g[name]
+        if d.shape != (n,) or (d.dtype.kind not in "biu"):
+            raise bad(name, f"is {d.dtype} {d.shape}, not one flag per item ({n})")
+    for name, length in (("fingerprints", n), ("failure_ids", None), ("failure_reasons", None)):
+        if name in g:
+            d = g[name]
+            if not isinstance(d, h5py.Dataset) or d.ndim != 1 or d.dtype.kind not in "SOU" \
+                    or (length is not None and d.shape[0] != length):
+                raise bad(name, f"is {getattr(d, 'dtype', '?')} {getattr(d, 'shape', '?')}, "
+                          "not one text per item")
+    if ("failure_ids" in g) != ("failure_reasons" in g) or (
+            "failure_ids" in g and g["failure_ids"].shape != g["failure_reasons"].shape):
+        raise bad("failure_ids", "does not pair with failure_reasons")
+    if "dim" in g.attrs and _py(g.attrs["dim"]) != x.shape[1]:
+        raise bad("features", f"has width {x.shape[1]} but the group says dim "
+                  f"{_py(g.attrs['dim'])!r}")
+
+
 def read_modality(cache_path: str, item_ids: list[str], modality: str):
     """Features of one modality for training.
 
@@ -138,6 +177,7 @@ def read_modality(cache_path: str, item_ids: list[str], modality: str):
             raise VmrError(f"cache {cache_path} has no {modality} features (it has: {have}); "
                            f"run `vmr extract --modality {modality}`")
         g = f[modality]
+        check_group(g, len(item_ids), cache_path, modality)
         attrs = group_attrs(g)
         done = g["done"][...].astype(bool)
         if attrs.get("shard"):
@@ -149,8 +189,9 @@ def read_modality(cache_path: str, item_ids: list[str], modality: str):
         try:
             feats = g["features"][...].astype(np.float32)
             present = g["present"][...].astype(bool)
-        except OSError as e:
-            raise VmrError(f"cache {cache_path}: cannot read {modality} features ({e})") from None
+        except (OSError, ValueError, TypeError) as e:
+            raise VmrError(f"cache {cache_path}: cannot read {modality} features "
+                           f"({str(e)[:160]})") from None
         return feats, present, attrs
 
 
@@ -183,6 +224,7 @@ def describe(path: str, max_failures: int = 5) -> str:
             lines.append("  no modalities yet")
         for m in mods:
             g = f[m]
+            check_group(g, n, path, m)
             a = group_attrs(g)
             present = g["present"][...].astype(bool)
             done = g["done"][...].astype(bool)

@@ -35,8 +35,8 @@ from typing import Callable
 
 from vmr._version import __version__
 from vmr.cache.lock import publish_lock
-from vmr.cache.read import (FORMAT, MODALITIES, check_item_ids, group_attrs, open_cache,
-                            read_failures, read_fingerprints, read_ids_from)
+from vmr.cache.read import (FORMAT, MODALITIES, check_group, check_item_ids, group_attrs,
+                            open_cache, read_failures, read_fingerprints, read_ids_from)
 from vmr.errors import VmrError
 from vmr.fsio import os_reason
 
@@ -195,6 +195,15 @@ def _remap_group(og, f, modality: str, old_ids: list[str], item_ids: list[str]) 
         _strings(g, "fingerprints", fps)
 
 
+def _checked_ids(f, path: str) -> list[str]:
+    """The ids of an existing cache whose groups are sound (what a publish carries over)."""
+    ids = read_ids_from(f, path)
+    for m in MODALITIES:
+        if m in f:
+            check_group(f[m], len(ids), path, m)
+    return ids
+
+
 def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
             replace: bool = True, remap: bool = False) -> None:
     """Write a new version of the cache at `path` with each modality in `groups` set to its data.
@@ -213,7 +222,7 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
     import h5py
     import numpy as np
 
-    path = os.path.abspath(path)
+    path = os.path.realpath(path)    # a link to the cache: the file it names is replaced
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as e:
@@ -228,7 +237,7 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
         try:
             if os.path.exists(path):
                 with open_cache(path) as of:
-                    old_ids = read_ids_from(of, path)
+                    old_ids = _checked_ids(of, path)
                     if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
                         check_item_ids(path, old_ids, item_ids)
                     clash = [m for m in groups if m in of]

@@ -41,17 +41,25 @@ def candidates(role: str, preset: str | None) -> tuple[str, ...]:
     return PRESETS[preset][role] if preset else COMMON[role]
 
 
-def find(columns, names) -> str | None:
-    """The first of `names` among `columns`; failing that, the first equal up to case."""
+def find(columns, names, shown=None) -> str | None:
+    """The first of `names` among `columns`; failing that, the one equal up to case. Two
+    columns that differ only in case (`User_ID`, `USER_ID`) where one of `names` matches are
+    ambiguous: a VmrError asks for the column by name, never a silent pick."""
+    lower: dict[str, list[str]] = {}
+    for c in columns:
+        lower.setdefault(c.lower(), []).append(c)
+    for n in names:
+        same = lower.get(n.lower(), [])
+        if len(same) > 1:
+            raise VmrError(f"{str(shown) + ': ' if shown else ''}columns "
+                           f"{', '.join(repr(c) for c in same)} differ only in case; "
+                           "name the one meant with its flag (e.g. --user-col, --item-col)")
     for n in names:
         if n in columns:
             return n
-    lower: dict[str, str] = {}
-    for c in columns:
-        lower.setdefault(c.lower(), c)
     for n in names:
         if n.lower() in lower:
-            return lower[n.lower()]
+            return lower[n.lower()][0]
     return None
 
 
@@ -64,7 +72,7 @@ def resolve(role: str, given: str | None, columns, preset: str | None, shown,
     if given:
         return given, "given"
     names = candidates(role, preset)
-    found = find(columns, names)
+    found = find(columns, names, shown)
     if found is None:
         via = f" (--preset {preset})" if preset else ""
         shown_cols = ", ".join(columns) if columns else "none"

@@ -41,6 +41,11 @@ def read_items_table(data_dir: str | Path):
     ids = df.get_column("item").cast(pl.Utf8).to_list()
     if any(i is None for i in ids):
         raise VmrError(f"{path}: row {ids.index(None) + 1} has an empty item id")
+    bad = next((k for k, i in enumerate(ids) if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f
+                                                    for c in i)), None)
+    if bad is not None:   # prepare refuses these; a dataset edited by hand may hold them
+        raise VmrError(f"{path}: row {bad + 1}: item id {ids[bad]!r:.60} holds a control "
+                       "character; ids must be printable text (prepare the dataset again)")
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))
@@ -123,6 +128,25 @@ def _check_new_items(where: Path, meta: dict, item_index: dict) -> None:
         raise VmrError(f"{where}: new item '{bad}' is not in items.parquet")
 
 
+def _check_columns(root: Path, items, inter) -> None:
+    """The columns every reader relies on, of the types `vmr prepare` writes: ids are text
+    without nulls, the display and media columns text (or absent)."""
+    import polars as pl
+
+    for name, df, cols in (("items.parquet", items, ("item",)),
+                           ("interactions.parquet", inter, ("user", "item"))):
+        for c in cols:
+            if c not in df.columns:
+                raise VmrError(f"{root / name}: no '{c}' column (rerun `vmr prepare`)")
+            if df[c].dtype != pl.Utf8 or df[c].null_count():
+                raise VmrError(f"{root / name}: column '{c}' must hold text ids without "
+                               f"gaps, it is {df[c].dtype} (rerun `vmr prepare`)")
+    for c in ("text", "title", "image", "video"):
+        if c in items.columns and items[c].dtype not in (pl.Utf8, pl.Null):
+            raise VmrError(f"{root / 'items.parquet'}: column '{c}' must be text, it is "
+                           f"{items[c].dtype} (rerun `vmr prepare`)")
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """Load a dataset directory written by `vmr prepare`."""
     import numpy as np
@@ -149,8 +173,11 @@ def load_dataset(path: str | Path) -> Dataset:
         raise VmrError(f"{path}: cannot read the dataset's parquet files: "
                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
+    _check_columns(root, items, inter)
     item_ids = items["item"].to_list()
     item_index = {it: k for k, it in enumerate(item_ids)}
+    if len(item_index) != len(item_ids):
+        raise VmrError(f"{root / 'items.parquet'}: an item id appears twice (rerun `vmr prepare`)")
     codes = inter["item"].replace_strict(item_index, default=None, return_dtype=pl.Int64)
     if codes.null_count():
         bad = inter["item"][int(codes.is_null().arg_true()[0])]

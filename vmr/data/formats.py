@@ -205,10 +205,11 @@ def read_dat(data: bytes, file_name: str, shown, what: str):
                 raise VmrError(f"{shown}: line {n}: {k} fields separated by '::'; cannot tell "
                                f"the columns (name the file ratings.dat or movies.dat)")
             cols = DAT_COLUMNS[_DAT_BY_FIELDS[k]]
-        parts = line.split("::", len(cols) - 1)
-        if len(parts) != len(cols):
+        parts = line.split("::")
+        if len(parts) != len(cols):      # a value holding '::' cannot be told from a separator
             raise VmrError(f"{shown}: line {n}: {len(parts)} fields separated by '::', expected "
-                           f"{len(cols)} ({'::'.join(cols)})")
+                           f"{len(cols)} ({'::'.join(cols)}); a value containing '::' is "
+                           "ambiguous in this format")
         rows.append(parts)
         lines.append(n)
     if not rows:

@@ -48,7 +48,11 @@ def load_interactions(opts, rep: Report):
         if opts.min_rating is not None:
             raise VmrError("--min-rating needs a rating column, and a sequences file has none "
                            "(give the log as a table)")
-        return tables.read_sequences(opts.interactions)
+        df, src = tables.read_sequences(opts.interactions)
+        rows = df["src"].to_numpy()
+        for role in ("user", "item"):
+            tables.check_id_chars(df[role], src, "sequences", role, rows)
+        return df, src
     if opts.fmt != "table":
         raise VmrError(f"--format must be 'table' or 'sequences', got '{opts.fmt}'")
     given = {"user": opts.user_col, "item": opts.item_col, "time": opts.time_col,
@@ -69,10 +73,7 @@ def load_interactions(opts, rep: Report):
     df = df.select(src=pl.col(tables.ROW), **{r: pl.col(col[r]) for r in roles})
     rows = df["src"].to_numpy()
     for role in ("user", "item"):
-        i = tables.first_null(df[role])
-        if i is not None:
-            raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
-                           f"'{col[role]}'")
+        tables.check_ids(df[role], src, col[role], role, rows)
     times = tables.parse_times(df["time"], src, col["time"], rows)
     df = df.with_columns(time=pl.Series(times, dtype=pl.Float64))
     if opts.min_rating is not None:
@@ -170,10 +171,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
         wanted[opts.video_column] = "--video-column"
     tables.require_columns(df, src, wanted, what)
     rows = df[tables.ROW].to_numpy()
-    i = tables.first_null(df[id_col])
-    if i is not None:
-        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty item id in column "
-                       f"'{id_col}'")
+    tables.check_ids(df[id_col], src, id_col, "item", rows)
     dup = (~df[id_col].is_first_distinct()).arg_true()
     if len(dup):
         j = int(dup[0])

@@ -4,9 +4,11 @@ A relative path is relative to the media root (`--media-root`, default: the item
 `~` is expanded; the path is normalised (`a/../b` is `b`). The result must lie inside the media
 root, or the whole table is refused with a one-line error naming the row, the column and the
 path: an item table downloaded from elsewhere must not make vmr read `/etc/shadow`,
-`/proc/self/environ` or `~/.ssh/id_rsa` as a "video". The check is on the path as written;
-symbolic links inside the media root are followed (a media folder may link to another disk).
-`--media-root /` allows any path.
+`/proc/self/environ` or `~/.ssh/id_rsa` as a "video". `--media-root /` allows any path.
+`dataset.json` records the root, and every reader (`extract`, `gallery`) checks each path
+again before opening it (`reader_paths`), this time with symbolic links resolved: a link inside
+the root that points out of it is refused (a media folder that links to another disk needs a
+--media-root covering both).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def media_root(given: str | None, items_file: Path) -> Path:
 
 
 def _inside(path: str, root: str) -> bool:
+    if root == os.sep:
+        return True
     try:
         return os.path.commonpath([root, path]) == root
     except ValueError:
@@ -51,4 +55,50 @@ def confine(cells, root: Path, col: str, src, rows, what: str = "image") -> list
                            f"column '{col}' is outside the media root {base} (set --media-root "
                            f"to a folder that holds the media, or / to allow any path)")
         out.append(path)
+    return out
+
+
+def recorded_root(data_dir, meta: dict | None = None) -> str | None:
+    """The media root `vmr prepare` recorded in DATA/dataset.json, resolved (symlinks
+    followed); None when none is recorded."""
+    import json
+
+    if meta is None:
+        try:
+            meta = json.loads((Path(data_dir) / "dataset.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            meta = {}
+    root = meta.get("media_root") if isinstance(meta, dict) else None
+    return os.path.realpath(root) if isinstance(root, str) and root else None
+
+
+def reader_paths(values, data_dir, ids, col: str, meta: dict | None = None) -> list[str | None]:
+    """A media column as a reader opens it, re-checked against the recorded media root: each
+    path (relative ones are relative to DATA) with every symbolic link resolved must lie
+    inside the resolved root. A dataset edited after `vmr prepare`, copied from someone else,
+    or a link inside the root pointing out of it is refused with one line naming the item --
+    whatever prepare checked, the reader checks again. Returns the resolved paths."""
+    values = list(values)
+    if not any(values):
+        return [None] * len(values)
+    root = recorded_root(data_dir, meta)
+    if root is None:
+        first = next(i for i, v in zip(ids, values) if v)
+        raise VmrError(f"{data_dir}: item {first!r} has a {col} path but dataset.json records "
+                       "no media root to check it against (prepared by hand or by an older vmr);"
+                       " prepare the dataset again")
+    base = os.path.abspath(data_dir)
+    out: list[str | None] = []
+    for item, v in zip(ids, values):
+        if not v:
+            out.append(None)
+            continue
+        real = os.path.realpath(os.path.join(base, v))
+        if not _inside(real, root):
+            shown = v if len(v) <= 80 else v[:77] + "..."
+            raise VmrError(f"{data_dir}: item {item!r}: {col} path {shown!r} resolves to "
+                           f"{real[:120]!r}, outside the dataset's media root {root}; refusing "
+                           "to read it (prepare the dataset again, with --media-root covering "
+                           "the media)")
+        out.append(real)
     return out

@@ -9,6 +9,8 @@ line or row, and the problem. The formats themselves are read in `vmr.data.forma
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,6 +192,47 @@ def parse_times(series, src: Source, col: str, rows=None):
     return arr
 
 
+CONTROL = r"[\x00-\x1f\x7f-\x9f]"     # NUL, tab, line breaks, ESC, DEL, C1 controls
+
+
+def check_id_chars(series, src: Source, col: str, role: str, rows) -> None:
+    """Ids are opaque, but not invisible: an id holding a control character (NUL, a tab, ESC,
+    a line break) cannot be stored in the feature cache, printed safely or told apart from its
+    neighbour; refused with one line naming the source row."""
+    import polars as pl
+
+    bad = series.cast(pl.Utf8).str.contains(CONTROL).fill_null(False)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        value = series[i]
+        ch = next(c for c in value if ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)
+        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: {role} id {value!r:.60} in "
+                       f"column '{col}' holds the control character U+{ord(ch):04X}; ids "
+                       "must be printable text")
+
+
+def check_ids(series, src: Source, col: str, role: str, rows) -> None:
+    """An id column has no empty cell and no control character (one line naming the row)."""
+    i = first_null(series)
+    if i is not None:
+        raise VmrError(f"{src.name}: {src.where(int(rows[i]))}: empty {role} id in column "
+                       f"'{col}'")
+    check_id_chars(series, src, col, role, rows)
+
+
+def _split_sequence_line(text: str, path, n: int) -> list[str]:
+    """A sequences line split on spaces and tabs only; any other whitespace (a no-break space,
+    U+2003, ...) inside would have split an id silently and is refused."""
+    parts = [p for p in re.split(r"[ \t\r\f\v]+", text) if p]
+    for p in parts:
+        odd = next((c for c in p if c.isspace()), None)
+        if odd is not None:
+            raise VmrError(f"{path}: line {n}: id {p!r:.60} holds the whitespace character "
+                           f"U+{ord(odd):04X}; a sequences file separates ids by spaces or tabs "
+                           "only, so an id cannot contain other whitespace")
+    return parts
+
+
 def read_sequences(path: str | Path):
     """Read a sequences file: one user per line, `user item item ...` in time order.
 
@@ -210,9 +253,10 @@ def read_sequences(path: str | Path):
     seen: dict[str, int] = {}
     for n, raw in enumerate(data.split(b"\n"), 1):
         try:
-            parts = raw.decode("utf-8-sig" if n == 1 else "utf-8").split()  # BOM: not an id
+            text = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # BOM: not an id
         except UnicodeDecodeError:
             raise VmrError(f"{path}: line {n}: not valid UTF-8 text") from None
+        parts = _split_sequence_line(text, path, n)
         if not parts:
             continue
         user = parts[0]

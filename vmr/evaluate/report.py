@@ -81,8 +81,8 @@ def _hashable(v):
 
 
 def read_run(run: str | Path, split: str, on: str | None = None) -> RunInfo:
-    """Read a run's config.toml, run.json and metrics_<split>.json (metrics_<split>@<on>.json:
-    its zero-shot evaluation on the dataset folder named `on`)."""
+    """Read a run's config.toml, run.json and metrics_<split>.json (metrics_<split>@<on>-FP.json:
+    its zero-shot evaluation on the dataset folder named `on`; see RunDir.find_zero_shot)."""
     import tomllib
 
     rd = RunDir(run)
@@ -99,7 +99,7 @@ def read_run(run: str | Path, split: str, on: str | None = None) -> RunInfo:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise VmrError(f"{cfg_path}: unreadable ({e.__class__.__name__}: {e})") from None
     meta = read_json_object(meta_path) if meta_path.is_file() else {}
-    metrics_path = rd.metrics_json(split, on)
+    metrics_path = (rd.find_zero_shot(split, on) if on else None) or rd.metrics_json(split, on)
     if not metrics_path.is_file():
         how = f" --data .../{on}" if on else ""
         raise VmrError(f"{path}: no {metrics_path.name}; run `vmr eval --run {path} "

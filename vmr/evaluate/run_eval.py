@@ -5,7 +5,8 @@ split rule of vmr/data/splits.py) among ALL items, writes `RUN_DIR/metrics_<spli
 atomically, with the protocol it was measured under and the metrics per group of targets
 (vmr/evaluate/buckets.py: by training frequency, new vs seen items), and returns the same dict
 (`evaluate_run`); `format_eval` is the table the CLI prints. With `data`, the run is evaluated
-zero-shot on another dataset (vmr/model/cross_catalogue.py) into metrics_<split>@<dataset>.json.
+zero-shot on another dataset (vmr/model/cross_catalogue.py) into metrics_<split>@<name>-<fp>.json
+(the target folder's name and the first 8 hex digits of its fingerprint).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     HR@k, NDCG@k, MRR, users, items, buckets (metrics per frequency bucket of the targets,
     edges `freq_edges`, and new vs seen items) and the protocol. `loaded` reuses a run already
     opened with `load_run` (its checkpoint, not `checkpoint`, is evaluated). `data` (and
-    `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<its name>.json.
+    `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<name>-<fp>.json.
     include_history None: the run's own protocol (its config's eval.history)."""
     from vmr.evaluate.buckets import DEFAULT_EDGES, bucket_metrics, check_edges, train_counts
     from vmr.evaluate.metrics import evaluate_model
@@ -85,8 +86,10 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
         metrics["protocol"]["new_items"] = len(ds.new_items)     # kept out of training
     target = None
     if "trained_on" in loaded.info:                 # zero-shot on another dataset
-        target = Path(ds.path).name
-        metrics["protocol"].update({"zero_shot": True, "data": str(ds.path),
+        from vmr.model.rundir import zero_shot_tag
+
+        target = zero_shot_tag(ds)
+        metrics["protocol"].update({"zero_shot": True, "data": str(ds.path), "target": target,
                                     "trained_on": loaded.info["trained_on"]})
     out = loaded.run.metrics_json(split, target)
     try:
@@ -114,7 +117,7 @@ def format_eval(run: str | Path, metrics: dict) -> str:
         table += (f"\n{metric} by target item (training interactions; new / seen items):\n"
                   + "\n".join("  " + ln for ln in format_table(
                       format_buckets(metrics["buckets"], metric)).splitlines()))
-    target = Path(p["data"]).name if p.get("zero_shot") else None
+    target = (p.get("target") or Path(p["data"]).name) if p.get("zero_shot") else None
     head = (f"{Path(run)}: {p['checkpoint']}, split {p['split']}, full ranking over all "
             f"items, history {'included' if p['include_history'] else 'excluded'}"
             + (f", zero-shot on {p['data']}" if target else ""))

@@ -139,6 +139,7 @@ def freshness(items, cache_path: str, modality: str) -> Freshness | None:
         if modality not in f:
             return None
         g = f[modality]
+        cache_read.check_group(g, len(items.ids), cache_path, modality)
         fps = cache_read.read_fingerprints(g)
         done = g["done"][...].astype(bool)
     out = Freshness(modality)

@@ -91,7 +91,7 @@ def import_features(data: str, modality: str, features: str, ids: str, dim: int 
         raise VmrError(f"--modality {modality!r}: expected video, image or text")
     if dtype not in ("float16", "float32"):
         raise VmrError(f"--dtype {dtype!r}: expected float16 or float32")
-    item_ids = load_items(data).ids
+    item_ids = load_items(data, check_media=False).ids
     cache = str(resolve_cache(data, cache))
     file_ids = _read_ids(ids)
     arr = _open_matrix(features, dim)

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from vmr.data.dataset import read_items_table
+from vmr.data.media import reader_paths
 
 
 @dataclass
@@ -23,8 +24,10 @@ class ItemTable:
         return {"text": self.text, "image": self.image, "video": self.video}[modality]
 
 
-def load_items(data_dir: str) -> ItemTable:
-    """Read DATA/items.parquet; relative media paths are taken relative to DATA."""
+def load_items(data_dir: str, check_media: bool = True) -> ItemTable:
+    """Read DATA/items.parquet; relative media paths are taken relative to DATA, and every media
+    path is checked against the dataset's recorded media root, links resolved
+    (`vmr.data.media.reader_paths`; `check_media=False` for readers of the ids alone)."""
     import polars as pl
 
     df = read_items_table(data_dir)
@@ -36,6 +39,8 @@ def load_items(data_dir: str) -> ItemTable:
         values = df.get_column(name).cast(pl.Utf8).to_list()
         if not is_path:
             return values
+        if check_media:
+            return reader_paths(values, data_dir, ids, name)
         root = os.path.abspath(data_dir)
         return [None if not v else (v if os.path.isabs(v) else os.path.join(root, v))
                 for v in values]

@@ -45,8 +45,6 @@ def _worker_main(conn, quiet: bool) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    from vmr.extract.decode import DecodeFailure, run_task
-
     conn.send(("ready", None))
     while True:
         try:
@@ -55,18 +53,27 @@ def _worker_main(conn, quiet: bool) -> None:
             return
         if task is None:
             return
-        try:
-            msg = ("ok", run_task(task))
-        except DecodeFailure as e:
-            msg = ("fail", str(e))
-        except MemoryError:
-            msg = ("fail", "out of memory while decoding")
-        except Exception as e:  # an unexpected decoder error is still this item's failure
-            msg = ("fail", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+        ok, payload = decode_one(task)
+        msg = ("ok" if ok else "fail", payload)
         try:
             conn.send(msg)
         except (BrokenPipeError, OSError):
             return
+
+
+def decode_one(task) -> tuple[bool, Any]:
+    """(True, pixels) or (False, the reason this item failed): every decoder error, expected or
+    not, is the item's failure (used by the worker processes here and by the Ray engine)."""
+    from vmr.extract.decode import DecodeFailure, run_task
+
+    try:
+        return True, run_task(task)
+    except DecodeFailure as e:
+        return False, str(e)
+    except MemoryError:
+        return False, "out of memory while decoding"
+    except Exception as e:  # an unexpected decoder error is still this item's failure
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
 class _Budget:

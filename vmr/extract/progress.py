@@ -130,6 +130,14 @@ class Progress:
                 continue
             yield part
 
+    def check_dim(self, dim: int) -> None:
+        """Refuse an encoder whose vectors do not match the parts already written."""
+        for p in self.parts(with_features=True):
+            if len(p["ids"]) and p["features"].shape[1] != dim:
+                raise VmrError(f"{self.path} holds {p['features'].shape[1]}-d features but the "
+                               f"encoder gives {dim}-d; pass --overwrite to start over")
+            break
+
     def valid(self, part: dict) -> list[bool]:
         """Per entry of a part (its ids, then its fail_ids): was it made from the content the
         item has now? Entries without a recorded fingerprint count as valid."""

@@ -22,6 +22,7 @@ from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
 from vmr.extract.background import prefetch as _prefetch
 from vmr.extract.background import stop_on_sigterm as _stop_on_sigterm
+from vmr.extract.finite import check_finite as _check_finite
 
 
 @dataclass
@@ -43,6 +44,9 @@ class ExtractOptions:
     decoder: str = "auto"  # video: auto, pyav or decord (vmr.extract.decode.resolve_decoder)
     keyframes: bool = False  # video: nearest keyframes instead of exact frames
     decode_threads: int | None = None  # video: per worker [default: pool.default_decode_threads]
+    engine: str = "local"  # "local" (this machine) or "ray" (vmr.extract.ray_engine)
+    ray_address: str | None = None  # engine ray: the cluster to join; None = a local one
+    ray_encoders: int | None = None  # engine ray, no GPU: CPU encoder actors [default: 1/node]
 
 
 @dataclass
@@ -52,6 +56,7 @@ class _Stats:
     frames: int = 0  # frames (video/image) or texts encoded in this run
     encoder_s: float = 0.0  # time spent inside encoder.encode
     started: float = 0.0  # time.monotonic() when the encoding loop started
+    engine: str = ""  # how the work was spread, for the summary ("ray: 2 nodes, ...")
 
 
 def _validate(opts: ExtractOptions) -> None:
@@ -71,6 +76,15 @@ def _validate(opts: ExtractOptions) -> None:
         raise VmrError(f"--dtype {opts.dtype!r}: expected float16 or float32")
     if opts.workers is not None and opts.workers < 0:
         raise VmrError(f"--workers {opts.workers}: must be >= 0")
+    if opts.engine not in ("local", "ray"):
+        raise VmrError(f"--engine {opts.engine!r}: expected local or ray")
+    if opts.engine != "ray" and (opts.ray_address or opts.ray_encoders is not None):
+        raise VmrError("--ray-address and --ray-encoders need --engine ray")
+    if opts.engine == "ray" and opts.shard is not None:
+        raise VmrError("--shard with --engine ray: Ray schedules the whole job over the cluster "
+                       "itself; drop --shard")
+    if opts.ray_encoders is not None and opts.ray_encoders < 1:
+        raise VmrError(f"--ray-encoders {opts.ray_encoders}: must be >= 1")
 
 
 def _settings(ident, opts: ExtractOptions) -> dict:
@@ -106,13 +120,18 @@ def run_extract(opts: ExtractOptions) -> str:
     from vmr.extract.items import load_items
 
     _validate(opts)
+    if opts.engine == "ray":
+        from vmr.extract.ray_engine import require_ray
+
+        require_ray()
     items = load_items(opts.data)
     if not any((v or "").strip() for v in items.column(opts.modality)):
         raise VmrError(f"no item of {opts.data} has {opts.modality} content (column "
                        f"'{opts.modality}' of items.parquet is empty); nothing to extract")
     cache = str(resolve_cache(opts.data, opts.cache))
     shard = sharding.parse_shard(opts.shard)
-    target = sharding.shard_path(cache, *shard) if shard else cache
+    # the real file: a symbolic link to the cache shares its lock and progress, and is kept
+    target = os.path.realpath(sharding.shard_path(cache, *shard) if shard else cache)
     ident = identify(opts.model, opts.modality, opts.pooling if opts.modality == "text" else None)
     if os.path.isdir(target):
         raise VmrError(f"cache {target} is a directory; --cache must name an HDF5 file")
@@ -166,8 +185,7 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     with _stop_on_sigterm():
         try:
             if todo:
-                encoder = _extract(opts, items, ident, todo, progress, len(scope),
-                                   len(scope) - sum(len(u) for u in todo), stats)
+                encoder = _encode(opts, items, ident, todo, progress, scope, stats)
         except KeyboardInterrupt:
             saved = len(progress.done()[0])
             print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
@@ -180,7 +198,8 @@ def _run_locked(opts, items, ident, target, shard) -> str:
         from vmr.extract.encoders import load_encoder, resolve_device
 
         dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
-    attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, **store.base_attrs()}
+    attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, "engine": opts.engine,
+             **store.base_attrs()}
     if shard:
         attrs.update(shard=shard_spec, shard_unit=unit_kind)
     publish_run(target, items, opts.modality, progress, scope, plan, attrs, opts.dtype, dim)
@@ -190,6 +209,26 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     return (_summary(opts.modality, target, stats, wall, started - t0) + "\n"
             + "".join(f"{opts.modality}: {note}\n" for note in plan.notes)
             + cache_read.describe(target))
+
+
+def _encode(opts, items, ident, todo, progress, scope, stats):
+    """The encoding loop of the chosen engine (this machine, or vmr.extract.ray_engine). When it
+    fails before any batch was saved (a model that would not load), the empty progress folder
+    is removed, so that it cannot block the next run, with another model, as an 'interrupted'
+    extraction."""
+    import contextlib
+
+    run = _extract
+    if opts.engine == "ray":
+        from vmr.extract.ray_engine import extract_on_ray as run
+    try:
+        return run(opts, items, ident, todo, progress, len(scope),
+                   len(scope) - sum(len(u) for u in todo), stats)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not progress._part_names():
+                progress.remove()
+        raise
 
 
 def _extract(opts, items, ident, todo, progress, total, initial, stats):
@@ -206,7 +245,7 @@ def _extract(opts, items, ident, todo, progress, total, initial, stats):
             n_workers = default_workers() if opts.workers is None else opts.workers
             pool = DecodePool(n_workers, opts.timeout)
         encoder = load_encoder(ident, pooling=opts.pooling, device=device)
-        _check_part_dims(progress, encoder.dim)
+        progress.check_dim(encoder.dim)
         if opts.modality != "text":
             encoder.warmup(opts.batch_size)
         bar = tqdm(total=total, initial=initial, unit="item", desc=opts.modality,
@@ -227,20 +266,6 @@ def _extract(opts, items, ident, todo, progress, total, initial, stats):
 
 
 # ------------------------------------------------------------------------------------- loops
-def _check_finite(feats, ids: list[str], modality: str, dtype: str):
-    """Split a batch into finite vectors and failures; refuse float16 overflow."""
-    import numpy as np
-
-    ok = np.isfinite(feats).all(axis=1)
-    if dtype == "float16" and ok.any() and np.abs(feats[ok]).max() > 65504:
-        bad = ids[int(np.flatnonzero(ok & (np.abs(feats).max(axis=1) > 65504))[0])]
-        raise VmrError(f"item {bad!r}: {modality} features exceed the float16 range; rerun with "
-                       "--dtype float32 --overwrite")
-    good = [i for i, k in zip(ids, ok) if k]
-    bad = [i for i, k in zip(ids, ok) if not k]
-    return good, feats[ok], bad
-
-
 def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
     import numpy as np
 
@@ -363,14 +388,6 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
 
 
 # ----------------------------------------------------------------------------------- publish
-def _check_part_dims(progress, dim: int) -> None:
-    for p in progress.parts(with_features=True):
-        if len(p["ids"]) and p["features"].shape[1] != dim:
-            raise VmrError(f"{progress.path} holds {p['features'].shape[1]}-d features but the "
-                           f"encoder gives {dim}-d; pass --overwrite to start over")
-        break
-
-
 def _dim_from_parts(progress) -> int | None:
     for p in progress.parts(with_features=True):
         if len(p["ids"]):
@@ -385,4 +402,5 @@ def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: floa
            if s.encoder_s > 0 else "encoder idle")
     return (f"{modality}: {s.items:,} items encoded, {s.failed:,} failed in this run; {s.frames:,} "
             f"{unit} in {wall:.1f} s ({(s.items + s.failed) / wall:.1f} items/s, "
-            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s) -> {target}")
+            f"{s.frames / wall:.1f} {unit}/s; {enc}; start-up {startup_s:.1f} s"
+            f"{'; ' + s.engine if s.engine else ''}) -> {target}")

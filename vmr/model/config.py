@@ -221,6 +221,7 @@ def check_config(cfg: Config) -> None:
         raise VmrError(f"model.mask_rate must be in (0, 1), got {m.mask_rate}")
     if m.max_len < 2:
         raise VmrError(f"model.max_len must be at least 2, got {m.max_len}")
+    check_bounds(cfg)
     for name in ("n_layers", "item_layers", "ffn_mult", "n_heads"):
         if getattr(m, name) < 1:
             raise VmrError(f"model.{name} must be at least 1")
@@ -233,6 +234,36 @@ def check_config(cfg: Config) -> None:
     for mod in cfg.data.modalities:
         if mod not in ("text", "image", "video"):
             raise VmrError(f"data.modalities: unknown modality {mod!r} (text, image, video)")
+
+
+# upper bounds on sizes: far above any model vmr trains, far below what would exhaust memory
+BOUNDS = {("model", "max_len"): 8192, ("model", "d_model"): 8192, ("model", "n_heads"): 256,
+          ("model", "n_layers"): 64, ("model", "item_layers"): 64, ("model", "ffn_mult"): 64,
+          ("train", "batch_size"): 1 << 20, ("train", "eval_batch"): 1 << 20,
+          ("train", "n_negatives"): 1 << 24, ("pretrain", "batch_size"): 1 << 20,
+          ("train", "epochs"): 1_000_000, ("pretrain", "epochs"): 1_000_000}
+MAX_WEIGHT_BYTES = 16 << 30     # the weights a config implies (float32), besides the item table
+MAX_ATTENTION_BYTES = 64 << 30  # one batch's attention scores (float32)
+
+
+def check_bounds(cfg: Config) -> None:
+    """Sizes within sane bounds, and the memory they imply (weights, one batch's attention
+    scores) too: `--set model.max_len=100000000` is refused, not a 30 GiB allocation."""
+    for (section, name), top in BOUNDS.items():
+        value = getattr(getattr(cfg, section), name)
+        if value > top:
+            raise VmrError(f"{section}.{name} = {value} is beyond the supported maximum {top}")
+    m, t = cfg.model, cfg.train
+    blocks = m.n_layers + m.item_layers
+    weights = 4 * (m.max_len * m.d_model + blocks * (4 + 2 * m.ffn_mult) * m.d_model ** 2)
+    attention = 4 * t.batch_size * m.n_heads * m.max_len ** 2
+    for what, need, top in (("weights", weights, MAX_WEIGHT_BYTES),
+                            ("attention scores of one batch", attention, MAX_ATTENTION_BYTES)):
+        if need > top:
+            raise VmrError(f"model.max_len {m.max_len}, d_model {m.d_model}, n_layers "
+                           f"{m.n_layers}, train.batch_size {t.batch_size}: the {what} would "
+                           f"take {need / 2**30:.0f} GiB (at most {top >> 30} GiB); "
+                           "choose smaller values")
 
 
 def to_toml(cfg: Config) -> str:

@@ -96,13 +96,15 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
     from vmr.model.features import load_features
     from vmr.model.kinds import model_kind
     from vmr.model.loaded import LoadedRun
-    from vmr.model.registry import attach_features, build_model, mark_unknown_ids
+    from vmr.model.registry import (attach_features, build_model, check_model_args,
+                                    mark_unknown_ids)
     from vmr.model.rundir import RunDir, read_checkpoint
 
     rd = RunDir(run).require()
     path = rd.checkpoint(checkpoint)
     info = rd.read_info()
     ckpt = read_checkpoint(path)
+    check_model_args(ckpt["model_args"], str(path))
     args = dict(ckpt["model_args"])
     if not model_kind(args["kind"]).uses_features or not args["dims"]:
         raise VmrError(f"{rd.path}: a {args['kind']} run without content features scores items by "
@@ -110,13 +112,15 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
                        "a model that reads content (model.kind = vmr with cached features)")
     dataset = load_dataset(data)
     cache_path = cache_read.resolve_cache(data, cache)
-    feats, present, attrs = load_features(cache_path, dataset.item_ids, sorted(args["dims"]))
+    cfg = config_from_dict(ckpt["config"])
+    feats, present, attrs = load_features(cache_path, dataset.item_ids, sorted(args["dims"]),
+                                          cfg.data.feature_norm)   # as the run was trained
     check_fresh(data, cache_path, sorted(feats))
     dims = {m: int(x.shape[1]) for m, x in feats.items()}
     check_same_encoders(str(rd.path), info.get("features") or {}, args["dims"], str(cache_path),
                         attrs, dims)
     args["n_items"] = dataset.n_items
-    model = build_model(args)
+    model = build_model(args, str(path))
     attach_features(model, feats, present)
     load_non_id(model, ckpt["model"], str(path))
     mark_unknown_ids(model, np.arange(dataset.n_items))
@@ -124,4 +128,4 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
     model.to(dev).eval()
     info = {**info, "trained_on": info.get("data"), "data": str(dataset.path),
             "cache": str(cache_path.resolve())}
-    return LoadedRun(rd, path, ckpt, config_from_dict(ckpt["config"]), dataset, model, dev, info)
+    return LoadedRun(rd, path, ckpt, cfg, dataset, model, dev, info)

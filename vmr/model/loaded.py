@@ -15,7 +15,8 @@ from vmr.errors import VmrError
 from vmr.model.config import config_from_dict
 from vmr.model.features import load_features
 from vmr.model.kinds import model_kind
-from vmr.model.registry import attach_features, build_model, mark_unknown_ids
+from vmr.model.registry import (attach_features, build_model, check_model_args, check_widths,
+                                mark_unknown_ids)
 from vmr.model.rundir import (RunDir, dataset_fingerprint, feature_identity, read_checkpoint)
 from vmr.model.towers import TowerView
 
@@ -60,10 +61,11 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
     cfg = config_from_dict(ckpt["config"])
     if not isinstance(info.get("data"), str):
         raise VmrError(f"{rd.info}: no 'data' entry naming the run's dataset directory")
-    dataset = load_dataset(info["data"])
     args = ckpt["model_args"]
+    check_model_args(args, str(path))
+    dataset = load_dataset(info["data"])
     _check_dataset(rd, info, dataset, args)
-    model = build_model(args)
+    model = build_model(args, str(path))
     if model_kind(args["kind"]).uses_features and args["dims"]:
         cache = info.get("cache")
         if not isinstance(cache, str):
@@ -71,6 +73,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         feats, present, attrs = load_features(Path(cache), dataset.item_ids, sorted(args["dims"]),
                                               cfg.data.feature_norm)
         _check_features(rd, info, attrs, feats, present, cache)
+        check_widths(str(path), args["dims"], feats, cache)
         attach_features(model, feats, present)
     try:
         model.load_state_dict(ckpt["model"])
@@ -98,7 +101,11 @@ def _check_dataset(rd: RunDir, info: dict, dataset, args: dict) -> None:
                        f"{info['data']} now has {len(dataset.item_ids)}; the dataset was "
                        "re-prepared after training (retrain, or prepare into another folder)")
     want = info.get("dataset_fingerprint")
-    if want and want != dataset_fingerprint(dataset):
+    if not isinstance(want, str) or not want:
+        raise VmrError(f"{rd.info}: no dataset_fingerprint entry, so whether {info['data']} is "
+                       "still the dataset this run was trained on cannot be checked (run.json "
+                       "was edited or damaged; retrain)")
+    if want != dataset_fingerprint(dataset):
         raise VmrError(f"{rd.path}: the dataset {info['data']} changed since this run was "
                        "trained (items or histories differ); retrain, or prepare into another "
                        "folder")

@@ -9,8 +9,10 @@ through this module; no other module names a run's files.
     RUN/checkpoint.pt        the latest checkpoint (resume)
     RUN/best.pt              the best on validation NDCG@10 (eval, recommend, export)
     RUN/pretrain.pt          the model after item-level pre-training
-    RUN/metrics_<split>.json written by `vmr eval` (metrics_<split>@<dataset>.json: zero-shot
-                             on another dataset, `vmr eval --data`)
+    RUN/metrics_<split>.json written by `vmr eval` (metrics_<split>@<name>-<fp>.json: zero-shot
+                             on another dataset, `vmr eval --data`: its folder's name and the
+                             first 8 hex digits of its dataset fingerprint, so two datasets
+                             both called `data` never share a file)
 
 A checkpoint is a plain dict (as nanoGPT's): `format`, `model_args` (enough to rebuild the model
 with `vmr.model.registry.build_model`, from the checkpoint alone), `model` (state dict),
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 from vmr.errors import VmrError
@@ -50,8 +53,26 @@ class RunDir:
 
     def metrics_json(self, split: str, target: str | None = None) -> Path:
         """metrics_<split>.json; metrics_<split>@<target>.json for a zero-shot evaluation on
-        another dataset (named by its directory)."""
+        another dataset (`target`: see `zero_shot_tag`)."""
         return self.path / (f"metrics_{split}@{target}.json" if target else f"metrics_{split}.json")
+
+    def find_zero_shot(self, split: str, on: str) -> Path | None:
+        """The zero-shot metrics file `vmr report --on ON` means: metrics_<split>@ON.json when
+        ON is a full tag (NAME-FINGERPRINT, or a file of older versions named NAME alone),
+        else the one metrics_<split>@ON-<fingerprint>.json; None when there is none; a one-line
+        error when ON names several datasets of that name."""
+        exact = self.metrics_json(split, on)
+        if exact.is_file():
+            return exact
+        head = f"metrics_{split}@{on}-"
+        found = sorted(p for p in (self.path.iterdir() if self.path.is_dir() else [])
+                       if p.name.startswith(head) and p.name.endswith(".json")
+                       and re.fullmatch(r"[0-9a-f]{8}", p.name[len(head):-5]))
+        if len(found) > 1:
+            tags = ", ".join(p.name[len(f"metrics_{split}@"):-5] for p in found)
+            raise VmrError(f"{self.path}: --on {on} names {len(found)} datasets of that name "
+                           f"({tags}); give the one meant in full, e.g. --on {tags.split(', ')[0]}")
+        return found[0] if found else None
 
     def holds_run(self) -> bool:
         """Whether a run can be continued from here (its checkpoint.pt exists). A directory
@@ -133,6 +154,14 @@ def read_checkpoint_file(path: Path, keys: tuple[str, ...]) -> dict:
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise VmrError(f"{path}: not a vmr file of this kind (missing {', '.join(missing)})")
+    bad = [k for k in ("model", "config", "model_args") if k in keys and not (
+        isinstance(obj[k], dict) and all(isinstance(x, str) for x in obj[k]))]
+    if "model" in keys and not bad and not all(isinstance(v, torch.Tensor)
+                                               for v in obj["model"].values()):
+        bad = ["model"]
+    if bad:
+        raise VmrError(f"{path}: damaged, its {bad[0]} entry is not a table of the kind vmr "
+                       "writes")
     return obj
 
 
@@ -143,6 +172,12 @@ def read_checkpoint(path: Path) -> dict:
         raise VmrError(f"{path}: checkpoint format {ckpt['format']!r}, this vmr reads "
                        f"{CHECKPOINT_FORMAT} (retrain the run with this version)")
     return ckpt
+
+
+def zero_shot_tag(dataset) -> str:
+    """What names a zero-shot evaluation's file: the target folder's name and the first 8 hex
+    digits of its fingerprint (`vmr report --on NAME` finds it by the name alone)."""
+    return f"{Path(dataset.path).name}-{dataset_fingerprint(dataset)[:8]}"
 
 
 def dataset_fingerprint(dataset) -> str:

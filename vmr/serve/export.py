@@ -43,16 +43,19 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from vmr.errors import VmrError
-from vmr.fsio import os_reason, sha256_file
+from vmr.fsio import one_line, os_reason, sha256_file
+from vmr.serve.outdir import exchange as _exchange  # noqa: F401 (tests swap with it)
+from vmr.serve.outdir import (check_replaceable, export_entry, legacy_export, make_tmp_dir,
+                              replace_dir)
 
 FORMAT = 2
+KIND = "vmr export"     # manifest.json's "kind": proof that vmr wrote the folder
 INDEXES = ("exact", "faiss")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 
@@ -100,34 +103,6 @@ def _repeat_term(loaded) -> dict | None:
                        "are ranked at all"}
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where
-    the system or file system cannot."""
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` to `out`, replacing a previous export there. With an atomic
-    exchange there is no moment at which `out` is missing (a kill leaves the old or the new)."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if _exchange(tmp, out):  # tmp now holds the previous export
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
     import torch
@@ -140,12 +115,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     if index == "faiss":
         import_faiss()  # fail before any work
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise VmrError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / "manifest.json").is_file():
-            raise VmrError(f"--out {out}: exists and is not a vmr export (no manifest.json); "
-                           "choose another directory")
+    check_export_out(out)
     run_dir = Path(run)
     loaded = load_run(run_dir, "auto", device="cpu")
     ckpt_file = loaded.checkpoint.name
@@ -160,14 +130,10 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
                        f"dataset has {len(item_ids)} items")
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = make_tmp_dir(out)
     except OSError as e:
         raise VmrError(f"cannot write export {out}: {os_reason(e)}") from None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is a normal dir
         np.save(tmp / "item_embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
         (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
         buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
@@ -181,7 +147,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(tmp.iterdir())}
         manifest = {
-            "format": FORMAT, "vmr_version": __version__,
+            "kind": KIND, "format": FORMAT, "vmr_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "run": str(run_dir.resolve()), "checkpoint": ckpt_file,
             "dataset": str(getattr(loaded.dataset, "path", "") or ""),
@@ -194,7 +160,8 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
+        check_export_out(out)      # again: the folder may have changed meanwhile
+        replace_dir(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
@@ -210,23 +177,53 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             + (", index.faiss" if index == "faiss" else "") + ", manifest.json" + note)
 
 
+def check_export_out(out: Path) -> None:
+    """`--out` must be absent, empty, or an export vmr wrote (vmr/serve/outdir.py)."""
+    check_replaceable(out, "manifest.json", KIND, (FORMAT,), export_entry, "vmr export",
+                      legacy_export)
+
+
 class Export:
     """A loaded export: item ids and embeddings, the user tower, and top-k search."""
 
     def __init__(self, path: str | Path):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"load_export: path must be a str or Path, not {type(path).__name__}")
         self.path = Path(path)
-        mpath = self.path / "manifest.json"
-        if not mpath.is_file():
-            raise VmrError(f"{self.path}: not a vmr export (no manifest.json)")
-        self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        if self.manifest.get("format") != FORMAT:
-            raise VmrError(f"{mpath}: unknown export format {self.manifest.get('format')!r}")
-        self.item_ids = (self.path / "item_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        self.manifest = _read_manifest(self.path)
+        ids_path, emb_path = self._checked("item_ids.txt"), self._checked("item_embeddings.npy")
+        try:
+            self.item_ids = ids_path.read_text(encoding="utf-8").split("\n")[:-1]
+            self.item_embeddings = np.load(emb_path, allow_pickle=False)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise VmrError(f"{self.path}: cannot read the export ({one_line(e)})") from None
+        emb = self.item_embeddings
+        if emb.ndim != 2 or emb.dtype != np.float32 or emb.shape[0] != len(self.item_ids):
+            raise VmrError(f"{emb_path}: {emb.dtype} {tuple(emb.shape)} does not fit "
+                           f"{len(self.item_ids)} item ids (float32 [items, d] expected)")
         self.item_index = {x: i for i, x in enumerate(self.item_ids)}
-        self.item_embeddings = np.load(self.path / "item_embeddings.npy")
+        if len(self.item_index) != len(self.item_ids):
+            raise VmrError(f"{ids_path}: an item id appears twice")
         self._tower = None
         self._amp = False        # set from the run's config when the tower is loaded
         self._faiss = None
+
+    def _checked(self, name: str) -> Path:
+        """The path of an export file whose size and sha256 match manifest.json's record."""
+        path = self.path / name
+        rec = self.manifest["files"].get(name)
+        if not isinstance(rec, dict):
+            raise VmrError(f"{self.path / 'manifest.json'}: does not list {name}")
+        if path.is_symlink() or not path.is_file():
+            raise VmrError(f"{path}: missing (the export is incomplete; export the run again)")
+        try:
+            ok = path.stat().st_size == rec.get("bytes") and sha256_file(path) == rec.get("sha256")
+        except OSError as e:
+            raise VmrError(f"{path}: cannot read it ({os_reason(e)})") from None
+        if not ok:
+            raise VmrError(f"{path}: its size or sha256 differs from manifest.json's record (the "
+                           "file was changed or damaged after export; export the run again)")
+        return path
 
     def user_vectors(self, histories: list[list[str]]) -> np.ndarray:
         """User vectors [B, d] for histories of item ids (oldest first)."""
@@ -254,13 +251,13 @@ class Export:
             from vmr.model.registry import build_model
             from vmr.model.rundir import read_checkpoint_file
 
-            path = self.path / "user_tower.pt"
+            path = self._checked("user_tower.pt")
             state = read_checkpoint_file(path, ("format", "model_args", "config", "model"))
             if state["format"] != FORMAT:
                 raise VmrError(f"{path}: export format {state['format']!r}, this vmr reads "
                                f"{FORMAT} (export the run again)")
             self._amp = config_from_dict(state["config"]).train.amp   # the run's precision
-            model = build_model(state["model_args"])
+            model = build_model(state["model_args"], str(path))
             try:
                 model.load_state_dict(state["model"])
             except RuntimeError as e:
@@ -277,10 +274,30 @@ class Export:
         use_faiss = (self.path / "index.faiss").is_file() if exact is None else not exact
         if use_faiss:
             if self._faiss is None:
-                self._faiss = import_faiss().read_index(str(self.path / "index.faiss"))
+                self._faiss = import_faiss().read_index(str(self._checked("index.faiss")))
             scores, idx = self._faiss.search(q, k)
             return idx, scores
         return exact_search(self.item_embeddings, q, k)
+
+
+def _read_manifest(path: Path) -> dict:
+    """manifest.json of an export, checked: a JSON object of vmr's kind and format listing its
+    files; one line naming the file otherwise."""
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise VmrError(f"{path}: not a vmr export (no manifest.json)")
+    try:
+        doc = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise VmrError(f"{mpath}: unreadable ({one_line(e)}); export the run again") from None
+    if not isinstance(doc, dict):
+        raise VmrError(f"{mpath}: not a vmr export manifest (not a JSON object)")
+    if doc.get("format") != FORMAT:
+        raise VmrError(f"{mpath}: unknown export format {doc.get('format')!r}")
+    if doc.get("kind", KIND) != KIND or not isinstance(doc.get("files"), dict):
+        raise VmrError(f"{mpath}: not a vmr export manifest (kind {doc.get('kind')!r}, "
+                       "no file list)")
+    return doc
 
 
 def exact_search(items: np.ndarray, queries: np.ndarray, k: int, chunk: int | None = None):

@@ -7,8 +7,10 @@
                           frames of its video; items with neither show a text card
     DIR/gallery.json      what was shown: run, checkpoint, K, users, and their pages
 
-Recommendations are computed as `vmr recommend` computes them, from the history BEFORE the
-user's test item (which is the one held out), history items excluded. File names are hashes of
+Recommendations are computed as `vmr eval` ranks, from the history BEFORE the user's test item
+(which is the one held out), history items excluded except the held-out item itself (it may
+repeat an earlier item), so its rank and the top list always agree. An existing DIR is replaced
+only when it is a gallery vmr wrote (vmr/serve/outdir.py), in one atomic swap. File names are hashes of
 the opaque ids, every link is relative, and nothing is fetched from elsewhere, so the folder can
 be copied anywhere and opened from disk. A small inline script sets `data-status` on <body>
 ("ok" when every image loaded and no error occurred) for automated checks."""
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -25,8 +28,11 @@ import numpy as np
 
 from vmr.errors import VmrError
 from vmr.fsio import os_reason
+from vmr.serve.outdir import (check_replaceable, gallery_entry, legacy_gallery, make_tmp_dir,
+                              replace_dir)
 
 MANIFEST = "gallery.json"
+KIND, FORMAT = "vmr gallery", 1      # gallery.json's "kind": proof that vmr wrote the folder
 MAX_HISTORY = 20            # history items shown per user (the latest)
 THUMB, FRAME, FRAMES = 128, 96, 4
 
@@ -74,52 +80,64 @@ def _page(title: str, body: str) -> str:
 
 
 class Thumbnails:
-    """Thumbnails of items, made once each, into DIR/thumbs."""
+    """Thumbnails of items, made once each, into DIR/thumbs. Media paths are re-checked against
+    the dataset's recorded media root with links resolved (`vmr.data.media.reader_paths`);
+    anything but a regular file (a FIFO, a device) is never opened, and every decode runs in a
+    worker process that is killed after `timeout` seconds (as `vmr extract` decodes), so no
+    file can make the gallery hang. An item without a usable thumbnail gets a text card."""
 
-    def __init__(self, dataset, folder: Path):
-        self.ds, self.folder = dataset, folder
+    def __init__(self, dataset, folder: Path, timeout: float = 30.0):
+        from vmr.data.media import reader_paths
+
+        self.ds, self.folder, self.timeout = dataset, folder, timeout
         self.done: dict[int, list[str]] = {}
         cols = dataset.items.columns if dataset.items is not None else []
         self.col = {c: dataset.items[c].to_list() if c in cols else [None] * dataset.n_items
                     for c in ("title", "text", "image", "video")}
+        for c in ("image", "video"):
+            self.col[c] = reader_paths(self.col[c], dataset.path, dataset.item_ids, c,
+                                       dataset.meta)
+
+    def prefetch(self, indices) -> None:
+        """Make the thumbnails of these items (decoded by one killable worker process)."""
+        from vmr.extract.decode import DecodeTask
+        from vmr.extract.pixels import PixelSpec
+        from vmr.extract.pool import DecodePool
+
+        tasks = []
+        for i in sorted(set(int(i) for i in indices) - set(self.done)):
+            self.done[i] = []
+            key = _key("item", self.ds.item_ids[i])
+            for kind in ("image", "video"):
+                path = self.col[kind][i]
+                if path and _regular(path):
+                    spec = PixelSpec(THUMB, THUMB) if kind == "image" else PixelSpec(FRAME, FRAME)
+                    tasks.append(((i, f"{key}-{kind}.jpg"),
+                                  DecodeTask(kind, path, spec, fps=2.0, max_frames=FRAMES)))
+        if not tasks:
+            return
+        pool = DecodePool(1, self.timeout)
+        try:
+            for (i, name), ok, pixels in pool.run(tasks):
+                if ok and len(pixels):
+                    self._save(np.concatenate(list(pixels), axis=1), name)
+                    self.done[i].append(name)
+        finally:
+            pool.close()
+        for i in self.done:
+            self.done[i].sort(key=lambda n: n.endswith("-video.jpg"))   # image first
 
     def of(self, i: int) -> list[str]:
         """File names (in thumbs/) of item i's thumbnails: image and/or video strip."""
         if i not in self.done:
-            key = _key("item", self.ds.item_ids[i])
-            names = []
-            if self.col["image"][i] and self._image(self.col["image"][i], f"{key}-image.jpg"):
-                names.append(f"{key}-image.jpg")
-            if self.col["video"][i] and self._video(self.col["video"][i], f"{key}-video.jpg"):
-                names.append(f"{key}-video.jpg")
-            self.done[i] = names
+            self.prefetch([i])
         return self.done[i]
 
-    def _save(self, pixels: np.ndarray, name: str) -> bool:
+    def _save(self, pixels: np.ndarray, name: str) -> None:
         from PIL import Image
 
         Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(
             self.folder / name, "JPEG", quality=85)
-        return True
-
-    def _image(self, path: str, name: str) -> bool:
-        from vmr.extract.decode import DecodeFailure, PixelSpec, decode_image
-
-        try:
-            return self._save(decode_image(path, PixelSpec(THUMB, THUMB))[0], name)
-        except (DecodeFailure, VmrError, ValueError):
-            return False
-
-    def _video(self, path: str, name: str) -> bool:
-        from vmr.extract.decode import DecodeFailure, PixelSpec, decode_video
-
-        try:
-            frames = decode_video(path, PixelSpec(FRAME, FRAME), fps=2.0, max_frames=FRAMES)
-        except (DecodeFailure, VmrError, ValueError, OSError):
-            return False
-        if len(frames) == 0:
-            return False
-        return self._save(np.concatenate(list(frames), axis=1), name)
 
     def card(self, i: int, extra: str = "", target: bool = False) -> str:
         item = self.ds.item_ids[i]
@@ -134,6 +152,16 @@ class Thumbnails:
                 f"{extra}</div>")
 
 
+def _regular(path: str) -> bool:
+    """Whether `path` is a regular file (FIFOs, devices and sockets can block a reader)."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def pick_users(dataset, n: int) -> list[int]:
     """The first n users (dataset order) that have a test target."""
     users = [int(u) for u in dataset.split_users("test")[:n]]
@@ -142,64 +170,95 @@ def pick_users(dataset, n: int) -> list[int]:
     return users
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise VmrError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / MANIFEST).is_file():
-            raise VmrError(f"--out {out}: exists and is not a vmr gallery (no {MANIFEST}); "
-                           "choose another directory")
-        for sub in ("users", "thumbs"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    (out / "users").mkdir(parents=True, exist_ok=True)
-    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+def check_gallery_out(out: Path) -> None:
+    """`--out` must be absent, empty, or a gallery vmr wrote (vmr/serve/outdir.py)."""
+    check_replaceable(out, MANIFEST, KIND, (FORMAT,), gallery_entry, "vmr gallery",
+                      legacy_gallery)
 
 
-def write_gallery(run, out: str | Path, users: int = 5, top: int = 10, loaded=None) -> dict:
-    """Write the gallery of `users` users of a run (a run directory, or `loaded`) into `out`;
-    returns gallery.json's content plus "index" (the path of index.html)."""
+def ranked(loaded, hist: np.ndarray, target: int, top: int) -> tuple[int, list]:
+    """(rank of the held-out item, the top list) by the protocol of `vmr eval`: history items
+    excluded except the held-out item itself, ties counted against it -- so the rank is at most
+    `top` exactly when the list shows the held-out item."""
     import torch
 
+    items = loaded.item_embeddings()
+    with torch.no_grad():
+        s = (loaded.user_vectors([hist]).to(items.device, items.dtype) @ items.T)[0]
+    s = s.float().cpu().numpy()
+    keep = np.ones(len(s), dtype=bool)
+    keep[hist] = False
+    keep[target] = True
+    cand = np.flatnonzero(keep)
+    # best first; among equal scores the held-out item last, then dataset order
+    order = cand[np.lexsort((cand, cand == target, -s[cand]))]
+    rank = 1 + int(np.flatnonzero(order == target)[0])
+    return rank, [(int(j), float(s[j])) for j in order[:top]]
+
+
+def write_gallery(run, out: str | Path, users: int = 5, top: int = 10, loaded=None,
+                  timeout: float = 30.0) -> dict:
+    """Write the gallery of `users` users of a run (a run directory, or `loaded`) into `out`
+    (built in a temporary sibling folder, swapped in atomically; an existing `out` must be a
+    gallery vmr wrote); returns gallery.json's content plus "index" (index.html's path)."""
     from vmr.model.loaded import load_run
-    from vmr.serve.recommend import top_items
 
     if users < 1 or top < 1:
         raise VmrError("--users and --top must be at least 1")
+    if not timeout > 0:
+        raise VmrError(f"--timeout {timeout}: must be > 0 seconds")
+    out = Path(out)
+    check_gallery_out(out)
     loaded = loaded or load_run(run, "auto", device="cpu")
-    ds, out = loaded.dataset, Path(out)
+    ds = loaded.dataset
     chosen = pick_users(ds, users)
     test = dict(zip(ds.split_users("test").tolist(), ds.split_sequences("test")))
+    shown = []
+    for u in chosen:
+        hist, target = test[u]
+        hist = np.asarray(hist, dtype=np.int64)
+        rank, best = ranked(loaded, hist, int(target), top)
+        shown.append((u, hist, int(target), rank, best))
     try:
-        _prepare_out(out)
-        thumbs = Thumbnails(ds, out / "thumbs")
-        items = loaded.item_embeddings()
-        entries = []
-        for n, u in enumerate(chosen):
-            hist, target = test[u]
-            hist = np.asarray(hist, dtype=np.int64)
-            best = top_items(loaded, hist, top, exclude_history=True)
-            with torch.no_grad():
-                s = (loaded.user_vectors([hist]).to(items.dtype) @ items.T)[0].float()
-            keep = torch.ones_like(s, dtype=torch.bool)
-            keep[torch.from_numpy(hist)] = False
-            keep[target] = False
-            rank = 1 + int(((s >= s[target]) & keep).sum())     # ties count against it
-            page = f"users/{_key('user', ds.user_ids[u])}.html"
-            entries.append({"user": ds.user_ids[u], "page": page, "history": len(hist),
-                            "target": ds.item_ids[target], "target_rank": rank,
-                            "hit": rank <= top})
-            body = _user_body(ds, thumbs, u, hist, target, rank, best, top, chosen, n)
-            (out / page).write_text(_page(f"vmr gallery: user {ds.user_ids[u]}", body),
-                                    encoding="utf-8")
-        doc = {"format": 1, "run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name,
-               "top": top, "users": entries,
-               "hits": sum(e["hit"] for e in entries)}
-        (out / "index.html").write_text(_page("vmr gallery", _index_body(doc)), encoding="utf-8")
-        (out / MANIFEST).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
+        tmp = make_tmp_dir(out)
     except OSError as e:
         raise VmrError(f"cannot write the gallery in {out}: {os_reason(e)}") from None
+    try:
+        doc = _write_pages(loaded, tmp, shown, chosen, top, timeout)
+        check_gallery_out(out)      # again: the folder may have changed meanwhile
+        replace_dir(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise VmrError(f"cannot write the gallery in {out}: {os_reason(e)}; a previous "
+                           "gallery there is unchanged") from None
+        raise
     return {**doc, "index": out / "index.html"}
+
+
+def _write_pages(loaded, tmp: Path, shown: list, chosen: list, top: int, timeout: float) -> dict:
+    ds = loaded.dataset
+    (tmp / "users").mkdir()
+    (tmp / "thumbs").mkdir()
+    thumbs = Thumbnails(ds, tmp / "thumbs", timeout)
+    thumbs.prefetch([int(i) for _, hist, target, _, best in shown
+                     for i in list(hist[-MAX_HISTORY:]) + [target] + [j for j, _ in best]])
+    entries = []
+    for n, (u, hist, target, rank, best) in enumerate(shown):
+        page = f"users/{_key('user', ds.user_ids[u])}.html"
+        entries.append({"user": ds.user_ids[u], "page": page, "history": len(hist),
+                        "target": ds.item_ids[target], "target_rank": rank,
+                        "target_in_history": bool(np.isin(target, hist)), "hit": rank <= top})
+        body = _user_body(ds, thumbs, u, hist, target, rank, best, top, chosen, n)
+        (tmp / page).write_text(_page(f"vmr gallery: user {ds.user_ids[u]}", body),
+                                encoding="utf-8")
+    doc = {"kind": KIND, "format": FORMAT, "run": str(loaded.run_dir),
+           "checkpoint": loaded.checkpoint.name, "top": top, "users": entries,
+           "hits": sum(e["hit"] for e in entries)}
+    (tmp / "index.html").write_text(_page("vmr gallery", _index_body(doc)), encoding="utf-8")
+    (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    return doc
 
 
 def _user_body(ds, thumbs: Thumbnails, u: int, hist, target: int, rank: int, best, top: int,
@@ -222,7 +281,8 @@ def _user_body(ds, thumbs: Thumbnails, u: int, hist, target: int, rank: int, bes
              '<div class="row">' + thumbs.card(target, f"<div>rank {rank} ({hits} {top})</div>",
                                                target=True) + "</div>",
              "</section></div>",
-             f"<h2>top {len(best)} recommendations (history excluded)</h2>", '<div class="row">']
+             f"<h2>top {len(best)} recommendations (history excluded, except the held-out "
+             "item)</h2>", '<div class="row">']
     for r, (i, score) in enumerate(best):
         extra = f'<div>#{r + 1} <span class="score">score {score:.4f}</span></div>'
         parts.append(thumbs.card(int(i), extra, target=int(i) == target))

@@ -73,16 +73,28 @@ def _titles(dataset, idx: list[int]) -> list[str | None]:
     return items["title"].gather(idx).to_list()
 
 
+def terminal_safe(text) -> str:
+    """`text` with every control or format character (ESC, BEL, C1 controls such as CSI, bidi
+    overrides) written as a visible escape, so that a title cannot move the cursor, retitle
+    the window or clear the screen of the terminal it is printed to."""
+    import unicodedata
+
+    return "".join(c if unicodedata.category(c)[0] != "C" else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in str(text))
+
+
 def _short(text: str | None, width: int = TITLE_WIDTH) -> str:
     if not text:
         return ""
-    text = " ".join(str(text).split())
+    text = terminal_safe(" ".join(str(text).split()))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def format_table(rows: list[dict]) -> str:
     head = ("rank", "item", "score", "title")
-    cells = [(str(r["rank"]), r["item"], f"{r['score']:.4f}", _short(r["title"])) for r in rows]
+    cells = [(str(r["rank"]), terminal_safe(r["item"]), f"{r['score']:.4f}", _short(r["title"]))
+             for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(head)]
 
@@ -127,7 +139,7 @@ def format_recommendations(doc: dict, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(doc, ensure_ascii=False, indent=2)
     rows, user = doc["items"], doc["user"]
-    who = f"user {user}" if user is not None else "the given history"
+    who = f"user {terminal_safe(user)}" if user is not None else "the given history"
     head = (f"top {len(rows)} for {who} ({len(doc['history'])} history items, "
             f"{'excluded' if doc['exclude_history'] else 'included'})")
     if not rows:
