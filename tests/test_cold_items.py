@@ -274,3 +274,34 @@ def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path, mon
     (run / "run.json").write_text(json.dumps(info))
     line = cli_one_line("eval", "--run", run)
     assert "new_item_gain must be a positive number" in line and "run.json" in line
+
+
+def test_items_without_training_interactions_are_scored_from_content(tmp_path):
+    """Whatever the split, an item that occurs in no training prefix has no trained ID: the
+    default model scores it from content (marked unknown); untrained_ids = own keeps its row."""
+    import numpy as np
+
+    from helpers import run_cli
+    from helpers.synth import make_dataset
+    from vmr.data import splits
+    from vmr.data.dataset import load_dataset
+    from vmr.model.loaded import load_run
+
+    seqs = [np.array([0, 1, 2, 3]), np.array([1, 2, 4]), np.array([0, 5])]
+    # training prefixes: [0, 1], [1], [0]: items 2..5 occur only as valid/test targets
+    assert splits.untrained_items(seqs, 7).tolist() == [2, 3, 4, 5, 6]
+    assert splits.untrained_items(seqs, 7, new_items=[1]).tolist() == [1, 2, 3, 4, 5, 6]
+    ds = make_dataset(tmp_path / "d", n_users=40, length=5)
+    dataset = load_dataset(ds)
+    untrained = dataset.untrained_item_indices()
+    assert len(untrained) > 0            # short histories leave some items target-only
+    runs = {}
+    for mode in ("unknown", "own"):
+        runs[mode] = tmp_path / mode
+        code, _, err = run_cli("train", "--data", ds, "--out", runs[mode], "--set",
+                               "model.d_model=16", "--set", "train.epochs=1", "--set",
+                               f"model.untrained_ids={mode}")
+        assert code == 0, err
+    marked = load_run(runs["unknown"]).model.items.unknown
+    assert marked.nonzero().flatten().tolist() == untrained.tolist()
+    assert not load_run(runs["own"]).model.items.unknown.any()

@@ -17,10 +17,13 @@ def runs(tmp_path_factory):
 
 def brute_metrics(run: Path, split: str, include_history: bool, ks=(5, 10),
                   checkpoint: str = "best") -> dict:
-    """Score every item for every user with the loaded model and rank the target in Python."""
+    """Score every item for every user with the loaded model and rank the target in Python
+    (history items, when ranked, with the model's repeat term: the bucket of the steps back
+    from the last item to the item's most recent occurrence)."""
     from vmr.model.loaded import load_run
 
     loaded = load_run(run, checkpoint=checkpoint)
+    bias = loaded.history_bias()
     ds = loaded.dataset
     items = loaded.item_embeddings().detach().double().numpy()
     ranks = []
@@ -31,6 +34,10 @@ def brute_metrics(run: Path, split: str, include_history: bool, ks=(5, 10),
         hist, target = np.asarray(seq[:-cut]), int(seq[-cut])
         u = loaded.user_vectors([hist]).detach().double().numpy()[0]
         scores = (items @ u).astype(np.float32).tolist()
+        if include_history and bias is not None:
+            for back, j in enumerate(reversed(hist.tolist())):
+                if back == list(reversed(hist.tolist())).index(j):    # most recent occurrence
+                    scores[j] += float(bias[min(back.bit_length(), 5)])
         skip = set() if include_history else set(hist.tolist())
         ranks.append(1 + sum(1 for j, s in enumerate(scores)
                              if j != target and j not in skip and s >= scores[target]))

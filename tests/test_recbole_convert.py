@@ -18,6 +18,8 @@ RB_PYTHON = REPO / ".venv-recbole" / "bin" / "python"
 
 
 def _load():
+    if str(SCRIPT.parent) not in sys.path:      # the script imports bench/common.py
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("recbole_peer", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

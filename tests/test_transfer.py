@@ -153,3 +153,28 @@ def test_zero_shot_refusals(setup, tmp_path):
     assert code == 0, err
     line = cli_one_line("eval", "--run", sas, "--data", setup["tgt"])
     assert "sasrec" in line and "content" in line
+
+
+def test_a_transferred_run_starts_as_the_zero_shot_model(setup, tmp_path):
+    """Epoch 0 of --init-from is the zero-shot model (ID rows at zero), validated and kept as
+    best.pt unless fine-tuning beats it: fine-tuning cannot end below its start."""
+    import csv
+
+    out = tmp_path / "start"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--set", "train.lr=1e-12", "--set", "train.epochs=1")
+    assert code == 0, err
+    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["stage"] == "sequence"]
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0]["loss"] == ""
+    code, _, err = run_cli("eval", "--run", setup["run"], "--data", setup["tgt"], "--split",
+                           "valid")
+    assert code == 0, err
+    zero_shot = [json.loads(p.read_text()) for p in setup["run"].glob("metrics_valid@*.json")]
+    assert len(zero_shot) == 1
+    assert float(rows[0]["valid_NDCG@10"]) == pytest.approx(zero_shot[0]["NDCG@10"], abs=1e-4)
+    info = json.loads((out / "run.json").read_text())
+    best = read_checkpoint(out / "best.pt")
+    assert info["best_epoch"] in (0, 1) and best["epoch"] == info["best_epoch"]
+    if info["best_epoch"] == 0:
+        assert torch.count_nonzero(best["model"]["items.id_emb.weight"]) == 0
+    assert (out / "curves.png").stat().st_size > 1000

@@ -231,10 +231,11 @@ class Run:
         return f"Run({str(self.path)!r}, kind={self.config.model.kind!r}, " \
                f"checkpoint={self.checkpoint.name!r})"
 
-    def evaluate(self, k=(5, 10), split: str = "test", include_history: bool = False,
+    def evaluate(self, k=(5, 10), split: str = "test", include_history: bool | None = None,
                  progress: bool = False) -> dict:
         """`vmr eval`: full-ranking HR@k, NDCG@k, MRR (plus users, items, protocol); also
-        writes RUN/metrics_<split>.json as the command does."""
+        writes RUN/metrics_<split>.json as the command does. include_history None: the run's
+        own protocol (eval.history)."""
         from vmr.evaluate.run_eval import evaluate_run
 
         if not isinstance(k, (int, list, tuple)):

@@ -296,8 +296,8 @@ def train(data, cache, config, overrides, out, stage, modalities, seed, seeds, r
               help="Cut-offs for HR@K and NDCG@K: `--k 5 10` or `--k 5 --k 10` [default: 5 10].")
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True,
               help="Which leave-one-out target to rank.")
-@click.option("--include-history", is_flag=True,
-              help="Rank items the user already interacted with too (excluded by default).")
+@click.option("--include-history/--exclude-history", "include_history", default=None,
+              help="Rank the user's past items too (RecBole), or not (S3-Rec) [default: eval.history].")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which checkpoint of the run to evaluate.")
 @eval_target_options

@@ -125,7 +125,7 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | 
             continue
         print(f"-- {run_dir.name}")
         print(format_eval(run_dir, evaluate_run(str(run_dir), ks=[5, 10], split="test",
-                                                include_history=False, checkpoint="best")))
+                                                include_history=None, checkpoint="best")))
     _say("6/6 vmr report")
     print(write_report([str(p) for p in run_paths], out=str(root / "report"), split="test"))
     verdict = ordering(run_paths)

@@ -84,6 +84,10 @@ class Dataset:
 
         return np.asarray(sorted(self.item_index[it] for it in self.new_items), dtype=np.int64)
 
+    def untrained_item_indices(self):
+        """Items with no training interaction (new items included), ascending."""
+        return splits.untrained_items(self.sequences, len(self.item_ids), self.new_item_indices())
+
     def split_users(self, split: str):
         """Indices (into user_ids) of the users that `split_sequences(split)` returns, in order."""
         import numpy as np

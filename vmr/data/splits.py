@@ -45,6 +45,15 @@ def train_prefixes(sequences, new_items=None) -> list[np.ndarray]:
     return [p[~np.isin(p, new)] for p in prefixes]
 
 
+def untrained_items(sequences, n_items: int, new_items=None) -> np.ndarray:
+    """Item indices (ascending) that occur in no training prefix, the new items included: their
+    ID embedding is never trained, whatever the split."""
+    seen = np.zeros(n_items, dtype=bool)
+    for p in train_prefixes(sequences, new_items):
+        seen[p] = True
+    return np.flatnonzero(~seen).astype(np.int64)
+
+
 def pick_new_items(item_ids: list[str], fraction: float, seed: int = 0) -> list[str]:
     """The ids of round(fraction * len(item_ids)) items drawn at random, reproducibly: items are
     ordered by sha256(seed, id), so the draw depends on the seed and the ids alone, not on the

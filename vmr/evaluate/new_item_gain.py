@@ -27,9 +27,11 @@ def choose_new_item_gain(loaded, gains=GAINS) -> tuple[float, dict[float, float]
     plain = TowerView(loaded.model, loaded.device, loaded.config.train.amp)
     hist = [np.asarray(h, dtype=np.int64) for h in hist]
     users = plain.user_vectors(hist)     # histories never carry the gain: computed once
+    include = loaded.config.eval.history == "include"     # the run's own protocol
     scores = {}
     for g in gains:
-        scores[g] = evaluate_model(plain.with_gain(g), hist, tgt, [10], users=users)[METRIC]
+        scores[g] = evaluate_model(plain.with_gain(g), hist, tgt, [10], users=users,
+                                   include_history=include)[METRIC]
     best = max(gains, key=lambda g: (scores[g], -g))
     return best, scores
 

@@ -36,14 +36,15 @@ def format_table(rows: list[tuple[str, str]]) -> str:
 
 
 def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
-                 include_history: bool = False, checkpoint: str = "best", loaded=None,
+                 include_history: bool | None = None, checkpoint: str = "best", loaded=None,
                  progress: bool = True, freq_edges=None, data: str | Path | None = None,
                  cache: str | Path | None = None) -> dict:
     """Evaluate a run on `split`, write RUN_DIR/metrics_<split>.json and return what it holds:
     HR@k, NDCG@k, MRR, users, items, buckets (metrics per frequency bucket of the targets,
     edges `freq_edges`, and new vs seen items) and the protocol. `loaded` reuses a run already
     opened with `load_run` (its checkpoint, not `checkpoint`, is evaluated). `data` (and
-    `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<name>-<fp>.json."""
+    `cache`): evaluate zero-shot on that dataset instead, into metrics_<split>@<name>-<fp>.json.
+    include_history None: the run's own protocol (its config's eval.history)."""
     import time
 
     import vmr.parallel as parallel
@@ -66,6 +67,8 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
             from vmr.model.loaded import load_run
 
             loaded = load_run(run, checkpoint, device=device)
+    if include_history is None:
+        include_history = loaded.config.eval.history == "include"
     histories, targets = split_targets(loaded.dataset, split)
     threads = parallel.apply()          # OMP_NUM_THREADS, else the cores others leave free
     t0 = time.perf_counter()

@@ -31,6 +31,8 @@ class ModelConfig:
     item_id_emb: bool = True     # learn a per-item ID embedding besides the content
     id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
     id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
+    # items with no training interaction: unknown (scored from content) | own (untrained ID row)
+    untrained_ids: str = "unknown"
     item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
     item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
     fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean | gate
@@ -39,6 +41,8 @@ class ModelConfig:
     objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
     mask_rate: float = 0.2       # masked objective: share of positions that become targets
     temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
+    repeat_bias: bool = True     # learn a score term for items already in the history, by recency
+    repeat_item_bias: bool = False  # with repeat_bias: plus a learned term per item (repeat-prone items)
 
 
 @dataclass
@@ -81,11 +85,18 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
+    history: str = "exclude"
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,8 +108,10 @@ CHOICES = {
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean", "gate"),
+    ("model", "untrained_ids"): ("unknown", "own"),
     ("train", "loss"): ("full", "sampled"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
+    ("eval", "history"): ("exclude", "include"),
 }
 
 
@@ -214,6 +227,8 @@ def check_config(cfg: Config) -> None:
             raise VmrError(f"model.{name} must be at least 1")
     if m.share == "tie" and m.item_layers > m.n_layers:
         raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
+    if m.repeat_item_bias and not m.repeat_bias:
+        raise VmrError("model.repeat_item_bias = true needs model.repeat_bias = true")
     if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
     for mod in cfg.data.modalities:
@@ -275,4 +290,10 @@ def _toml_str(s: str) -> str:
 
 
 def config_from_dict(data: dict) -> Config:
+    """The config a checkpoint stored. Keys added to vmr since it was written take the value
+    that reproduces the model it was trained as (a run without the key had no repeat term)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict):
+        old = {"repeat_bias": False, "repeat_item_bias": False, "untrained_ids": "own"}
+        data = {**data, "model": {**{k: v for k, v in old.items() if k not in model}, **model}}
     return apply_dict(Config(), data, "checkpoint config")

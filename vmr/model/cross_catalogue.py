@@ -21,7 +21,8 @@ from vmr.errors import VmrError
 # the per-item parameters of each model kind: never carried to another catalogue
 ID_KEYS = ("items.id_emb.weight", "item_table.weight", "popularity")
 # present in one model and not the other without harm (model.id_dropout's unknown vector)
-OPTIONAL_KEYS = ID_KEYS + ("items.unk_id",)
+# and the repeat term, absent from runs trained before it existed
+OPTIONAL_KEYS = ID_KEYS + ("items.unk_id", "repeat")
 # cache attributes that do not decide what an encoder computes, besides rundir.VOLATILE_ATTRS
 NOT_ENCODER = ("values_sha256", "decoder")
 

@@ -42,6 +42,12 @@ class LoadedRun:
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         return self.tower.user_vectors(histories)
 
+    def history_bias(self) -> torch.Tensor | None:
+        return self.tower.history_bias()
+
+    def item_repeat_bias(self) -> torch.Tensor | None:
+        return self.tower.item_repeat_bias()
+
 
 def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
     """Open a run directory's checkpoint ('best', 'last' or 'auto') with its dataset and
@@ -75,10 +81,18 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         first = " ".join(str(e).split("\n")[1:2]).strip()[:200]
         raise VmrError(f"{path}: the saved weights do not fit the model its model_args "
                        f"describe ({first})") from None
-    mark_unknown_ids(model, dataset.new_item_indices())   # never trained: content alone
+    mark_unknown_ids(model, untrained_items(cfg, dataset))   # never trained: content alone
     dev = torch.device(device)
     model.to(dev).eval()
     return LoadedRun(rd, path, ckpt, cfg, dataset, model, dev, info)
+
+
+def untrained_items(cfg, dataset):
+    """The items a run scores from content alone: those without a trained ID (new items, and
+    with model.untrained_ids = unknown every item with no training interaction)."""
+    if cfg.model.untrained_ids == "unknown":
+        return dataset.untrained_item_indices()
+    return dataset.new_item_indices()
 
 
 def _check_dataset(rd: RunDir, info: dict, dataset, args: dict) -> None:

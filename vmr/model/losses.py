@@ -71,7 +71,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
     float32 accumulation, as under autocast; the softmax itself is always float32."""
 
     @staticmethod
-    def forward(ctx, u, table, target, lowp):
+    def forward(ctx, u, table, target, lowp, b_rows=None, b_cols=None, b_vals=None):
         with torch.autocast(u.device.type, enabled=False):
             dt = torch.bfloat16 if lowp else torch.float32
             a, b = u.to(dt), table.to(dt)
@@ -79,47 +79,69 @@ class _FullSoftmaxCE(torch.autograd.Function):
             rows = torch.arange(len(target), device=logits.device)
             p = logits.float()         # the softmax in float32 (mixed-dtype passes are slower)
             del logits
+            if b_vals is not None:     # the repeat term: added to the scores of history items
+                p.index_put_((b_rows, b_cols), b_vals.float(), accumulate=True)
             picked = p[rows, target]
             m = p.amax(1, keepdim=True)
             p.sub_(m).exp_()
             s = p.sum(1, keepdim=True)
             p.div_(s)
             loss = (s.log().squeeze(1) + m.squeeze(1) - picked).mean()
-        ctx.save_for_backward(a, b, target, p)
-        ctx.dtypes = (u.dtype, table.dtype)
+        bonus = (b_rows, b_cols) if b_vals is not None else ()
+        ctx.save_for_backward(a, b, target, p, *bonus)
+        ctx.dtypes = (u.dtype, table.dtype, b_vals.dtype if b_vals is not None else None)
         return loss
 
     @staticmethod
     def backward(ctx, g):
-        a, b, target, p = ctx.saved_tensors
+        a, b, target, p, *bonus = ctx.saved_tensors
         p[torch.arange(len(target), device=p.device), target] -= 1.0    # softmax - one-hot
         scale = g / len(target)       # applied to the small [n, d] / [N, d] results, not to p
+        gb = (p[bonus[0], bonus[1]] * scale).to(ctx.dtypes[2]) if bonus else None
         with torch.autocast(p.device.type, enabled=False):
             p = p.to(a.dtype)
             gu, gt = (p @ b).float() * scale, (p.T @ a).float() * scale
-        return gu.to(ctx.dtypes[0]), gt.to(ctx.dtypes[1]), None, None
+        return gu.to(ctx.dtypes[0]), gt.to(ctx.dtypes[1]), None, None, None, None, gb
 
 
 def full_softmax_loss(out: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                      temperature: float = 0.0) -> torch.Tensor:
+                      temperature: float = 0.0, bonus=None) -> torch.Tensor:
     """Cross-entropy of each user vector `out` [n, d] over all items `table` [N, d]. Under a
-    bfloat16 autocast its matrix products run in bfloat16; the softmax and the loss are float32."""
+    bfloat16 autocast its matrix products run in bfloat16; the softmax and the loss are float32.
+    bonus: (rows [P], items [P], values [P]) added to those logits before the softmax (the
+    repeat term of vmr/model/history.py; each (row, item) pair at most once), differentiable
+    in the values."""
     dev = out.device.type
     lowp = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
     if temperature > 0:
         out = F.normalize(out.float(), dim=-1) / temperature
-    return _FullSoftmaxCE.apply(out, table, target, lowp)
+    if bonus is None:
+        return _FullSoftmaxCE.apply(out, table, target, lowp)
+    return _FullSoftmaxCE.apply(out, table, target, lowp, *bonus)
 
 
 def sampled_softmax_loss(out: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                          target: torch.Tensor, neg_idx: torch.Tensor,
-                         temperature: float = 0.0) -> torch.Tensor:
+                         temperature: float = 0.0, bonus=None) -> torch.Tensor:
     """Cross-entropy of the target against negatives shared by the whole batch: out [n, d],
-    pos [n, d] target embeddings, neg [K, d]. A negative equal to the row's target is masked."""
+    pos [n, d] target embeddings, neg [K, d]. A negative equal to the row's target is masked.
+    bonus: (rows, items, values) added to the logits of those items where they are the row's
+    target or one of the negatives (as in `full_softmax_loss`)."""
     if temperature > 0:
         out = F.normalize(out, dim=-1) / temperature
     pos_logit = (out * pos).sum(-1, keepdim=True)
     neg_logit = out @ neg.T
+    if bonus is not None:
+        rows, cols, vals = bonus
+        pos_logit = pos_logit.index_add(0, rows, (vals * (cols == target[rows])).unsqueeze(1)
+                                        .to(pos_logit.dtype))
+        slot = torch.full((int(max(cols.max(), neg_idx.max())) + 1 if len(cols) else 1,), -1,
+                          dtype=torch.long, device=out.device)
+        slot[neg_idx] = torch.arange(len(neg_idx), device=out.device)
+        k = slot[cols] if len(cols) else cols
+        hit = k >= 0
+        neg_logit = neg_logit.index_put((rows[hit], k[hit]), vals[hit].to(neg_logit.dtype),
+                                        accumulate=True)
     neg_logit = neg_logit.masked_fill(neg_idx.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], 1)
     return F.cross_entropy(logits, torch.zeros(len(out), dtype=torch.long, device=out.device))

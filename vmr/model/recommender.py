@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vmr.model.blocks import Dropout, attention_mask, make_blocks
+from vmr.model import history
 from vmr.model.config import ModelConfig
 from vmr.model.losses import full_softmax_loss, sampled_softmax_loss
 
@@ -193,6 +194,9 @@ class Recommender(nn.Module):
             self.item_table = nn.Embedding(n_items, cfg.d_model)
             nn.init.normal_(self.item_table.weight, std=0.02)
         self.seq = SequenceEncoder(cfg, self.seq_blocks)
+        # the repeat term (vmr/model/history.py): a score for items already in the history
+        self.repeat = nn.Parameter(torch.zeros(history.N_BUCKETS)) if cfg.repeat_bias else None
+        self.repeat_item = nn.Parameter(torch.zeros(n_items)) if cfg.repeat_item_bias else None
         self.apply(_init_linear)
         # items that do not exist at training time (set_training_items); their training-softmax
         # row index is -1, the others are renumbered 0.. in order
@@ -248,16 +252,43 @@ class Recommender(nn.Module):
         if neg_idx is None:
             table = self.item_embeddings()
             out = self.encode(inp, table, replace_mask)[sel]
+            bonus = self._training_bonus(inp, tgt, sel)
             if self.all_items_train:
-                return full_softmax_loss(out, table, tgt[sel], temp)
+                return full_softmax_loss(out, table, tgt[sel], temp, bonus)
+            if bonus is not None:              # renumber the items, drop the absent ones
+                rows, cols, vals = bonus
+                cols = self.train_index[cols]
+                bonus = (rows[cols >= 0], cols[cols >= 0], vals[cols >= 0])
             return full_softmax_loss(out, table[self.train_index >= 0],
-                                     self.train_index[tgt[sel]], temp)
+                                     self.train_index[tgt[sel]], temp, bonus)
         need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()   # embed only these
         emb = self.item_embeddings(need)
         table = torch.zeros(self.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)
         table = table.index_copy(0, need, emb)
         out = self.encode(inp, table, replace_mask)[sel]
-        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp)
+        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp,
+                                    self._training_bonus(inp, tgt, sel))
+
+    def _training_bonus(self, inp: torch.Tensor, tgt: torch.Tensor, sel: torch.Tensor):
+        """The repeat term of every (target row, history item) pair of a batch, or None."""
+        if self.repeat is None:
+            return None
+        if self.cfg.objective == "masked":   # the original items: targets where masked
+            rows, cols, rec = history.training_pairs(torch.where(sel, tgt, inp), sel, False)
+        else:                                # inputs at positions <= t precede target t
+            rows, cols, rec = history.training_pairs(inp, sel, True)
+        vals = self.history_bias()[history.recency_bucket(rec)]
+        if self.repeat_item is not None:
+            vals = vals + self.repeat_item[cols] * history.SCALE
+        return rows, cols, vals
+
+    def history_bias(self) -> torch.Tensor | None:
+        """[N_BUCKETS] the learned repeat term by recency bucket (None without repeat_bias)."""
+        return None if self.repeat is None else self.repeat * history.SCALE
+
+    def item_repeat_bias(self) -> torch.Tensor | None:
+        """[n_items] the learned per-item part of the repeat term (model.repeat_item_bias)."""
+        return None if self.repeat_item is None else self.repeat_item * history.SCALE
 
     def logits(self, out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         if self.cfg.temperature > 0:

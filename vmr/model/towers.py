@@ -52,6 +52,20 @@ class TowerView:
         return self._scored
 
     @torch.no_grad()
+    def history_bias(self) -> torch.Tensor | None:
+        """[N_BUCKETS] the model's repeat term (vmr/model/history.py), or None."""
+        fn = getattr(self.model, "history_bias", None)
+        bias = fn() if fn is not None else None
+        return None if bias is None else bias.detach().float()
+
+    @torch.no_grad()
+    def item_repeat_bias(self) -> torch.Tensor | None:
+        """[N] the per-item part of the repeat term, or None."""
+        fn = getattr(self.model, "item_repeat_bias", None)
+        bias = fn() if fn is not None else None
+        return None if bias is None else bias.detach().float()
+
+    @torch.no_grad()
     def user_vectors(self, histories) -> torch.Tensor:
         with precision.autocast(self.device, self.amp):
             return histories_to_user_vectors(self.model, histories, self.input_table(),

@@ -28,6 +28,10 @@ Without vmr (the top 10 of a history, by inner product, history items left out):
     scores[hist] = -float("inf")
     top = [ids[j] for j in torch.sort(scores, descending=True, stable=True).indices[:10]]
 
+To rank history items too, add manifest.json's `repeat_term` to their scores instead: for the
+item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)]
+(plus item_values[j] for item j, when the run learned a term per item).
+
 user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
 false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
 that trained and recommend under bfloat16 autocast (manifest.json: user_tower_ts.run_precision).
@@ -84,6 +88,21 @@ def _tower_state(loaded) -> dict:
             "config": ck["config"], "model": ck["model"]}
 
 
+def _repeat_term(loaded) -> dict | None:
+    """What manifest.json says about the repeat term (vmr/model/history.py), None without one."""
+    bias = loaded.history_bias() if hasattr(loaded, "history_bias") else None
+    if bias is None:
+        return None
+    items = loaded.item_repeat_bias() if hasattr(loaded, "item_repeat_bias") else None
+    return {"values": [round(float(v), 6) for v in bias.cpu()],
+            "item_values": (None if items is None else
+                            [round(float(v), 6) for v in items.cpu()]),   # item_ids.txt order
+            "bucket": "min(bit_length(r), 5); r = steps back from the history's last item to "
+                      "the item's most recent occurrence (0 = the last item)",
+            "applies": "added to score(u, j) of every item j in the history, when history items "
+                       "are ranked at all"}
+
+
 def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
     import torch
@@ -134,7 +153,7 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
             "dataset": str(getattr(loaded.dataset, "path", "") or ""),
             "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
             "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
-            "user_tower_ts": tower_manifest(loaded),
+            "repeat_term": _repeat_term(loaded), "user_tower_ts": tower_manifest(loaded),
             "index": ("faiss-hnsw" if index == "faiss" else "exact"),
             "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
                        "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),

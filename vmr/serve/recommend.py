@@ -49,6 +49,16 @@ def top_items(loaded, history: np.ndarray, top: int,
     keep = torch.ones_like(scores, dtype=torch.bool)
     if exclude_history and len(history):
         keep[torch.from_numpy(history)] = False
+    bias = getattr(loaded, "history_bias", lambda: None)()
+    if not exclude_history and len(history) and bias is not None:   # the repeat term
+        from vmr.model.history import history_pairs, history_scores
+
+        _, cols, rec = history_pairs([history])
+        add = history_scores(bias.float().cpu(), rec)
+        item_bias = getattr(loaded, "item_repeat_bias", lambda: None)()
+        if item_bias is not None:
+            add = add + item_bias.float().cpu()[torch.from_numpy(cols)]
+        scores[torch.from_numpy(cols)] += add
     candidates = torch.nonzero(keep).flatten()
     # stable sort: equal scores keep dataset order (a deterministic tie-break)
     order = torch.sort(scores[candidates], descending=True, stable=True).indices[:top]

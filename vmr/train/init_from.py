@@ -45,9 +45,11 @@ class Init:
         return "-init" + ("-frozen" if self.freeze else "")
 
     def apply(self, model) -> None:
-        """Load the non-ID weights (fresh runs) and freeze the content parts (--freeze)."""
+        """Load the non-ID weights (fresh runs), start the ID rows where the zero-shot model
+        has them, and freeze the content parts (--freeze)."""
         if self.state is not None:
             load_non_id(model, self.state, f"--init-from {self.source}")
+            start_ids_as_unknown(model)
         if self.freeze:
             freeze_content(model)
 
@@ -104,6 +106,22 @@ def resumed_init(record: dict | None) -> Init | None:
         return None
     return Init(Path(record["run"]), str(record.get("checkpoint", "")), None,
                 bool(record.get("freeze")))
+
+
+def start_ids_as_unknown(model) -> None:
+    """A transferred run's ID rows start as the zero-shot model scores unknown items: zero, or
+    the source's learned unknown vector (model.id_dropout). The run's first state is then the
+    zero-shot model itself (validated as epoch 0), and fine-tuning starts from there instead of
+    from content plus random noise."""
+    import torch
+
+    items = getattr(model, "items", None)
+    if items is None or getattr(items, "id_emb", None) is None:
+        return
+    with torch.no_grad():
+        unk = items.unk_id if items.unk_id is not None else None
+        items.id_emb.weight.copy_(unk.expand_as(items.id_emb.weight) if unk is not None
+                                  else torch.zeros_like(items.id_emb.weight))
 
 
 def freeze_content(model) -> list[str]:

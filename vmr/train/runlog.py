@@ -94,7 +94,7 @@ def plot_curves(run: RunDir) -> None:
         rows = list(csv.DictReader(f))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for st, style in (("pretrain", "--"), ("sequence", "-")):
-        part = [r for r in rows if r["stage"] == st]
+        part = [r for r in rows if r["stage"] == st and r["loss"]]   # epoch 0 has no loss
         if part:
             axes[0].plot([int(r["epoch"]) for r in part], [float(r["loss"]) for r in part],
                          style, label=f"{st} loss")

@@ -85,7 +85,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     model = build_model(args)
     attach_features(model, data.feats, data.present)
     new_items = data.new_items if data.new_items is not None else []
-    mark_unknown_ids(model, new_items)
+    mark_unknown_ids(model, _without_trained_id(cfg, data, new_items))
     exclude_from_training(model, new_items)
     if init is not None:
         init.apply(model)
@@ -99,7 +99,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
                     threads=parallel.EpochThreads(threads))
     summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
-               "parallelism": threads,
+               "parallelism": threads, "eval_history": cfg.eval.history,
                **(meta or {}), **data.identities()}
     if model_kind(cfg.model.kind).fit == "counts":
         st.log.close()                   # nothing per epoch to log
@@ -159,6 +159,13 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     return summary
 
 
+def _without_trained_id(cfg: Config, data: TrainData, new_items):
+    """The items scored from content alone (vmr.model.loaded.untrained_items, at training)."""
+    if cfg.model.untrained_ids == "unknown":
+        return splits.untrained_items(data.sequences, len(data.item_ids), new_items)
+    return new_items
+
+
 def _check_same_inputs(run: RunDir, before: dict, data: TrainData) -> None:
     """--resume continues on the dataset and features the run started with, or refuses."""
     now = data.identities()
@@ -182,7 +189,8 @@ def _fit_counts(st: TrainState) -> dict:
 
 def validate_epoch(st: TrainState, split: str = "valid", ks=(5, 10)) -> dict:
     hist, tgt, _ = splits.target_pairs(st.data.sequences, split)
-    return evaluate_model(TowerView(st.model, st.device, st.cfg.train.amp), hist, tgt, ks)
+    return evaluate_model(TowerView(st.model, st.device, st.cfg.train.amp), hist, tgt, ks,
+                          include_history=st.cfg.eval.history == "include")
 
 
 def sequence_stage(st: TrainState, state: dict | None) -> dict:
@@ -193,13 +201,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     width = m.max_len if masked else m.max_len + 1
     rows = window_rows(st.data.prefixes, width, 1 if masked else 2)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    start, best, bad = 0, None, 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start, best, bad = state["epoch"], state["best"], state["bad_epochs"]
-    elif not st.transferred:          # transferred sequence blocks are kept as loaded
-        model.copy_item_blocks_into_sequence()
+    start, best, bad = _resume_or_start(st, opt, state)
     fwd = model
     if t.compile and st.device.type == "cuda":
         fwd = torch.compile(model)
@@ -263,6 +265,34 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
             break
     return {"best_epoch": best["epoch"] if best else None,
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
+
+
+def _resume_or_start(st: TrainState, opt, state: dict | None) -> tuple[int, dict | None, int]:
+    """(epochs done, best so far, epochs without gain): the checkpoint's when resuming; else a
+    fresh start, where a transferred run's first state is validated as epoch 0 (it is a model
+    too, and kept if nothing beats it) and its sequence blocks stay as loaded."""
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        return state["epoch"], state["best"], state["bad_epochs"]
+    if st.transferred:
+        return 0, _validate_start(st), 0
+    st.model.copy_item_blocks_into_sequence()
+    return 0, None, 0
+
+
+def _validate_start(st: TrainState) -> dict:
+    """Epoch 0 of a transferred run: its first state (the zero-shot model, vmr/train/init_from.py)
+    validated, logged and saved as best.pt, so that fine-tuning can only end at or above it."""
+    te = time.time()
+    res = validate_epoch(st)
+    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": 0}
+    st.save(st.run.best, {k: v for k, v in st.checkpoint(None, "sequence", 0, best).items()
+                          if k not in ("optimizer", "heads", "rng")})
+    st.log.append({"stage": "sequence", "epoch": 0, "eval_seconds": time.time() - te,
+                   **{f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}})
+    st.say(f"epoch 0 (the transferred start, zero-shot): valid {METRIC} {res[METRIC]:.4f}  *")
+    return best
 
 
 def _sequence_loss(model, x, masked, m, t, n_items, device):
