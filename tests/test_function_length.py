@@ -14,7 +14,7 @@ WAITING = {
     "vmr/cache/merge.py:merge_shards": 105,
     "vmr/demo.py:run_demo": 90,
     "vmr/extract/runner.py:_run_visual": 90,
-    "vmr/train/trainer.py:train": 87,
+    "vmr/train/trainer.py:train": 82,
     "vmr/serve/export.py:export_run": 80,
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,

@@ -56,17 +56,7 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     if cache is not None and data is None:
         raise VmrError("--cache names the feature cache of --data; give --data DATASET_DIR too")
     if loaded is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if data is not None:
-            from vmr.model.cross_catalogue import load_run_on
-
-            loaded = load_run_on(run, data, cache, checkpoint, device=device)
-        else:
-            from vmr.model.loaded import load_run
-
-            loaded = load_run(run, checkpoint, device=device)
+        loaded = _open_run(run, data, cache, checkpoint)
     if include_history is None:
         include_history = loaded.config.eval.history == "include"
     histories, targets = split_targets(loaded.dataset, split)
@@ -75,13 +65,8 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
                             progress=progress, return_ranks=True)
     secs = time.perf_counter() - t0
-    metrics = {}
-    for k in ks:
-        metrics[f"HR@{k}"] = result[f"HR@{k}"]
-        metrics[f"NDCG@{k}"] = result[f"NDCG@{k}"]
-    metrics["MRR"] = result["MRR"]
-    metrics["users"] = result["users"]
-    metrics["items"] = result["items"]
+    metrics = {key: result[key] for k in ks for key in (f"HR@{k}", f"NDCG@{k}")}
+    metrics.update({key: result[key] for key in ("MRR", "users", "items")})
     ds = loaded.dataset
     metrics["buckets"] = bucket_metrics(result["ranks"], targets, train_counts(ds), edges, ks,
                                         ds.new_item_indices())
@@ -105,6 +90,20 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     except OSError as e:  # a full disk, a read-only run directory
         raise VmrError(f"cannot write {out}: {os_reason(e)}") from None
     return metrics
+
+
+def _open_run(run, data, cache, checkpoint: str):
+    """The run on this machine's device: on its own dataset, or zero-shot on `data`."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if data is not None:
+        from vmr.model.cross_catalogue import load_run_on
+
+        return load_run_on(run, data, cache, checkpoint, device=device)
+    from vmr.model.loaded import load_run
+
+    return load_run(run, checkpoint, device=device)
 
 
 def format_eval(run: str | Path, metrics: dict) -> str:

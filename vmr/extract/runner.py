@@ -305,8 +305,7 @@ def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
 
     from vmr.extract.decode import DecodeTask
 
-    ids = items.ids
-    paths = items.column(opts.modality)
+    ids, paths = items.ids, items.column(opts.modality)
     rows = [u[0] for u in todo]
     no_file = [r for r in rows if not paths[r]]
     bar.update(len(no_file))  # no file listed: done, not present, not a failure

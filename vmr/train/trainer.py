@@ -81,15 +81,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     if d.enabled and device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
     seed_all(t.seed)
-    args = make_model_args(cfg.model, len(data.item_ids), data.dims)
-    model = build_model(args)
-    attach_features(model, data.feats, data.present)
-    new_items = data.new_items if data.new_items is not None else []
-    mark_unknown_ids(model, _without_trained_id(cfg, data, new_items))
-    exclude_from_training(model, new_items)
-    if init is not None:
-        init.apply(model)
-    model = model.to(device)
+    args, model = _build(cfg, data, init, device)
     heads = PretrainHeads(cfg.model.d_model).to(device)
     if d.enabled:                      # same initial weights everywhere, other dropout draws
         torch.manual_seed(t.seed + 7919 * d.rank)
@@ -157,6 +149,20 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
         plot_curves(run)
     barrier(d)
     return summary
+
+
+def _build(cfg: Config, data: TrainData, init, device) -> tuple[dict, torch.nn.Module]:
+    """(model_args, the model on device): its features, the items without a trained ID, the
+    items absent at training time (new items), and the transferred weights (`init`)."""
+    args = make_model_args(cfg.model, len(data.item_ids), data.dims)
+    model = build_model(args)
+    attach_features(model, data.feats, data.present)
+    new_items = data.new_items if data.new_items is not None else []
+    mark_unknown_ids(model, _without_trained_id(cfg, data, new_items))
+    exclude_from_training(model, new_items)
+    if init is not None:
+        init.apply(model)
+    return args, model.to(device)
 
 
 def _without_trained_id(cfg: Config, data: TrainData, new_items):
