@@ -62,6 +62,23 @@ def _h264(path: str, w: int, h: int, fps: int, seconds: float, seed: int) -> Non
     out.close()
 
 
+def clips_dataset(root: Path, jobs: list[tuple[str, float, int]]) -> Path:
+    """Render the clips `jobs` ((path, seconds, seed) each) in parallel and write ROOT/ds/
+    items.parquet with one video item per clip (ids v00000, v00001, ...); returns ROOT/ds."""
+    import polars as pl
+
+    with Pool(max(1, os.cpu_count() or 2)) as pool:
+        paths = pool.map(make_mp4v_clip, jobs, chunksize=4)
+    data = root / "ds"
+    data.mkdir(exist_ok=True)
+    n = len(paths)
+    cols = ("item", "text", "title", "image", "video")
+    pl.DataFrame({"item": [f"v{k:05d}" for k in range(n)], "text": [None] * n,
+                  "title": [None] * n, "image": [None] * n, "video": paths},
+                 schema={c: pl.Utf8 for c in cols}).write_parquet(data / "items.parquet")
+    return data
+
+
 def make_mp4v_clip(args) -> str:
     """A 320x240 clip, 24 fps: moving shapes over a textured background (not trivially
     compressible, so decoding costs what it costs for real footage); the extraction

@@ -39,11 +39,10 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import common
-from clips import make_mp4v_clip
+from clips import clips_dataset
 from common import REPO
 
 BEAUTY = Path(os.environ.get("VMR_SHARED", REPO.parent / "shared")) / "data" / "amazon_beauty"
@@ -52,21 +51,9 @@ common.use_checkout()
 
 # ------------------------------------------------------------------------------- inputs
 def video_dataset(root: Path, n: int, seconds: float) -> Path:
-    import polars as pl
-
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(media / f"v{k:05d}.mp4"), seconds, k) for k in range(n)]
-    with Pool(max(1, (os.cpu_count() or 2))) as pool:
-        paths = pool.map(make_mp4v_clip, jobs, chunksize=8)
-    data = root / "ds"
-    data.mkdir(exist_ok=True)
-    ids = [f"v{k:05d}" for k in range(n)]
-    pl.DataFrame({"item": ids, "text": [None] * n, "title": [None] * n, "image": [None] * n,
-                  "video": paths}, schema={c: pl.Utf8 for c in
-                                           ("item", "text", "title", "image", "video")}
-                 ).write_parquet(data / "items.parquet")
-    return data
+    return clips_dataset(root, [(str(media / f"v{k:05d}.mp4"), seconds, k) for k in range(n)])
 
 
 def beauty_dataset(root: Path) -> Path:

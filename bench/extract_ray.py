@@ -20,30 +20,17 @@ import statistics
 import subprocess
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
-from clips import make_mp4v_clip
+from clips import clips_dataset
 from common import REPO
 
 
 def _dataset(root: Path, seconds: list[float]) -> Path:
-    import polars as pl
-
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(media / f"v{k:05d}-{s:g}s.mp4"), s, k) for k, s in enumerate(seconds)]
-    with Pool(max(1, os.cpu_count() or 2)) as pool:
-        paths = pool.map(make_mp4v_clip, jobs, chunksize=4)
-    data = root / "ds"
-    data.mkdir(exist_ok=True)
-    n = len(paths)
-    ids = [f"v{k:05d}" for k in range(n)]
-    pl.DataFrame({"item": ids, "text": [None] * n, "title": [None] * n, "image": [None] * n,
-                  "video": paths}, schema={c: pl.Utf8 for c in
-                                           ("item", "text", "title", "image", "video")}
-                 ).write_parquet(data / "items.parquet")
-    return data
+    return clips_dataset(root, [(str(media / f"v{k:05d}-{s:g}s.mp4"), s, k)
+                                for k, s in enumerate(seconds)])
 
 
 def _cluster(nodes: list[set[int]]):
