@@ -27,6 +27,9 @@ from common import REPO, VMR
 # row label -> (cache pooling, --set overrides). "full" is vmr's default model plus pre-training.
 ROWS = {
     "full": ("cls", ["model.kind=vmr", "pretrain.epochs=5"]),
+    # the same, validated (early stopping, checkpoint choice) with the user's past items ranked
+    # too: RecBole's protocol (issue 22)
+    "full-inc": ("cls", ["model.kind=vmr", "pretrain.epochs=5", "eval.history=include"]),
     "no-pretrain": ("cls", ["model.kind=vmr", "pretrain.epochs=0"]),
     "mean-pooling": ("mean", ["model.kind=vmr", "pretrain.epochs=5"]),
     "share-none": ("cls", ["model.kind=vmr", "pretrain.epochs=5", "model.share=none"]),
@@ -103,8 +106,15 @@ def train_and_eval(ds: Path, work: Path, row: str, seed: int, caches: dict, thre
         meta = json.loads(info.read_text())
         meta["label"] = row
         info.write_text(json.dumps(meta, indent=2) + "\n")
+    # both protocols: the user's past items ranked too (RecBole's), then left out (S3-Rec's)
+    inc = run / "metrics_test_include.json"
+    if not inc.exists():
+        sh(VMR + ["eval", "--run", run, "--k", "5", "10", "--split", "test", "--include-history"],
+           run / "eval-inc.log")
+        (run / "metrics_test.json").rename(inc)
     if not (run / "metrics_test.json").exists():
-        t = sh(VMR + ["eval", "--run", run, "--k", "5", "10", "--split", "test"], run / "eval.log")
+        t = sh(VMR + ["eval", "--run", run, "--k", "5", "10", "--split", "test",
+                      "--exclude-history"], run / "eval.log")
         (run / "eval_seconds.txt").write_text(f"{t:.2f}\n")
     return run
 
@@ -113,7 +123,9 @@ def run_stats(run: Path) -> dict:
     rows = [r for r in csv.DictReader(open(run / "metrics.csv"))] if (run / "metrics.csv").exists() else []
     seq = [r for r in rows if r["stage"] == "sequence"]
     info = json.loads((run / "run.json").read_text())
+    inc = run / "metrics_test_include.json"
     out = {"test": json.loads((run / "metrics_test.json").read_text()),
+           "test_include": json.loads(inc.read_text()) if inc.exists() else None,
            "best_epoch": info.get("best_epoch"), "epochs": len(seq),
            "train_seconds": info.get("train_seconds")}
     if seq:
@@ -161,6 +173,27 @@ def same_window(runs, work: Path, peer: dict | None) -> dict | None:
             "peer_s_per_epoch": peer.get("s_per_epoch"), "peer_s_per_eval": peer.get("s_per_eval"),
             "epoch_ratio": spe / peer["s_per_epoch"] if peer.get("s_per_epoch") else None,
             "eval_ratio": spv / peer["s_per_eval"] if spv and peer.get("s_per_eval") else None}
+
+
+def protocol_lines(stats: dict) -> list[str]:
+    """Test HR@10 / NDCG@10 with the history ranked too and left out, and their ratio per run
+    (issue 22), for the rows whose runs were evaluated both ways."""
+    lines = ["", "Both protocols (test; included = the user's past items ranked too, RecBole's; "
+             "excluded = left out, S3-Rec's and the table above):", "",
+             "| row | seeds | included: HR@10 | included: NDCG@10 | excluded: HR@10 | "
+             "excluded: NDCG@10 | included / excluded NDCG@10 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    cell = lambda xs: "{:.4f} ± {:.4f}".format(*mean_std(xs))   # noqa: E731
+    for row, sts in stats.items():
+        sts = [st for st in sts if st.get("test_include")]
+        if not sts:
+            continue
+        inc = [st["test_include"] for st in sts]
+        exc = [st["test"] for st in sts]
+        ratio = mean_std([i["NDCG@10"] / e["NDCG@10"] for i, e in zip(inc, exc)])
+        lines.append(f"| {row} | {len(sts)} | {cell([i['HR@10'] for i in inc])} | "
+                     f"{cell([i['NDCG@10'] for i in inc])} | {cell([e['HR@10'] for e in exc])} | "
+                     f"{cell([e['NDCG@10'] for e in exc])} | {ratio[0]:.3f} ± {ratio[1]:.3f} |")
+    return lines + [""]
 
 
 def mean_std(xs):
@@ -261,6 +294,7 @@ def main() -> None:
                      f"{speed['peer_s_per_epoch']:.1f} s/epoch, {speed['peer_s_per_eval']:.2f} "
                      f"s/validation -> ratios {speed['epoch_ratio']:.3f} and "
                      f"{speed['eval_ratio'] or float('nan'):.3f} (target <= 0.1 each)")
+    lines += protocol_lines(stats)
     summary = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
                "command": " ".join([Path(sys.executable).name, *sys.argv]),
                "wall_s": round(time.time() - t0, 1), "timings": timings, "table": table,

@@ -16,6 +16,7 @@ Three kinds, generated into bench/out/clips/ (gitignored), reused when already t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from multiprocessing import Pool
@@ -76,6 +77,8 @@ def clips_dataset(root: Path, jobs: list[tuple[str, float, int]]) -> Path:
     pl.DataFrame({"item": [f"v{k:05d}" for k in range(n)], "text": [None] * n,
                   "title": [None] * n, "image": [None] * n, "video": paths},
                  schema={c: pl.Utf8 for c in cols}).write_parquet(data / "items.parquet")
+    # the media root readers re-check every path against (what `vmr prepare` records)
+    (data / "dataset.json").write_text(json.dumps({"media_root": os.path.realpath(root)}) + "\n")
     return data
 
 

@@ -73,6 +73,28 @@ def test_probe_counts_other_processes_not_its_own(monkeypatch):
     assert probe.others() == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("others, preset, torch_loaded, want", [
+    (0.0, None, False, None),           # idle: libgomp's own spin-then-sleep stays
+    (0.3, None, False, None),           # below the margin: still idle enough
+    (1.0, None, False, "PASSIVE"),      # another busy process: idle threads sleep
+    (1.0, "ACTIVE", False, "ACTIVE"),   # the user's setting wins
+    (1.0, None, True, None)])           # torch already loaded: too late to matter, left alone
+def test_start_probe_chooses_the_wait_policy_from_the_load(monkeypatch, others, preset,
+                                                           torch_loaded, want):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if preset:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    monkeypatch.setattr(parallel, "LoadProbe", lambda: FakeProbe(others))
+    monkeypatch.setattr(parallel, "_probe", None)         # restored afterwards
+    modules = dict(parallel.sys.modules)
+    if not torch_loaded:
+        modules.pop("torch", None)
+    monkeypatch.setattr(parallel.sys, "modules", modules)
+    parallel.start_probe()
+    assert parallel.os.environ.get("OMP_WAIT_POLICY") == want
+    assert isinstance(parallel._probe, FakeProbe)       # the same probe serves the first plan
+
+
 def test_probe_reads_this_machines_proc_stat():
     probe = parallel.LoadProbe()
     others = probe.others(min_window=0.05)

@@ -9,9 +9,10 @@ line; nothing to wait for) or, during training, the last epoch (re-checked betwe
 Why: torch's parallel regions split every operation into one piece per thread and wait for the
 last piece; a thread that shares its core with another busy process finishes its piece a
 scheduler time slice late, so beside other work two threads on two cores ran 7-9 x slower than
-one (docs/BENCHMARKS.md, "Beside other work"). OpenMP's idle threads are also told to sleep
-rather than spin (OMP_WAIT_POLICY=PASSIVE, set by the command line before torch loads), so the
-time they do wait goes to whoever can use the core.
+one (docs/BENCHMARKS.md, "Beside other work"). When other work is found at start-up, OpenMP's
+idle threads are also told to sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, set by the
+command line before torch loads), so the time they do wait goes to whoever can use the core;
+alone, OpenMP's own spin-then-sleep is kept (faster there).
 
 Explicit settings win: `train.threads`, then the OMP_NUM_THREADS environment variable (any
 command), then this policy; `--workers` and `--decode-threads` for extraction. Base layer: no
@@ -27,6 +28,7 @@ import time
 WAIT_POLICY = "PASSIVE"
 MARGIN = 0.35       # a core counts as free when other processes keep it busy < 65 % of the time
 MIN_WINDOW_S = 0.25
+PEEK_S = 0.1        # the command line's first look at the load (chooses OpenMP's wait policy)
 
 _probe: "LoadProbe | None" = None
 
@@ -129,11 +131,17 @@ def choose_threads(cores: int, others: float) -> int:
 
 def start_probe() -> None:
     """Start measuring the load now (the command line, first thing), so the first choice of
-    threads needs no extra wait; and let OpenMP's idle threads sleep (before torch loads)."""
+    threads needs no extra wait; and choose OpenMP's wait policy before torch loads: when other
+    processes already keep part of a core busy (PEEK_S's look), idle threads sleep (PASSIVE), so
+    the time they wait goes to whoever can use the core; on an idle machine libgomp's own
+    spin-then-sleep stays, which is 5-13 % faster alone (docs/BENCHMARKS.md, "Beside other
+    work"). An OMP_WAIT_POLICY already set is kept."""
     global _probe
     _probe = LoadProbe()
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return
+    if _probe.others(min_window=PEEK_S) >= MARGIN:
+        os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
 
 
 def env_threads() -> int | None:
