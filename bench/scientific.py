@@ -75,6 +75,9 @@ ROWS = {
     "inc-drop6": (TI, INC + ["model.dropout=0.6"], "default-inc, dropout 0.6"),
     "inc-moddrop": (TI, INC + ["model.modality_dropout=0.2"], "default-inc, modality dropout 0.2"),
     "inc-bs128": (TI, INC + ["train.batch_size=128"], "default-inc, batch 128"),
+    "inc-noid-repitem": (TI, INC + ["model.item_id_emb=false", "model.repeat_item_bias=true"],
+                         "default-inc without item IDs, + a repeat term per item"),
+    "inc-iddrop3": (TI, INC + ["model.id_dropout=0.3"], "default-inc, ID dropout 0.3"),
 }
 MAIN = ("default", "text", "image", "sasrec-ref", "sasrec-vmr", "pop")
 # the paper's ablation rows; without P = the defaults (pre-training is off by default)
