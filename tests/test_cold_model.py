@@ -7,7 +7,8 @@ import torch
 
 from helpers import run_cli
 from vmr.errors import VmrError
-from vmr.model.config import ModelConfig, load_config
+from vmr.model.config import load_config
+from vmr.model.config_keys import ModelConfig
 from vmr.model.registry import build_model, make_model_args, mark_unknown_ids
 
 N, DIM = 60, 12

@@ -1,7 +1,8 @@
 import pytest
 
 from vmr.errors import VmrError
-from vmr.model.config import Config, load_config, to_toml
+from vmr.model.config import load_config, to_toml
+from vmr.model.config_keys import Config
 
 
 def test_defaults_and_overrides(tmp_path):

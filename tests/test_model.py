@@ -4,8 +4,8 @@ import torch
 
 from vmr.data.splits import n_train, target_pairs
 from vmr.model.blocks import attention_mask
-from vmr.model.config import ModelConfig
-from vmr.model.recommender import Recommender
+from vmr.model.config_keys import ModelConfig
+from vmr.model.kinds import model_kind
 from vmr.model.towers import histories_to_user_vectors, pad_histories, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
 
@@ -13,7 +13,7 @@ from vmr.train.batches import length_bucketed_batches, mask_for_prediction, wind
 def _model(**kw):
     cfg = ModelConfig(**{"d_model": 16, "n_heads": 2, "dropout": 0.0, **kw})
     torch.manual_seed(0)
-    m = Recommender(cfg, 12, {"text": 5, "image": 3} if cfg.kind == "vmr" else None)
+    m = model_kind(cfg.kind)(cfg, 12, {"text": 5, "image": 3})
     if m.items is not None:
         g = torch.Generator().manual_seed(1)
         m.items.set_features({"text": torch.randn(12, 5, generator=g),

@@ -117,17 +117,15 @@ def test_torchscript_tower_reproduces_vmr_recommend_without_vmr(float32_run, tmp
 def test_traced_tower_equals_the_model_for_every_history_length(kind, objective):
     """Bit-for-bit what vmr's own tower computes (TowerView, float32): empty histories, one
     item, longer than max_len, and padded batches."""
-    from vmr.model.config import ModelConfig
-    from vmr.model.popularity import Popularity
-    from vmr.model.recommender import Recommender
+    from vmr.model.config_keys import ModelConfig
+    from vmr.model.kinds import model_kind
     from vmr.model.towers import TowerView
     from vmr.serve.portable import build_user_tower
 
     torch.manual_seed(0)
     cfg = ModelConfig(kind=kind, d_model=16, n_heads=2, max_len=5, objective=objective)
-    model = (Popularity(cfg, 30) if kind == "pop" else
-             Recommender(cfg, 30, {"text": 8} if kind == "vmr" else None)).eval()
-    if kind == "vmr":
+    model = model_kind(kind)(cfg, 30, {"text": 8}).eval()
+    if model.uses_features:
         model.items.set_features({"text": torch.randn(30, 8)},
                                  {"text": torch.rand(30) > 0.2})
     view = TowerView(model, torch.device("cpu"), amp=False)

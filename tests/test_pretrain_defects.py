@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from vmr.model.config import ModelConfig, PretrainConfig
+from vmr.model.config_keys import ModelConfig, PretrainConfig
 from vmr.model.losses import mine_hard_negatives
 from vmr.model.pretrain import PretrainHeads, active_terms, pretrain_losses
 from vmr.model.recommender import Recommender

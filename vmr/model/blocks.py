@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmr.model.config import ModelConfig
+from vmr.model.config_keys import ModelConfig
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

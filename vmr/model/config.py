@@ -1,8 +1,11 @@
-"""One typed config for a run: dataclasses, loaded from TOML, overridden with `--set a.b=v`.
-Every key is documented in docs/MODEL.md ("The config").
+"""A run's config: loaded from TOML, overridden with `--set a.b=v`, checked, written back.
+The keys and their defaults are the dataclasses of vmr/model/config_keys.py; every key is
+documented in docs/MODEL.md ("The config").
 
-Unknown keys and wrongly typed values are errors. The resolved config is saved into the run
-directory as `config.toml`, so a run can always be reproduced from its directory alone."""
+Unknown keys and wrongly typed values are errors; so are settings that do not fit together,
+including those of the chosen model kind (its `check_config`, vmr/model/kinds.py). The resolved
+config is saved into the run directory as `config.toml`, so a run can always be reproduced from
+its directory alone."""
 
 from __future__ import annotations
 
@@ -10,106 +13,20 @@ import dataclasses
 import math
 import tomllib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmr.errors import VmrError
-from vmr.model.kinds import MODEL_KINDS
+from vmr.model.config_keys import Config
+from vmr.model.kinds import MODEL_KINDS, model_kind
+from vmr.model.losses import SEQUENCE_LOSSES
 
-
-@dataclass
-class ModelConfig:
-    kind: str = "vmr"            # vmr | sasrec | pop: the kinds of vmr/model/kinds.py
-    d_model: int = 128           # width of every token (modality tokens and sequence positions)
-    n_heads: int = 2
-    n_layers: int = 2            # transformer blocks of the sequence encoder
-    item_layers: int = 1         # transformer blocks of the item (modality-fusion) encoder
-    ffn_mult: int = 4            # feed-forward width = ffn_mult * d_model
-    dropout: float = 0.5         # dropout on embeddings, residual branches and attention weights
-    max_len: int = 50            # keep the last N items of a history
-    share: str = "tie"           # item/sequence transformer blocks: tie | init | none
-    item_id_emb: bool = True     # learn a per-item ID embedding besides the content
-    id_fusion: str = "residual"  # token: ID added to each modality token | residual: to the fused output
-    id_dropout: float = 0.0      # training: chance to replace an item's ID by a learned "unknown" vector
-    # items with no training interaction: unknown (scored from content) | own (untrained ID row)
-    untrained_ids: str = "unknown"
-    item_dropout: float = 0.1    # dropout inside the item encoder (tokens and its blocks)
-    item_norm: bool = True       # L2-normalise the projected modality tokens before pooling
-    fusion_pool: str = "max"     # pool over the modality tokens: max (paper eq. 3) | mean | gate
-    early_fusion: bool = False   # sum the modality tokens into one before the fusion transformer
-    modality_dropout: float = 0.0  # sequence stage: chance to hide each present modality of an item
-    objective: str = "causal"    # causal (next item at every position) | masked (paper 3.2.3)
-    mask_rate: float = 0.2       # masked objective: share of positions that become targets
-    temperature: float = 0.1     # >0: L2-normalise user vectors and divide logits by it; 0: plain dot product
-    repeat_bias: bool = True     # learn a score term for items already in the history, by recency
-    repeat_item_bias: bool = False  # with repeat_bias: plus a learned term per item (repeat-prone items)
-
-
-@dataclass
-class PretrainConfig:
-    epochs: int = 0              # item-level pre-training epochs (0 = no pre-training stage)
-    batch_size: int = 512
-    lr: float = 1e-3
-    w_pwc: float = 1.0           # pair-wise contrastive (visual vs text), symmetric InfoNCE
-    w_pwm: float = 1.0           # pair-wise matching head with hard negatives, BCE
-    w_i: float = 1.0             # fused view vs visual-only view (VALOR-style grouping)
-    w_s: float = 1.0             # fused view vs text-only view
-    w_is: float = 1.0            # fused view vs itself under dropout + random modality masking
-    modality_drop: float = 0.3   # L_{I-S}: probability of masking each present modality per view
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 200            # upper bound; early stopping usually ends sooner
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10           # epochs without a better valid NDCG@10 before stopping
-    loss: str = "full"           # full (softmax over all items) | sampled (shared sampled negatives)
-    n_negatives: int = 1024      # sampled loss: negatives shared across the batch
-    eval_every: int = 1          # validate every N epochs
-    eval_batch: int = 1024
-    seed: int = 42
-    device: str = "auto"         # auto | cpu | cuda[:N]
-    threads: int = 0             # torch CPU threads (0 = auto: vmr/parallel.py)
-    amp: bool = True             # bfloat16 autocast where native (CUDA; CPUs with AVX512-BF16/AMX)
-    compile: bool = False        # CUDA only: torch.compile the model
-    max_minutes: float = 0.0     # stop after this wall-clock budget (0 = none); the best checkpoint is kept
-    tensorboard: bool = False    # also log metrics.csv's rows to RUN/tensorboard/ (vmr[tensorboard])
-
-
-@dataclass
-class DataConfig:
-    modalities: list[str] = field(default_factory=list)   # empty = every modality in the cache
-    feature_norm: str = "standardize"   # standardize | center_l2 | l2 (vmr/model/features.py)
-
-
-@dataclass
-class EvalConfig:
-    # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
-    history: str = "exclude"
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
+# the values a string key may take; model.kind and train.loss: the registered kinds and losses
 CHOICES = {
-    ("model", "kind"): tuple(MODEL_KINDS),
     ("model", "share"): ("tie", "init", "none"),
     ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean", "gate"),
     ("model", "untrained_ids"): ("unknown", "own"),
-    ("train", "loss"): ("full", "sampled"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
     ("eval", "history"): ("exclude", "include"),
 }
@@ -138,12 +55,21 @@ def _coerce(section: str, name: str, value, typ, where: str):
     if typ is str:
         if not isinstance(value, str):
             raise VmrError(f"{where}: {section}.{name} must be a string, got {value!r}")
-        allowed = CHOICES.get((section, name))
+        allowed = choices(section, name)
         if allowed and value not in allowed:
             raise VmrError(f"{where}: {section}.{name} must be one of {', '.join(allowed)}, "
                            f"got {value!r}")
         return value
     raise AssertionError(f"unsupported config type {typ}")
+
+
+def choices(section: str, name: str) -> tuple[str, ...] | None:
+    """The values a string key may take (None: any), the registries' as they are now."""
+    if (section, name) == ("model", "kind"):
+        return tuple(MODEL_KINDS)
+    if (section, name) == ("train", "loss"):
+        return tuple(SEQUENCE_LOSSES)
+    return CHOICES.get((section, name))
 
 
 def _section_types(section_obj) -> dict[str, type]:
@@ -213,10 +139,7 @@ def check_config(cfg: Config) -> None:
     for name in ("dropout", "item_dropout", "modality_dropout", "id_dropout"):
         if not 0 <= getattr(m, name) < 1:
             raise VmrError(f"model.{name} must be in [0, 1), got {getattr(m, name)}")
-    if m.id_dropout > 0 and (m.kind != "vmr" or not m.item_id_emb):
-        raise VmrError(f"model.id_dropout = {m.id_dropout:g} needs model.kind = vmr with "
-                       f"model.item_id_emb = true (kind is {m.kind}, item_id_emb "
-                       f"{str(m.item_id_emb).lower()})")
+    model_kind(m.kind).check_config(cfg)      # what only this kind requires
     if not 0 < m.mask_rate < 1:
         raise VmrError(f"model.mask_rate must be in (0, 1), got {m.mask_rate}")
     if m.max_len < 2:

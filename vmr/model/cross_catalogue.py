@@ -18,11 +18,9 @@ from pathlib import Path
 from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 
-# the per-item parameters of each model kind: never carried to another catalogue
-ID_KEYS = ("items.id_emb.weight", "item_table.weight", "popularity")
 # present in one model and not the other without harm (model.id_dropout's unknown vector)
-# and the repeat term, absent from runs trained before it existed
-OPTIONAL_KEYS = ID_KEYS + ("items.unk_id", "repeat")
+# and the repeat term, absent from runs trained before it existed; so are the item-ID weights
+OPTIONAL_KEYS = ("items.unk_id", "repeat")
 # cache attributes that do not decide what an encoder computes, besides rundir.VOLATILE_ATTRS
 NOT_ENCODER = ("values_sha256", "decoder")
 
@@ -63,13 +61,15 @@ def check_same_encoders(src_name: str, src_features: dict, src_dims: dict, tgt_n
 
 
 def load_non_id(model, state: dict, where: str) -> list[str]:
-    """Load every weight of `state` except the item-ID ones into `model` (whose IDs stay as they
-    are); a weight missing, left over or of another shape is a one-line error naming `where`.
-    Returns the names of the weights loaded."""
+    """Load every weight of `state` except the item-ID ones (the kind's `id_keys`) into `model`
+    (whose IDs stay as they are); a weight missing, left over or of another shape is a one-line
+    error naming `where`. Returns the names of the weights loaded."""
     own = model.state_dict()
-    src = {k: v for k, v in state.items() if k not in ID_KEYS and (k in own or k not in OPTIONAL_KEYS)}
+    ids = tuple(model.id_keys)
+    optional = ids + OPTIONAL_KEYS
+    src = {k: v for k, v in state.items() if k not in ids and (k in own or k not in optional)}
     unexpected = sorted(set(src) - set(own))
-    missing = sorted(k for k in set(own) - set(src) if k not in OPTIONAL_KEYS)
+    missing = sorted(k for k in set(own) - set(src) if k not in optional)
     if unexpected or missing:
         names = ", ".join((unexpected + missing)[:3])
         raise VmrError(f"{where}: its weights do not fit this model ({len(missing)} missing, "

@@ -1,7 +1,8 @@
 """Training objectives as small modules, each testable on its own (paper 3.1.3 and 3.2.3).
 
 Pre-training (items alone): L = w_pwc*L_PWC + w_pwm*L_PWM + w_i*L_I + w_s*L_S + w_is*L_{I-S}.
-Sequence stage: full-softmax or sampled-softmax cross-entropy over items."""
+Sequence stage: full-softmax or sampled-softmax cross-entropy over items, chosen by
+`make_sequence_loss` (`train.loss`; add a loss to SEQUENCE_LOSSES)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from vmr.model.config_keys import TrainConfig
 
 
 class InfoNCE(nn.Module):
@@ -145,3 +148,71 @@ def sampled_softmax_loss(out: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
     neg_logit = neg_logit.masked_fill(neg_idx.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], 1)
     return F.cross_entropy(logits, torch.zeros(len(out), dtype=torch.long, device=out.device))
+
+
+class SequenceLoss:
+    """The loss of the sequence stage (`train.loss`; `make_sequence_loss` is the one place a loss
+    is chosen). The trainer draws a batch's `negatives` (None: the loss needs none), the model's
+    forward calls the loss with itself: `loss(model, inp, tgt, replace_mask, neg_idx)` -> the mean
+    over the batch's targets. It reads the model through the sequence tower's interface
+    (vmr/model/sequence.py): `item_embeddings`, `encode`, `training_bonus` (the repeat term),
+    `train_index` / `all_items_train` (items absent at training time) and `cfg.temperature`."""
+
+    def __init__(self, train: TrainConfig | None = None):
+        self.train = train
+
+    def negatives(self, n_items: int, device) -> torch.Tensor | None:
+        return None
+
+    def __call__(self, model, inp: torch.Tensor, tgt: torch.Tensor,
+                 replace_mask: torch.Tensor | None, neg_idx: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FullSoftmax(SequenceLoss):
+    """train.loss = full: cross-entropy over all items (the items absent at training time left
+    out of the softmax)."""
+
+    def __call__(self, model, inp, tgt, replace_mask, neg_idx=None):
+        sel = tgt >= 0
+        table = model.item_embeddings()
+        out = model.encode(inp, table, replace_mask)[sel]
+        bonus = model.training_bonus(inp, tgt, sel)
+        temp = model.cfg.temperature
+        if model.all_items_train:
+            return full_softmax_loss(out, table, tgt[sel], temp, bonus)
+        index = model.train_index
+        if bonus is not None:                  # renumber the items, drop the absent ones
+            rows, cols, vals = bonus
+            cols = index[cols]
+            bonus = (rows[cols >= 0], cols[cols >= 0], vals[cols >= 0])
+        return full_softmax_loss(out, table[index >= 0], index[tgt[sel]], temp, bonus)
+
+
+class SampledSoftmax(SequenceLoss):
+    """train.loss = sampled: cross-entropy of each target against `train.n_negatives` items
+    drawn uniformly and shared by the batch; only the items a batch needs are embedded."""
+
+    def negatives(self, n_items: int, device) -> torch.Tensor:
+        return torch.randint(0, n_items, (self.train.n_negatives,), device=device)
+
+    def __call__(self, model, inp, tgt, replace_mask, neg_idx):
+        sel = tgt >= 0
+        if not model.all_items_train:          # absent items are no negatives either
+            neg_idx = neg_idx[model.train_index[neg_idx] >= 0]
+        need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()   # embed only these
+        emb = model.item_embeddings(need)
+        table = torch.zeros(model.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)
+        table = table.index_copy(0, need, emb)
+        out = model.encode(inp, table, replace_mask)[sel]
+        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx,
+                                    model.cfg.temperature, model.training_bonus(inp, tgt, sel))
+
+
+# train.loss -> its class (the config's choices for train.loss are these names)
+SEQUENCE_LOSSES: dict[str, type[SequenceLoss]] = {"full": FullSoftmax, "sampled": SampledSoftmax}
+
+
+def make_sequence_loss(train: TrainConfig) -> SequenceLoss:
+    """The sequence stage's loss, as `train.loss` names it."""
+    return SEQUENCE_LOSSES[train.loss](train)

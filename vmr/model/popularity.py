@@ -1,19 +1,24 @@
-"""The popularity baseline as a model with the same dual-tower interface as the others: every
-user gets the same vector (1), every item the score log(1 + its training interactions)."""
+"""The popularity baseline, model kind pop, with the same dual-tower interface as the others:
+every user gets the same vector (1), every item the score log(1 + its training interactions)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from vmr.model.config import ModelConfig
+from vmr.model.base import ModelKind
+from vmr.model.config_keys import ModelConfig
 
 
-class Popularity(nn.Module):
+class Popularity(ModelKind):
     """item_embeddings() [N, 1] = log1p(count); user_vectors() [B, 1] = 1. `fit` counts."""
 
-    def __init__(self, cfg: ModelConfig, n_items: int):
+    kind = "pop"
+    help = "popularity baseline (training-interaction counts)"
+    trained_by = "counts"
+    id_keys = ("popularity",)
+
+    def __init__(self, cfg: ModelConfig, n_items: int, dims: dict[str, int] | None = None):
         super().__init__()
         self.cfg = cfg
         self.n_items = n_items

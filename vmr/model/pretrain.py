@@ -9,9 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmr.model.config import PretrainConfig
+from vmr.model.config_keys import PretrainConfig
 from vmr.model.losses import InfoNCE, MatchingLoss, mine_hard_negatives
 from vmr.model.recommender import VISUAL_MODALITIES, ItemEncoder, random_keep
+
+
+# the loss terms, in the order metrics.csv logs them (L_<term>); each weighted by pretrain.w_<term>
+TERMS = ("pwc", "pwm", "i", "s", "is")
 
 
 class PretrainHeads(nn.Module):
@@ -46,9 +50,8 @@ def active_terms(enc: ItemEncoder, cfg: PretrainConfig) -> dict[str, float]:
         return {}
     has_vis = any(m in VISUAL_MODALITIES for m in enc.modalities)
     has_txt = "text" in enc.modalities
-    terms = {"is": cfg.w_is}
-    if has_vis and has_txt:
-        terms.update(pwc=cfg.w_pwc, pwm=cfg.w_pwm, i=cfg.w_i, s=cfg.w_s)
+    names = ["is"] + (["pwc", "pwm", "i", "s"] if has_vis and has_txt else [])
+    terms = {k: getattr(cfg, f"w_{k}") for k in names}
     return {k: w for k, w in terms.items() if w > 0}
 
 

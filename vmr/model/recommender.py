@@ -1,10 +1,6 @@
-"""The multimodal recommender and its ID-only sibling SASRec, in one file: the item encoder
-(modality fusion), the sequence encoder, and the `Recommender` that joins them.
-
-Every model is a dual tower: `item_embeddings()` gives one vector per item, `user_vectors()` one
-vector per history, and score(u, j) = <u, h_j> (vmr/model/popularity.py is the third model with
-that interface). Paper sections 3.1.2 (item encoder) and 3.2 (sequence encoder); the vague parts
-are read as docs/MODEL.md says."""
+"""The multimodal recommender, model kind vmr: the item encoder (modality fusion, paper section
+3.1.2) under the sequence tower that it shares with SASRec (vmr/model/sequence.py). The vague
+parts of the paper are read as docs/MODEL.md says."""
 
 from __future__ import annotations
 
@@ -12,10 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmr.model.blocks import Dropout, attention_mask, make_blocks
-from vmr.model import history
-from vmr.model.config import ModelConfig
-from vmr.model.losses import full_softmax_loss, sampled_softmax_loss
+from vmr.errors import VmrError
+from vmr.model.base import id_dropout_error
+from vmr.model.blocks import Dropout, make_blocks
+from vmr.model.config_keys import Config, ModelConfig
+from vmr.model.sequence import SequenceModel
 
 MODALITY_ORDER = ("video", "image", "text")
 VISUAL_MODALITIES = ("video", "image")
@@ -152,167 +149,57 @@ class ItemEncoder(nn.Module):
         return h
 
 
-class SequenceEncoder(nn.Module):
-    """Item embeddings + learnable positions -> transformer blocks -> a vector per position."""
+class Recommender(SequenceModel):
+    """Kind vmr: the multimodal item encoder under the shared sequence tower (the item encoder's
+    blocks are the first sequence blocks under model.share = tie)."""
 
-    def __init__(self, cfg: ModelConfig, blocks: nn.ModuleList):
-        super().__init__()
-        d = cfg.d_model
-        self.cfg = cfg
-        self.pos = nn.Embedding(cfg.max_len, d)
-        nn.init.normal_(self.pos.weight, std=0.02)
-        self.ln = nn.LayerNorm(d, eps=1e-12)
-        self.drop = Dropout(cfg.dropout)
-        self.blocks = blocks
-        self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)   # the [mask] item (masked objective)
+    kind = "vmr"
+    help = "the multimodal recommender (content features + optional item IDs)"
+    uses_features = True
+    pretrains = True
+    id_keys = ("items.id_emb.weight",)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """x [B, L, d] item embeddings (left-padded), pad [B, L] bool -> [B, L, d]
-        ([B, 1, d], the last position only, with last_only)."""
-        B, L, _ = x.shape
-        x = self.drop(self.ln(x + self.pos.weight[-L:].unsqueeze(0)))
-        mask = attention_mask(pad, causal=self.cfg.objective == "causal")
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, mask, last_only=last_only and i == len(self.blocks) - 1)
-        return x
+    @classmethod
+    def build(cls, cfg: ModelConfig, n_items: int, dims: dict[str, int]) -> "Recommender":
+        if not dims and not cfg.item_id_emb:
+            raise VmrError(f"model.kind = {cls.kind} needs at least one cached modality or "
+                           "model.item_id_emb = true")
+        return cls(cfg, n_items, dims)
 
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        m = cfg.model
+        if m.id_dropout > 0 and not m.item_id_emb:       # IDs to drop, content to fall back on
+            raise id_dropout_error(m)
 
-class Recommender(nn.Module):
-    """An item tower (multimodal encoder or ID table) and a sequence tower on top of it."""
+    @classmethod
+    def run_label(cls, cfg: Config, stage: str = "all") -> str:
+        """kind, objective, pre-training, IDs, block sharing."""
+        m = cfg.model
+        parts = [cls.kind, m.objective]
+        if cfg.pretrain.epochs > 0:
+            parts.append("pretrain")
+        if m.item_id_emb:
+            parts.append("id")
+        if m.share != "tie":
+            parts.append(f"share-{m.share}")
+        if stage == "pretrain":
+            parts.append("pretrain-only")
+        return "-".join(parts)
 
-    def __init__(self, cfg: ModelConfig, n_items: int, dims: dict[str, int] | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.n_items = n_items
-        self.seq_blocks = make_blocks(cfg, cfg.n_layers)
-        if cfg.kind == "vmr":
-            item_blocks = self.seq_blocks if cfg.share == "tie" else make_blocks(cfg, cfg.item_layers)
-            self.items = ItemEncoder(cfg, n_items, dims or {}, item_blocks)
-            self.item_table = None
-        else:
-            self.items = None
-            self.item_table = nn.Embedding(n_items, cfg.d_model)
-            nn.init.normal_(self.item_table.weight, std=0.02)
-        self.seq = SequenceEncoder(cfg, self.seq_blocks)
-        # the repeat term (vmr/model/history.py): a score for items already in the history
-        self.repeat = nn.Parameter(torch.zeros(history.N_BUCKETS)) if cfg.repeat_bias else None
-        self.repeat_item = nn.Parameter(torch.zeros(n_items)) if cfg.repeat_item_bias else None
-        self.apply(_init_linear)
-        # items that do not exist at training time (set_training_items); their training-softmax
-        # row index is -1, the others are renumbered 0.. in order
-        self.register_buffer("train_index", torch.arange(n_items), persistent=False)
-        self.all_items_train = True
+    def make_item_tower(self, cfg: ModelConfig, n_items: int, dims: dict[str, int]) -> None:
+        item_blocks = self.seq_blocks if cfg.share == "tie" else make_blocks(cfg, cfg.item_layers)
+        self.items = ItemEncoder(cfg, n_items, dims, item_blocks)
 
-    def set_training_items(self, absent: torch.Tensor) -> None:
-        """[n_items] bool: items that did not exist when the model was trained (the strict
-        new-item protocol). The training loss leaves them out of its softmax and its sampled
-        negatives: otherwise training would learn to push exactly those items down, a signal
-        no real catalogue gives about tomorrow's items."""
-        keep = ~absent.to(self.train_index.device)
-        self.train_index.copy_(torch.where(keep, keep.long().cumsum(0) - 1, -1))
-        self.all_items_train = bool(keep.all())
-
-    # -- item tower
     def item_embeddings(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        if self.items is not None:
-            return self.items(idx)
-        return self.item_table.weight if idx is None else self.item_table(idx)
+        return self.items(idx)
 
     def copy_item_blocks_into_sequence(self) -> None:
         """share = init: start the sequence blocks from the (pre-trained) item blocks."""
-        if self.items is None or self.cfg.share != "init":
+        if self.cfg.share != "init":
             return
         for src, dst in zip(self.items.blocks, self.seq_blocks):
             dst.load_state_dict(src.state_dict())
-
-    # -- sequence tower
-    def encode(self, seq: torch.Tensor, table: torch.Tensor,
-               replace_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
-        """seq [B, L] item indices, -1 = padding; table [N, d] item embeddings.
-        replace_mask [B, L] bool marks positions whose input is the [mask] item.
-        Returns [B, L, d], or [B, 1, d] (the last position) with last_only."""
-        pad = seq < 0
-        x = table[seq.clamp(min=0)]
-        if replace_mask is not None:
-            x = torch.where(replace_mask.unsqueeze(-1), self.seq.mask_emb.expand_as(x), x)
-        x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        return self.seq(x, pad, last_only)
-
-    def forward(self, inp: torch.Tensor, tgt: torch.Tensor, replace_mask: torch.Tensor | None,
-                neg_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Training loss of a batch (mean cross-entropy over its targets).
-
-        inp [B, L] input items (-1 padding), tgt [B, L] target items (negative = no target),
-        replace_mask [B, L] inputs replaced by [mask] (masked objective), neg_idx [K] shared
-        negatives for the sampled softmax (None = full softmax over all items)."""
-        sel = tgt >= 0
-        temp = self.cfg.temperature
-        if neg_idx is not None and not self.all_items_train:
-            neg_idx = neg_idx[self.train_index[neg_idx] >= 0]
-        if neg_idx is None:
-            table = self.item_embeddings()
-            out = self.encode(inp, table, replace_mask)[sel]
-            bonus = self._training_bonus(inp, tgt, sel)
-            if self.all_items_train:
-                return full_softmax_loss(out, table, tgt[sel], temp, bonus)
-            if bonus is not None:              # renumber the items, drop the absent ones
-                rows, cols, vals = bonus
-                cols = self.train_index[cols]
-                bonus = (rows[cols >= 0], cols[cols >= 0], vals[cols >= 0])
-            return full_softmax_loss(out, table[self.train_index >= 0],
-                                     self.train_index[tgt[sel]], temp, bonus)
-        need = torch.cat([inp[inp >= 0], tgt[sel], neg_idx]).unique()   # embed only these
-        emb = self.item_embeddings(need)
-        table = torch.zeros(self.n_items, emb.shape[1], device=emb.device, dtype=emb.dtype)
-        table = table.index_copy(0, need, emb)
-        out = self.encode(inp, table, replace_mask)[sel]
-        return sampled_softmax_loss(out, table[tgt[sel]], table[neg_idx], tgt[sel], neg_idx, temp,
-                                    self._training_bonus(inp, tgt, sel))
-
-    def _training_bonus(self, inp: torch.Tensor, tgt: torch.Tensor, sel: torch.Tensor):
-        """The repeat term of every (target row, history item) pair of a batch, or None."""
-        if self.repeat is None:
-            return None
-        if self.cfg.objective == "masked":   # the original items: targets where masked
-            rows, cols, rec = history.training_pairs(torch.where(sel, tgt, inp), sel, False)
-        else:                                # inputs at positions <= t precede target t
-            rows, cols, rec = history.training_pairs(inp, sel, True)
-        vals = self.history_bias()[history.recency_bucket(rec)]
-        if self.repeat_item is not None:
-            vals = vals + self.repeat_item[cols] * history.SCALE
-        return rows, cols, vals
-
-    def history_bias(self) -> torch.Tensor | None:
-        """[N_BUCKETS] the learned repeat term by recency bucket (None without repeat_bias)."""
-        return None if self.repeat is None else self.repeat * history.SCALE
-
-    def item_repeat_bias(self) -> torch.Tensor | None:
-        """[n_items] the learned per-item part of the repeat term (model.repeat_item_bias)."""
-        return None if self.repeat_item is None else self.repeat_item * history.SCALE
-
-    def logits(self, out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        if self.cfg.temperature > 0:
-            out = F.normalize(out, dim=-1) / self.cfg.temperature
-        return out @ table.T
-
-    def user_vectors(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """seq [B, L] left-padded histories (masked objective: last slot is the [mask])."""
-        if self.cfg.objective == "masked":
-            rm = torch.zeros_like(seq, dtype=torch.bool)
-            rm[:, -1] = True
-            out = self.encode(seq, table, rm, last_only=True)[:, -1]
-        else:
-            out = self.encode(seq, table, last_only=True)[:, -1]
-        if self.cfg.temperature > 0:
-            out = F.normalize(out, dim=-1) / self.cfg.temperature
-        return out
-
-
-def _init_linear(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def random_keep(present: torch.Tensor, p: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Building models from the kinds of vmr/model/kinds.py.
+"""Building models of the kinds of vmr/model/kinds.py.
 
 `model_args` is what a checkpoint stores to rebuild its model without anything else (as
 nanoGPT's `model_args`): the kind, the model config, the number of items and the width of each
@@ -8,10 +8,9 @@ use."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 from vmr.errors import VmrError
-from vmr.model.config import config_from_dict
+from vmr.model.config import check_config, config_from_dict
 from vmr.model.kinds import MODEL_KINDS, model_kind
 
 
@@ -32,8 +31,6 @@ def _is_int(v) -> bool:
 def check_model_args(args, where: str = "model_args") -> None:
     """`model_args` as a checkpoint stores them (see `make_model_args`), checked against that
     schema before anything is built from them: one line naming `where` and the bad field."""
-    from vmr.model.config import check_config
-
     if not isinstance(args, dict):
         raise VmrError(f"{where}: model_args is a {type(args).__name__}, not a table")
     missing = [k for k in ("kind", "config", "n_items", "dims") if k not in args]
@@ -65,16 +62,8 @@ def build_model(model_args: dict, where: str = "model_args"):
     """A fresh model of the kind and shape `model_args` describe (see `make_model_args`),
     checked against that schema first."""
     check_model_args(model_args, where)
-    kind = model_kind(model_args["kind"])
     cfg = config_from_dict({"model": model_args["config"]}).model
-    module, cls = kind.target.split(":")
-    Model = getattr(importlib.import_module(module), cls)
-    if kind.fit == "counts":
-        return Model(cfg, model_args["n_items"])
-    if kind.uses_features and not model_args["dims"] and not cfg.item_id_emb:
-        raise VmrError("model.kind = vmr needs at least one cached modality or "
-                       "model.item_id_emb = true")
-    return Model(cfg, model_args["n_items"], dict(model_args["dims"]))
+    return model_kind(model_args["kind"]).build(cfg, model_args["n_items"], dict(model_args["dims"]))
 
 
 def check_widths(where: str, dims: dict, feats: dict, cache) -> None:

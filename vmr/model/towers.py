@@ -12,7 +12,7 @@ from vmr.model import precision
 
 
 class TowerView:
-    """Any vmr model (`Recommender`, `Popularity`) as the dual tower that
+    """Any model kind (vmr/model/kinds.py) as the dual tower that
     `vmr.evaluate.metrics.evaluate_model` expects; amp: bfloat16 autocast where native."""
 
     def __init__(self, model, device: torch.device, amp: bool = False,

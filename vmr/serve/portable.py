@@ -75,7 +75,7 @@ class UserTower(nn.Module):
 
 
 def build_user_tower(model: nn.Module, table: torch.Tensor) -> torch.jit.ScriptModule:
-    """The TorchScript user tower of an eval-mode model (Recommender or Popularity)."""
+    """The TorchScript user tower of an eval-mode model (any model kind)."""
     cfg = model.cfg
     masked = cfg.objective == "masked"
     core = _Core(model, table).eval()
@@ -114,7 +114,7 @@ def run_precision(loaded) -> str:
     from vmr.model.kinds import model_kind
     from vmr.model.precision import uses_bf16
 
-    if model_kind(loaded.ckpt["model_args"]["kind"]).fit == "counts":
+    if model_kind(loaded.ckpt["model_args"]["kind"]).trained_by == "counts":
         return "float32"
     return "bfloat16" if uses_bf16(loaded.device, loaded.config.train.amp) else "float32"
 

@@ -12,7 +12,7 @@ import torch
 from vmr.cache import read as cache_read
 from vmr.data import splits
 from vmr.errors import VmrError
-from vmr.model.config import Config
+from vmr.model.config_keys import Config
 from vmr.model.features import load_features
 from vmr.model.kinds import model_kind
 from vmr.model.rundir import dataset_fingerprint, feature_identity

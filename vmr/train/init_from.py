@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmr.errors import VmrError
-from vmr.model.config import Config, apply_override, check_config, config_from_dict, load_config
+from vmr.model.config import apply_override, check_config, config_from_dict, load_config
+from vmr.model.config_keys import Config
 from vmr.model.kinds import model_kind
 from vmr.model.rundir import RunDir, read_checkpoint
 from vmr.model.cross_catalogue import check_same_encoders, load_non_id
@@ -63,7 +64,7 @@ def open_source(init_from: str | Path) -> tuple[RunDir, Path, dict]:
     path = rd.checkpoint("auto")
     ckpt = read_checkpoint(path)
     kind = ckpt["model_args"]["kind"]
-    if model_kind(kind).fit != "gradient":
+    if model_kind(kind).trained_by != "gradient":
         raise VmrError(f"--init-from {init_from}: a {kind} run has no weights to start from "
                        "(only its item counts)")
     return rd, path, ckpt

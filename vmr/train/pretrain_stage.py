@@ -9,7 +9,7 @@ import time
 import torch
 
 from vmr.model import precision
-from vmr.model.pretrain import PretrainObjective, active_terms
+from vmr.model.pretrain import TERMS, PretrainObjective, active_terms
 from vmr.train.device_rng import set_rng_state
 
 
@@ -63,7 +63,7 @@ def pretrain_stage(st, state: dict | None) -> None:
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         row = {"stage": "pretrain", "epoch": epoch,
                "loss": sum(tot.values()) / max(steps, 1), "seconds": time.time() - t0}
-        for k in ("pwc", "pwm", "i", "s", "is"):
+        for k in TERMS:
             row[f"L_{k}"] = tot.get(k, 0.0) / max(steps, 1)
         st.log.append(row)
         st.save(st.run.last, st.checkpoint(opt, "pretrain", epoch))

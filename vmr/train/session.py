@@ -10,7 +10,9 @@ from pathlib import Path
 from vmr.cache import read as cache_read
 from vmr.errors import VmrError
 from vmr.fsio import atomic_write_text, os_reason, is_disk_full
-from vmr.model.config import Config, check_config, load_config, to_toml
+from vmr.model.config import check_config, load_config, to_toml
+from vmr.model.config_keys import Config
+from vmr.model.kinds import model_kind
 from vmr.model.rundir import RunDir, read_checkpoint
 
 
@@ -103,7 +105,7 @@ def _start(d, req: TrainRequest) -> Path:
     data_dir = Path(req.data)
     cache_path = cache_read.resolve_cache(data_dir, cache)
     meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
-            "modalities": sorted(data.feats), "label": run_label(cfg, req.stage)}
+            "modalities": sorted(data.feats), "label": model_kind(cfg.model.kind).run_label(cfg, req.stage)}
     if init is not None:
         meta["label"] += init.label_suffix()
         meta["init"] = init.record()
@@ -151,7 +153,7 @@ def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if run.holds_run():
         raise VmrError(f"{run.path} already holds a run; continue it with --resume or choose "
                        "another --out")
-    if req.stage == "sequence" and cfg.model.kind == "vmr" and cfg.pretrain.epochs > 0:
+    if req.stage == "sequence" and model_kind(cfg.model.kind).pretrains and cfg.pretrain.epochs > 0:
         raise VmrError(f"--stage sequence with pretrain.epochs = {cfg.pretrain.epochs}, but "
                        f"{run.path} holds no pre-trained model: run `vmr train --stage pretrain "
                        f"--out {run.path}` first, or set pretrain.epochs=0")
@@ -168,20 +170,3 @@ def _continues_after_pretraining(run: RunDir) -> bool:
         raise VmrError(f"{run.path}: pre-training stopped after epoch {ckpt['epoch']} of {pre}; "
                        "finish it with `--stage pretrain --resume` first")
     return False
-
-
-def run_label(cfg: Config, stage: str = "all") -> str:
-    """A run's label says what ran: kind, objective, pre-training, IDs, block sharing."""
-    m = cfg.model
-    if m.kind != "vmr":
-        return m.kind
-    parts = ["vmr", m.objective]
-    if cfg.pretrain.epochs > 0:
-        parts.append("pretrain")
-    if m.item_id_emb:
-        parts.append("id")
-    if m.share != "tie":
-        parts.append(f"share-{m.share}")
-    if stage == "pretrain":
-        parts.append("pretrain-only")
-    return "-".join(parts)

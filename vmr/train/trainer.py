@@ -19,7 +19,8 @@ from vmr.errors import VmrError
 from vmr.evaluate.metrics import evaluate_model
 import vmr.parallel as parallel
 from vmr.model import precision
-from vmr.model.config import Config
+from vmr.model.config_keys import Config
+from vmr.model.losses import make_sequence_loss
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
@@ -93,7 +94,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
                "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
                "parallelism": threads, "eval_history": cfg.eval.history,
                **(meta or {}), **data.identities()}
-    if model_kind(cfg.model.kind).fit == "counts":
+    if model_kind(cfg.model.kind).trained_by == "counts":
         st.log.close()                   # nothing per epoch to log
         if d.main:
             summary.update(_fit_counts(st))
@@ -121,7 +122,7 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
 
     stages = []
     if stage in ("all", "pretrain") and cfg.pretrain.epochs > 0 \
-            and model_kind(cfg.model.kind).uses_features:
+            and model_kind(cfg.model.kind).pretrains:
         stages.append("pretrain")
     if stage in ("all", "sequence"):
         stages.append("sequence")
@@ -214,7 +215,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
         fwd = DDP(fwd, find_unused_parameters=True)
-    n_items = len(st.data.item_ids)
+    n_items, loss_fn = len(st.data.item_ids), make_sequence_loss(t)
     autocast = precision.autocast(st.device, t.amp)
     for epoch in range(start + 1, t.epochs + 1):
         model.train()
@@ -231,7 +232,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
         for b in bar:
             x = trim_padding(rows[b]).to(st.device)
             with autocast:
-                ce, n_tgt = _sequence_loss(fwd, x, masked, m, t, n_items, st.device)
+                ce, n_tgt = _sequence_loss(fwd, x, masked, m, loss_fn, n_items, st.device)
                 loss = ce * (n_tgt / per_batch) if per_batch else ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -301,14 +302,13 @@ def _validate_start(st: TrainState) -> dict:
     return best
 
 
-def _sequence_loss(model, x, masked, m, t, n_items, device):
-    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows."""
-    neg_idx = None
-    if t.loss == "sampled":
-        neg_idx = torch.randint(0, n_items, (t.n_negatives,), device=device)
+def _sequence_loss(model, x, masked, m, loss, n_items, device):
+    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows;
+    loss: the stage's (vmr.model.losses.make_sequence_loss)."""
+    neg_idx = loss.negatives(n_items, device)
     if masked:
         inp, rm, tgt = mask_for_prediction(x.cpu(), m.mask_rate, n_items)
         inp, rm, tgt = inp.to(device), rm.to(device), tgt.to(device)
     else:
         inp, tgt, rm = x[:, :-1], x[:, 1:], None
-    return model(inp, tgt, rm, neg_idx), int((tgt >= 0).sum())
+    return model(inp, tgt, rm, neg_idx, loss), int((tgt >= 0).sum())
