@@ -22,7 +22,6 @@ WAITING = {
     "vmr/extract/incremental.py:publish_run": 72,
     "vmr/extract/importer.py:_import_locked": 72,
     "vmr/extract/runner.py:_run_locked": 68,
-    "vmr/data/inputs.py:read_item_table": 67,
     "vmr/extract/incremental.py:make_plan": 63,
 }
 
