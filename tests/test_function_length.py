@@ -16,7 +16,6 @@ WAITING = {
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,
     "vmr/extract/pool.py:_dispatch": 74,
-    "vmr/cache/store.py:publish": 73,
     "vmr/extract/incremental.py:publish_run": 72,
     "vmr/extract/importer.py:_import_locked": 72,
     "vmr/extract/runner.py:_run_locked": 68,
