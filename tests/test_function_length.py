@@ -17,7 +17,6 @@ WAITING = {
     "vmr/train/session.py:_start": 74,
     "vmr/extract/pool.py:_dispatch": 74,
     "vmr/extract/incremental.py:publish_run": 72,
-    "vmr/extract/importer.py:_import_locked": 72,
     "vmr/extract/runner.py:_run_locked": 68,
     "vmr/extract/incremental.py:make_plan": 63,
 }
