@@ -16,9 +16,7 @@ WAITING = {
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,
     "vmr/extract/pool.py:_dispatch": 74,
-    "vmr/extract/incremental.py:publish_run": 72,
     "vmr/extract/runner.py:_run_locked": 68,
-    "vmr/extract/incremental.py:make_plan": 63,
 }
 
 
