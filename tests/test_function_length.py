@@ -15,7 +15,6 @@ WAITING = {
     "vmr/serve/export.py:export_run": 80,
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,
-    "vmr/extract/pool.py:_dispatch": 74,
     "vmr/extract/runner.py:_run_locked": 68,
 }
 
