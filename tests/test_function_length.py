@@ -11,7 +11,6 @@ LIMIT = 60
 WAITING = {
     "vmr/demo.py:run_demo": 90,
     "vmr/train/trainer.py:train": 82,
-    "vmr/serve/export.py:export_run": 80,
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,
 }
