@@ -9,22 +9,9 @@ PKG = Path(__file__).resolve().parent.parent / "vmr"
 LIMIT = 60
 # module:function -> lines today; lower the number (or delete the entry) when one is split
 WAITING = {
-    "vmr/data/prepare.py:prepare_dataset": 143,
-    "vmr/data/synthetic.py:generate_catalogue": 111,
-    "vmr/cache/merge.py:merge_shards": 105,
-    "vmr/demo.py:run_demo": 90,
-    "vmr/extract/runner.py:_run_visual": 90,
     "vmr/train/trainer.py:train": 82,
-    "vmr/serve/export.py:export_run": 80,
     "vmr/train/trainer.py:sequence_stage": 75,
     "vmr/train/session.py:_start": 74,
-    "vmr/extract/pool.py:_dispatch": 74,
-    "vmr/cache/store.py:publish": 73,
-    "vmr/extract/incremental.py:publish_run": 72,
-    "vmr/extract/importer.py:_import_locked": 72,
-    "vmr/extract/runner.py:_run_locked": 68,
-    "vmr/data/inputs.py:read_item_table": 67,
-    "vmr/extract/incremental.py:make_plan": 63,
 }
 
 

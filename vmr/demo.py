@@ -50,20 +50,8 @@ def _topics(quick: bool, n_topics: int | None, n_styles: int | None) -> tuple[in
     return n_topics, n_styles
 
 
-def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | None = None,
-             seed: int = 0, quick: bool = False, n_styles: int | None = None, seeds: int = 3,
-             jobs: int = 2) -> None:
-    """The demo; `n_topics` / `n_styles` None: the defaults (24 topics as 4 styles, or with
-    `quick` 4 topics as 2 styles). Given ones are honoured, with `quick` too."""
-    from vmr.data.prepare import PrepareOptions, prepare_dataset
-    from vmr.data.synthetic import generate_catalogue
-
-    n_topics, n_styles = _topics(quick, n_topics, n_styles)
-    if quick:
-        n_items, n_users, seeds = min(n_items, 60), min(n_users, 240), 1
-    root = Path(out)
-    params = {"items": n_items, "users": n_users, "topics": n_topics, "styles": n_styles,
-              "seed": seed, "quick": quick}
+def _stamp(root: Path, params: dict) -> None:
+    """Record the demo's settings in demo.json; a folder made with other settings is refused."""
     stamp = root / "demo.json"
     if stamp.exists() and json.loads(stamp.read_text()) != params:
         raise VmrError(f"{root} holds a demo made with other settings "
@@ -71,18 +59,29 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | 
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(params) + "\n")
 
-    raw = root / "raw"
-    if not (raw / "items.csv").exists() or not (raw / "truth.json").exists():
-        views = (f", {n_styles} picture styles x {n_topics // n_styles} text themes"
-                 if n_styles else "")
-        _say(f"1/6 generating a synthetic catalogue: {n_items} items, {n_users} users, "
-             f"{n_topics} topics{views} (seed {seed})")
-        generate_catalogue(root, n_items=n_items, n_users=n_users, n_topics=n_topics, seed=seed,
-                           video_seconds=2.0 if quick else 3.0, n_styles=n_styles)
-    else:
-        _say("1/6 catalogue already generated")
 
-    data = root / "dataset"
+def _generate(root: Path, params: dict) -> None:
+    """Step 1: the synthetic catalogue under root/raw (skipped when already there)."""
+    from vmr.data.synthetic import generate_catalogue
+
+    raw = root / "raw"
+    if (raw / "items.csv").exists() and (raw / "truth.json").exists():
+        _say("1/6 catalogue already generated")
+        return
+    n_topics, n_styles = params["topics"], params["styles"]
+    views = (f", {n_styles} picture styles x {n_topics // n_styles} text themes"
+             if n_styles else "")
+    _say(f"1/6 generating a synthetic catalogue: {params['items']} items, {params['users']} "
+         f"users, {n_topics} topics{views} (seed {params['seed']})")
+    generate_catalogue(root, n_items=params["items"], n_users=params["users"], n_topics=n_topics,
+                       seed=params["seed"], video_seconds=2.0 if params["quick"] else 3.0,
+                       n_styles=n_styles)
+
+
+def _prepare_and_extract(raw: Path, data: Path) -> None:
+    """Steps 2 and 3: `vmr prepare` (skipped when done), then `vmr extract` of each modality."""
+    from vmr.data.prepare import PrepareOptions, prepare_dataset
+
     if not (data / "dataset.json").exists():
         _say("2/6 vmr prepare")
         print(prepare_dataset(PrepareOptions(
@@ -95,13 +94,15 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | 
 
     from vmr.extract.runner import ExtractOptions, run_extract
 
-    for i, modality in enumerate(("video", "image", "text")):
+    for modality in ("video", "image", "text"):
         _say(f"3/6 vmr extract --modality {modality}")
         print(run_extract(ExtractOptions(data=str(data), modality=modality, fps=2.0, max_frames=4,
                                          pooling="mean",
                                          batch_size=32)))
 
-    runs_dir = root / "runs"
+
+def _train_rows(data: Path, runs_dir: Path, quick: bool, seeds: int, jobs: int) -> list[Path]:
+    """Step 4: train every row of DEMO_RUNS with each seed; returns the run folders."""
     epochs = ["train.epochs=8", "train.patience=3"] if quick else ["train.epochs=60"]
     jobs_list = [(label, s) for s in range(1, seeds + 1) for label in DEMO_RUNS]
     _say(f"4/6 vmr train: {len(DEMO_RUNS)} rows x {seeds} seed(s), {jobs} at a time "
@@ -113,8 +114,12 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | 
         todo.append((str(data), str(runs_dir / f"{label}-s{s}"), mods,
                      sets + epochs + [f"train.seed={s}", "train.threads=1"], label))
     _train_all(todo, jobs)
-    run_paths = [Path(t[1]) for t in todo]
+    return [Path(t[1]) for t in todo]
 
+
+def _evaluate_and_report(root: Path, runs_dir: Path, run_paths: list[Path]) -> None:
+    """Steps 5 and 6: evaluate each run on test, write the report with the ordering check, and
+    a gallery of the first run."""
     from vmr.evaluate.report import write_report
     from vmr.evaluate.run_eval import evaluate_run, format_eval
     from vmr.serve.gallery import format_gallery, write_gallery
@@ -138,6 +143,26 @@ def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | 
     print(format_gallery(gallery))
     print(f"\nreport: {root / 'report' / 'report.md'}\nplot:   {root / 'report' / 'report.png'}\n"
           f"training curves: {runs_dir}/*/curves.png\ngallery: {gallery['index']}")
+
+
+def run_demo(out: str, n_items: int = 1920, n_users: int = 900, n_topics: int | None = None,
+             seed: int = 0, quick: bool = False, n_styles: int | None = None, seeds: int = 3,
+             jobs: int = 2) -> None:
+    """The demo; `n_topics` / `n_styles` None: the defaults (24 topics as 4 styles, or with
+    `quick` 4 topics as 2 styles). Given ones are honoured, with `quick` too."""
+    n_topics, n_styles = _topics(quick, n_topics, n_styles)
+    if quick:
+        n_items, n_users, seeds = min(n_items, 60), min(n_users, 240), 1
+    root = Path(out)
+    params = {"items": n_items, "users": n_users, "topics": n_topics, "styles": n_styles,
+              "seed": seed, "quick": quick}
+    _stamp(root, params)
+    _generate(root, params)
+    data = root / "dataset"
+    _prepare_and_extract(root / "raw", data)
+    runs_dir = root / "runs"
+    run_paths = _train_rows(data, runs_dir, quick, seeds, jobs)
+    _evaluate_and_report(root, runs_dir, run_paths)
     sys.stdout.flush()
 
 

@@ -204,6 +204,66 @@ def _checked_ids(f, path: str) -> list[str]:
     return ids
 
 
+def _remove_stale_tmps(path: str) -> None:
+    """Temporary files left next to `path` by a killed publisher (called under the lock)."""
+    for stale in glob.glob(glob.escape(path) + ".tmp-*"):
+        with contextlib.suppress(OSError):
+            os.remove(stale)
+
+
+def _open_old(path: str, item_ids: list[str], groups: dict, replace: bool, remap: bool):
+    """The cache being replaced, checked and opened for reading, and its item ids; (None,
+    None) when there is none."""
+    import h5py
+
+    if not os.path.exists(path):
+        return None, None
+    with open_cache(path) as of:
+        old_ids = _checked_ids(of, path)
+        if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
+            check_item_ids(path, old_ids, item_ids)
+        clash = [m for m in groups if m in of]
+        if clash and not replace:
+            raise VmrError(f"cache {path} already holds {', '.join(clash)} features; "
+                           "remove the file or write to another path")
+    return h5py.File(path, "r"), old_ids
+
+
+def _build_in_memory(path: str, item_ids: list[str], groups: dict, old, old_ids):
+    """The new cache file as an in-memory HDF5 image (io.BytesIO): the groups given, the other
+    groups of `old` copied (or remapped to the new item order)."""
+    import io
+
+    import h5py
+    import numpy as np
+
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.create_dataset("item_ids", data=np.array(item_ids, dtype=object),
+                         dtype=h5py.string_dtype())
+        for m in MODALITIES:
+            if m in groups:
+                _write_group(f, path, m, item_ids, groups[m], old, old_ids)
+            elif old is not None and m in old:
+                if old_ids == item_ids:
+                    old.copy(old[m], f, name=m)
+                else:
+                    _remap_group(old[m], f, m, old_ids, item_ids)
+    return image
+
+
+def _write_synced(tmp: str, image) -> None:
+    """Write the in-memory file to `tmp` with plain file I/O, in 16 MiB pieces, and sync it."""
+    buf = image.getbuffer()
+    with open(tmp, "wb") as out:
+        for a in range(0, len(buf), 1 << 24):
+            out.write(buf[a:a + (1 << 24)])
+        out.flush()
+        os.fsync(out.fileno())
+    del buf
+
+
 def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
             replace: bool = True, remap: bool = False) -> None:
     """Write a new version of the cache at `path` with each modality in `groups` set to its data.
@@ -217,11 +277,6 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
     publish lock (vmr.cache.lock): at every moment `path` is either the old complete file or the
     new complete file. Any failure (a full disk, Ctrl-C) removes the temporary file and leaves
     the old cache as it was."""
-    import io
-
-    import h5py
-    import numpy as np
-
     path = os.path.realpath(path)    # a link to the cache: the file it names is replaced
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -230,41 +285,11 @@ def publish(path: str, item_ids: list[str], groups: dict[str, ModalityData],
     tmp = f"{path}.tmp-{os.getpid()}"
     item_ids = list(item_ids)
     with publish_lock(path):
-        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed publisher
-            with contextlib.suppress(OSError):
-                os.remove(stale)
-        old = old_ids = None
+        _remove_stale_tmps(path)
+        old = None
         try:
-            if os.path.exists(path):
-                with open_cache(path) as of:
-                    old_ids = _checked_ids(of, path)
-                    if old_ids != item_ids and not (remap and set(old_ids) <= set(item_ids)):
-                        check_item_ids(path, old_ids, item_ids)
-                    clash = [m for m in groups if m in of]
-                    if clash and not replace:
-                        raise VmrError(f"cache {path} already holds {', '.join(clash)} features; "
-                                       "remove the file or write to another path")
-                old = h5py.File(path, "r")
-            image = io.BytesIO()
-            with h5py.File(image, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.create_dataset("item_ids", data=np.array(item_ids, dtype=object),
-                                 dtype=h5py.string_dtype())
-                for m in MODALITIES:
-                    if m in groups:
-                        _write_group(f, path, m, item_ids, groups[m], old, old_ids)
-                    elif old is not None and m in old:
-                        if old_ids == item_ids:
-                            old.copy(old[m], f, name=m)
-                        else:
-                            _remap_group(old[m], f, m, old_ids, item_ids)
-            buf = image.getbuffer()
-            with open(tmp, "wb") as out:
-                for a in range(0, len(buf), 1 << 24):
-                    out.write(buf[a:a + (1 << 24)])
-                out.flush()
-                os.fsync(out.fileno())
-            del buf
+            old, old_ids = _open_old(path, item_ids, groups, replace, remap)
+            _write_synced(tmp, _build_in_memory(path, item_ids, groups, old, old_ids))
             os.replace(tmp, path)
             _fsync_path(os.path.dirname(path), directory=True)
         except BaseException as e:

@@ -135,6 +135,32 @@ def join_text(fields: list) -> str | None:
     return out
 
 
+def _check_unique_ids(df, src, id_col: str, rows) -> None:
+    """Item ids must be valid and appear once (one line naming both rows of a duplicate)."""
+    from vmr.data import tables
+
+    tables.check_ids(df[id_col], src, id_col, "item", rows)
+    dup = (~df[id_col].is_first_distinct()).arg_true()
+    if len(dup):
+        j = int(dup[0])
+        item = df[id_col][j]
+        first = int((df[id_col] == item).arg_true()[0])
+        raise VmrError(f"{src.name}: {src.where(int(rows[j]))}: duplicate item id "
+                       f"{tables.quoted(item)} (first on {src.where(int(rows[first]))})")
+
+
+def _item_columns(opts, id_col: str, text_cols: list[str]) -> dict[str, str]:
+    """The item table's columns that must exist, each with the flag that named it."""
+    wanted = {id_col: "--items-id-col"}
+    for c in text_cols:
+        wanted[c] = "--text-columns"
+    if opts.image_column:
+        wanted[opts.image_column] = "--image-column"
+    if opts.video_column:
+        wanted[opts.video_column] = "--video-column"
+    return wanted
+
+
 def read_item_table(opts, rep: Report, log_item_col: str | None):
     """The item table as a DataFrame (item, text, title, image, video, src) plus its Source.
 
@@ -143,7 +169,7 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
     root (vmr.data.media)."""
     import polars as pl
 
-    from vmr.data import tables, media
+    from vmr.data import media, tables
     from vmr.data.columns import find, preset_text_columns, resolve
 
     what = "items table"
@@ -162,23 +188,9 @@ def read_item_table(opts, rep: Report, log_item_col: str | None):
 
     df, src = tables.read_table(opts.items, "items", pick)
     id_col = rep.columns["items_id"][0]
-    wanted = {id_col: "--items-id-col"}
-    for c in text_cols:
-        wanted[c] = "--text-columns"
-    if opts.image_column:
-        wanted[opts.image_column] = "--image-column"
-    if opts.video_column:
-        wanted[opts.video_column] = "--video-column"
-    tables.require_columns(df, src, wanted, what)
+    tables.require_columns(df, src, _item_columns(opts, id_col, text_cols), what)
     rows = df[tables.ROW].to_numpy()
-    tables.check_ids(df[id_col], src, id_col, "item", rows)
-    dup = (~df[id_col].is_first_distinct()).arg_true()
-    if len(dup):
-        j = int(dup[0])
-        item = df[id_col][j]
-        first = int((df[id_col] == item).arg_true()[0])
-        raise VmrError(f"{src.name}: {src.where(int(rows[j]))}: duplicate item id "
-                       f"{tables.quoted(item)} (first on {src.where(int(rows[first]))})")
+    _check_unique_ids(df, src, id_col, rows)
     n = df.height
     if not text_cols:
         rep.warn(f"no --text-columns given: items from {src.name} get no text")

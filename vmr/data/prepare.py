@@ -102,71 +102,74 @@ def _make_out_dir(path: str) -> Path:
     return out.resolve()
 
 
-# -------------------------------------------------------------------------------------- main
-def prepare_dataset(opts: PrepareOptions) -> str:
-    """Run `vmr prepare`; returns a human-readable multi-line summary."""
-    import numpy as np
-    import polars as pl
-
-    from vmr._version import __version__
-    from vmr.data import tables
-    from vmr.data.kcore import kcore_mask
-
+def _check_options(opts: PrepareOptions) -> None:
+    """Refuse option values that cannot work, before any input is read."""
     if opts.kcore < 1:
         raise VmrError(f"--kcore must be at least 1, got {opts.kcore}")
     if not 0 <= opts.new_items < 1:
         raise VmrError(f"--new-items must be a fraction in [0, 1), got {opts.new_items:g}")
     if opts.media_root is not None and not opts.items:
         raise VmrError("--media-root applies to the media paths of --items; no --items given")
-    rep = Report()
-    log, log_src = load_interactions(opts, rep)
-    log_item_col = rep.columns["item"][0] if "item" in rep.columns else None
-    items_tab, items_src = (read_item_table(opts, rep, log_item_col) if opts.items else (None, None))
-    out = _make_out_dir(opts.out)
-    n_raw = log.height
 
-    # items named by the log but absent from the item table
-    if items_tab is not None:
-        unknown = ~log["item"].is_in(items_tab["item"].implode())
-        n_unknown = int(unknown.sum())
-        if n_unknown:
-            first = int(unknown.arg_true()[0])
-            n_items_unknown = log.filter(unknown)["item"].n_unique()
-            if not opts.drop_unknown:
-                raise VmrError(
-                    f"{log_src.name}: {log_src.where(int(log['src'][first]))}: item "
-                    f"'{log['item'][first]}' is not in the items table {items_src.name} "
-                    f"({tables.counted(n_unknown, 'interaction')} name "
-                    f"{tables.counted(n_items_unknown, 'unknown item')}; "
-                    f"--drop-unknown drops them)")
-            log = log.filter(~unknown)
-            rep.warn(f"dropped {tables.counted(n_unknown, 'interaction')} naming "
-                     f"{tables.counted(n_items_unknown, 'item')} absent from {items_src.name} "
-                     f"(--drop-unknown)")
-            if log.height == 0:
-                raise VmrError(f"{log_src.name}: no interaction names an item of "
-                               f"{items_src.name}")
-        rep.dropped["unknown_item_interactions"] = n_unknown
 
-    # k-core on integer codes (users and items by first appearance in the log)
+def _drop_unknown_items(log, log_src, items_tab, items_src, drop: bool, rep: Report):
+    """The log without items absent from the item table: an error, or dropped with --drop-unknown."""
+    from vmr.data import tables
+
+    unknown = ~log["item"].is_in(items_tab["item"].implode())
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        first = int(unknown.arg_true()[0])
+        n_items_unknown = log.filter(unknown)["item"].n_unique()
+        if not drop:
+            raise VmrError(
+                f"{log_src.name}: {log_src.where(int(log['src'][first]))}: item "
+                f"'{log['item'][first]}' is not in the items table {items_src.name} "
+                f"({tables.counted(n_unknown, 'interaction')} name "
+                f"{tables.counted(n_items_unknown, 'unknown item')}; "
+                f"--drop-unknown drops them)")
+        log = log.filter(~unknown)
+        rep.warn(f"dropped {tables.counted(n_unknown, 'interaction')} naming "
+                 f"{tables.counted(n_items_unknown, 'item')} absent from {items_src.name} "
+                 f"(--drop-unknown)")
+        if log.height == 0:
+            raise VmrError(f"{log_src.name}: no interaction names an item of "
+                           f"{items_src.name}")
+    rep.dropped["unknown_item_interactions"] = n_unknown
+    return log
+
+
+def _kcore_filter(log, log_src, kcore: int, rep: Report):
+    """k-core on integer codes (users and items by first appearance in the log): the kept log,
+    its user and item codes, and every user and item of the log before filtering."""
+    import numpy as np
+    import polars as pl
+
+    from vmr.data.kcore import kcore_mask
+
     u_codes, users_all = appearance_codes(log["user"].to_list())
     i_codes, items_all = appearance_codes(log["item"].to_list())
     u_codes = np.asarray(u_codes, dtype=np.int64)
     i_codes = np.asarray(i_codes, dtype=np.int64)
-    keep = kcore_mask(u_codes, i_codes, opts.kcore)
+    keep = kcore_mask(u_codes, i_codes, kcore)
     n_before = len(keep)
     log = log.filter(pl.Series(keep))
     u_codes, i_codes = u_codes[keep], i_codes[keep]
     if log.height == 0:
-        raise VmrError(f"{log_src.name}: no interactions left after --kcore {opts.kcore} "
+        raise VmrError(f"{log_src.name}: no interactions left after --kcore {kcore} "
                        f"(from {n_before}); lower --kcore")
-    n_users_kept = len(np.unique(u_codes))
-    n_items_kept = len(np.unique(i_codes))
     rep.dropped["kcore_interactions"] = n_before - log.height
-    rep.dropped["kcore_users"] = len(users_all) - n_users_kept
-    rep.dropped["kcore_items"] = len(items_all) - n_items_kept
+    rep.dropped["kcore_users"] = len(users_all) - len(np.unique(u_codes))
+    rep.dropped["kcore_items"] = len(items_all) - len(np.unique(i_codes))
+    return log, u_codes, i_codes, users_all, items_all
 
-    # group by user (first appearance), stable sort by time within each user
+
+def _split_by_user(log, u_codes, opts: PrepareOptions):
+    """Group by user (first appearance), stable sort by time within each user, label each row's
+    split: the interactions table, the labels and the new items (strict new-item protocol)."""
+    import numpy as np
+    import polars as pl
+
     time = log["time"].to_numpy()
     order = np.argsort(time, kind="stable")
     order = order[np.argsort(u_codes[order], kind="stable")]
@@ -179,21 +182,32 @@ def prepare_dataset(opts: PrepareOptions) -> str:
         "user": log["user"], "item": log["item"], "time": log["time"],
         "split": pl.Series(labels.tolist(), dtype=pl.String),
     })
+    return interactions, labels, new_ids
 
-    # items: table order (kept items only) or first appearance in the log
+
+def _items_frame(items_tab, items_all: list[str], i_codes, rep: Report):
+    """The kept items: in table order (with their columns), or by first appearance in the log."""
+    import numpy as np
+    import polars as pl
+
     kept_items = set(np.asarray(items_all, dtype=object)[np.unique(i_codes)].tolist())
     if items_tab is not None:
         in_log = items_tab["item"].is_in(pl.Series(items_all, dtype=pl.String).implode())
         rep.dropped["items_not_in_interactions"] = int((~in_log).sum())
         items = items_tab.filter(pl.col("item").is_in(pl.Series(sorted(kept_items),
                                                                 dtype=pl.String).implode()))
-        items = items.drop("src")
-    else:
-        ordered = [it for it in items_all if it in kept_items]
-        items = pl.DataFrame({"item": ordered}, schema={"item": pl.String}).with_columns(
-            pl.lit(None, dtype=pl.String).alias(c) for c in ("text", "title", "image", "video"))
+        return items.drop("src")
+    ordered = [it for it in items_all if it in kept_items]
+    return pl.DataFrame({"item": ordered}, schema={"item": pl.String}).with_columns(
+        pl.lit(None, dtype=pl.String).alias(c) for c in ("text", "title", "image", "video"))
 
-    # media files that do not exist become missing modalities (warned and counted)
+
+def _drop_missing_media(items, opts: PrepareOptions, items_src, rep: Report):
+    """Media files that do not exist become missing modalities (warned and counted)."""
+    import polars as pl
+
+    from vmr.data import tables
+
     for key, col in (("image", opts.image_column), ("video", opts.video_column)):
         paths = items[key].to_list()
         missing = [k for k, p in enumerate(paths) if p is not None and not os.path.isfile(p)]
@@ -206,18 +220,20 @@ def prepare_dataset(opts: PrepareOptions) -> str:
             for k in missing:
                 paths[k] = None
             items = items.with_columns(pl.Series(key, paths, dtype=pl.String))
+    return items
 
-    n_users, n_items, n_inter = n_users_kept, items.height, interactions.height
-    short = int(np.sum(np.bincount(u_codes)[np.unique(u_codes)] < 3))
-    if short:
-        rep.warn(f"{tables.counted(short, 'user')} with fewer than 3 interactions (no validation "
-                 f"target)")
+
+def _metadata(opts: PrepareOptions, out: Path, rep: Report, sources, counts: dict, items,
+              labels, new_ids: list[str], raw: dict) -> dict:
+    """dataset.json's content: counts, splits, inputs and their hashes, options, what was
+    dropped and why (docs/DATA.md)."""
+    from vmr._version import __version__
+
+    log_src, items_src = sources
     coverage = {m: int(items[m].is_not_null().sum()) for m in ("text", "image", "video")}
     split_counts = {s: int((labels == s).sum()) for s in ("train", "valid", "test")}
     if new_ids:
         split_counts["excluded"] = int((labels == "excluded").sum())
-        new_ids = [it for it in items["item"].to_list() if it in set(new_ids)]  # catalogue order
-
     inputs = {"interactions": {"path": str(log_src.path), "sha256": sha256_file(log_src.path),
                                "bytes": log_src.path.stat().st_size}}
     if items_src is not None:
@@ -231,17 +247,47 @@ def prepare_dataset(opts: PrepareOptions) -> str:
     columns = {role: col for role, (col, _) in rep.columns.items()}
     columns["detected"] = [role for role, (_, how) in rep.columns.items() if how != "given"]
     meta = {
-        "format": 1, "users": n_users, "items": n_items, "interactions": n_inter,
-        "splits": split_counts, "options": options,
+        "format": 1, **counts, "splits": split_counts, "options": options,
         "inputs_sha256": sha256_text(combined), "inputs": inputs, "coverage": coverage,
-        "columns": columns, "media_root": rep.media_root,
-        "dropped": rep.dropped, "raw": {"interactions": n_raw, "users": len(users_all),
-                                        "items": len(items_all)},
+        "columns": columns, "media_root": rep.media_root, "dropped": rep.dropped, "raw": raw,
         "warnings": rep.warnings, "vmr_version": __version__,
     }
     if new_ids:
         meta["new_items"] = {"fraction": opts.new_items, "seed": opts.new_items_seed,
                              "count": len(new_ids), "items": new_ids}
+    return meta
+
+
+# -------------------------------------------------------------------------------------- main
+def prepare_dataset(opts: PrepareOptions) -> str:
+    """Run `vmr prepare`; returns a human-readable multi-line summary."""
+    import numpy as np
+
+    from vmr.data import tables
+
+    _check_options(opts)
+    rep = Report()
+    log, log_src = load_interactions(opts, rep)
+    log_item_col = rep.columns["item"][0] if "item" in rep.columns else None
+    items_tab, items_src = (read_item_table(opts, rep, log_item_col) if opts.items else (None, None))
+    out = _make_out_dir(opts.out)
+    n_raw = log.height
+    if items_tab is not None:
+        log = _drop_unknown_items(log, log_src, items_tab, items_src, opts.drop_unknown, rep)
+    log, u_codes, i_codes, users_all, items_all = _kcore_filter(log, log_src, opts.kcore, rep)
+    interactions, labels, new_ids = _split_by_user(log, u_codes, opts)
+    items = _items_frame(items_tab, items_all, i_codes, rep)
+    items = _drop_missing_media(items, opts, items_src, rep)
+    short = int(np.sum(np.bincount(u_codes)[np.unique(u_codes)] < 3))
+    if short:
+        rep.warn(f"{tables.counted(short, 'user')} with fewer than 3 interactions (no validation "
+                 f"target)")
+    if new_ids:
+        new_ids = [it for it in items["item"].to_list() if it in set(new_ids)]  # catalogue order
+    counts = {"users": len(np.unique(u_codes)), "items": items.height,
+              "interactions": interactions.height}
+    raw = {"interactions": n_raw, "users": len(users_all), "items": len(items_all)}
+    meta = _metadata(opts, out, rep, (log_src, items_src), counts, items, labels, new_ids, raw)
     _warn_stale_cache(out, items, rep)
     _write_atomic(out, interactions, items, meta)
     rep.print_warnings()

@@ -223,21 +223,9 @@ def styles_fit(n_topics: int, n_styles: int) -> bool:
                              and n_topics // n_styles >= 2)
 
 
-def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1200,
-                       n_topics: int = 8, seed: int = 0, video_seconds: float = 3.0,
-                       video_fps: int = 8, size: int = 64, missing_rate: float = 0.1,
-                       progress: bool = True, n_styles: int = 0) -> dict[str, str]:
-    """Write the synthetic catalogue under `out_dir/raw/`; returns the paths written
-    (`root`, `interactions`, `items`, `media`, `truth`). Same seed -> same files.
-
-    n_styles = 0: every topic has its own look and its own words, so any one modality reveals
-    the topic. n_styles = S > 0 (n_topics a multiple of S): topic t = (style t % S, theme t // S);
-    the pictures (video, cover) show only the style and the text only the theme, so no single
-    modality tells the topic -- and the next topic -- that the modalities give together."""
-    import cv2
-    import numpy as np
-    from tqdm import tqdm
-
+def _check_arguments(n_items: int, n_users: int, n_topics: int, n_styles: int,
+                     missing_rate: float, size: int, video_fps: int, video_seconds: float) -> None:
+    """Refuse a catalogue that cannot be made (one line naming the bad argument)."""
     if not styles_fit(n_topics, n_styles):
         raise VmrError(f"n_styles must be 0 or a divisor of n_topics = {n_topics} that leaves "
                        f">= 2 styles and >= 2 themes (got {n_styles})")
@@ -248,54 +236,75 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
         raise VmrError(f"missing_rate must be in [0, 1], got {missing_rate}")
     if size < 16 or video_fps <= 0 or video_seconds <= 0:
         raise VmrError("synthetic videos need size >= 16 and positive fps and seconds")
-    root = Path(out_dir).expanduser() / "raw"
-    media = root / "media"
-    try:
-        media.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VmrError(f"{out_dir}: cannot create {media}: {e.strerror or e}") from None
 
-    rng_items = np.random.default_rng([seed, 1])
-    rng_users = np.random.default_rng([seed, 2])
-    n_looks = n_styles or n_topics                    # pictures: one look per style
-    n_themes = n_topics // n_styles if n_styles else n_topics
-    words = topic_words(n_themes, rng_items)
-    T = transition_matrix(n_topics, rng_items)
-    topics = rng_items.permutation(np.arange(n_items) % n_topics)  # balanced, ids hide topics
+
+@dataclass
+class _Catalogue:
+    """The planted structure: topic words, topic transitions, each item's topic and id, and
+    which modality (if any) each item lacks."""
+
+    words: list[list[str]]
+    transition: object  # float array [n_topics, n_topics]
+    topics: object  # int array [n_items]
+    item_ids: list[str]
+    missing: object  # object array [n_items]: "", "video", "image" or "text"
+
+
+def _plan_catalogue(n_items: int, n_topics: int, n_themes: int, missing_rate: float,
+                    rng) -> _Catalogue:
+    """Draw the catalogue's structure from `rng` (the items' generator)."""
+    import numpy as np
+
+    words = topic_words(n_themes, rng)
+    T = transition_matrix(n_topics, rng)
+    topics = rng.permutation(np.arange(n_items) % n_topics)  # balanced, ids hide topics
     iw = max(4, len(str(n_items - 1)))
     item_ids = [f"v{k:0{iw}d}" for k in range(n_items)]
     n_missing = int(round(missing_rate * n_items))
     missing = np.full(n_items, "", dtype=object)
-    missing[rng_items.choice(n_items, size=n_missing, replace=False)] = rng_items.choice(
+    missing[rng.choice(n_items, size=n_missing, replace=False)] = rng.choice(
         ["video", "image", "text"], size=n_missing)
+    return _Catalogue(words, T, topics, item_ids, missing)
 
-    n_frames = max(1, int(round(video_seconds * video_fps)))
+
+def _write_items(root: Path, cat: _Catalogue, n_styles: int, n_looks: int, size: int,
+                 n_frames: int, video_fps: int, rng, progress: bool) -> None:
+    """Draw each item's media and text and write them with `items.csv`."""
+    import cv2
+    from tqdm import tqdm
+
     rows = []
-    for k in tqdm(range(n_items), desc="synthetic items", unit="item", disable=not progress,
-                  leave=False):
-        topic = int(topics[k])
+    for k in tqdm(range(len(cat.item_ids)), desc="synthetic items", unit="item",
+                  disable=not progress, leave=False):
+        topic = int(cat.topics[k])
         style, theme = (topic % n_styles, topic // n_styles) if n_styles else (topic, topic)
-        look = _item_look(style, n_looks, size, rng_items)
-        title, desc = _item_text(words[theme], rng_items)
-        still_t = float(rng_items.uniform(0, 1))
+        look = _item_look(style, n_looks, size, rng)
+        title, desc = _item_text(cat.words[theme], rng)
+        still_t = float(rng.uniform(0, 1))
         ext = ".jpg" if k % 4 == 3 else ".png"
         image = video = ""
-        if missing[k] != "video":
-            video = f"media/{item_ids[k]}.mp4"
+        if cat.missing[k] != "video":
+            video = f"media/{cat.item_ids[k]}.mp4"
             _write_video(root / video, look, n_frames, video_fps, size)
-        if missing[k] != "image":
-            image = f"media/{item_ids[k]}{ext}"
+        if cat.missing[k] != "image":
+            image = f"media/{cat.item_ids[k]}{ext}"
             cv2.imwrite(str(root / image), render_frame(look, still_t, size))
-        if missing[k] == "text":
+        if cat.missing[k] == "text":
             title = desc = ""
-        rows.append((item_ids[k], title, desc, image, video))
+        rows.append((cat.item_ids[k], title, desc, image, video))
     with open(root / "items.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["item_id", "title", "description", "image", "video"])
         w.writerows(rows)
 
-    # users: topic walk on T, popularity-weighted items inside a topic, no repeats
-    members = [np.flatnonzero(topics == t) for t in range(n_topics)]
+
+def _write_interactions(root: Path, cat: _Catalogue, n_users: int, rng_items, rng_users) -> None:
+    """Users: a topic walk on the transition matrix, popularity-weighted items inside a topic,
+    no repeats; written as `interactions.csv`, a global log in time order."""
+    import numpy as np
+
+    n_topics = len(cat.transition)
+    members = [np.flatnonzero(cat.topics == t) for t in range(n_topics)]
     pop = [(rng_items.permutation(len(m)) + 1.0) ** -0.7 for m in members]
     uw = max(5, len(str(n_users - 1)))
     events = []
@@ -313,24 +322,63 @@ def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1
                 p = pop[topic].copy()
             item = int(rng_users.choice(cand, p=p / p.sum()))
             seen.add(item)
-            events.append((clock, user, item_ids[item]))
+            events.append((clock, user, cat.item_ids[item]))
             clock += 1 + int(rng_users.exponential(86400))
-            topic = int(rng_users.choice(n_topics, p=T[topic]))
+            topic = int(rng_users.choice(n_topics, p=cat.transition[topic]))
     events.sort(key=lambda e: (e[0], e[1]))  # a global log in time order
     with open(root / "interactions.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["user", "item", "time"])
         w.writerows((user, item, clock) for clock, user, item in events)
 
+
+def _write_truth(root: Path, cat: _Catalogue, seed: int, n_styles: int, n_looks: int) -> None:
+    """`truth.json`: item topics, missing modalities, the transition matrix, topic words, looks."""
+    import numpy as np
+
+    ids = cat.item_ids
     truth = {
-        "seed": seed, "n_topics": n_topics, "n_styles": n_styles,
-        "item_topic": {item_ids[k]: int(topics[k]) for k in range(n_items)},
-        "missing": {item_ids[k]: str(missing[k]) for k in range(n_items) if missing[k]},
-        "transition": np.round(T, 6).tolist(), "topic_words": words,
+        "seed": seed, "n_topics": len(cat.transition), "n_styles": n_styles,
+        "item_topic": {ids[k]: int(cat.topics[k]) for k in range(len(ids))},
+        "missing": {ids[k]: str(cat.missing[k]) for k in range(len(ids)) if cat.missing[k]},
+        "transition": np.round(cat.transition, 6).tolist(), "topic_words": cat.words,
         "shapes": [SHAPES[t % len(SHAPES)] for t in range(n_looks)],
         "motions": [MOTIONS[(3 * t + t // len(MOTIONS)) % len(MOTIONS)] for t in range(n_looks)],
     }
     (root / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+
+
+def generate_catalogue(out_dir: str | Path, n_items: int = 240, n_users: int = 1200,
+                       n_topics: int = 8, seed: int = 0, video_seconds: float = 3.0,
+                       video_fps: int = 8, size: int = 64, missing_rate: float = 0.1,
+                       progress: bool = True, n_styles: int = 0) -> dict[str, str]:
+    """Write the synthetic catalogue under `out_dir/raw/`; returns the paths written
+    (`root`, `interactions`, `items`, `media`, `truth`). Same seed -> same files.
+
+    n_styles = 0: every topic has its own look and its own words, so any one modality reveals
+    the topic. n_styles = S > 0 (n_topics a multiple of S): topic t = (style t % S, theme t // S);
+    the pictures (video, cover) show only the style and the text only the theme, so no single
+    modality tells the topic -- and the next topic -- that the modalities give together."""
+    import numpy as np
+
+    _check_arguments(n_items, n_users, n_topics, n_styles, missing_rate, size, video_fps,
+                     video_seconds)
+    root = Path(out_dir).expanduser() / "raw"
+    media = root / "media"
+    try:
+        media.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VmrError(f"{out_dir}: cannot create {media}: {e.strerror or e}") from None
+
+    rng_items = np.random.default_rng([seed, 1])
+    rng_users = np.random.default_rng([seed, 2])
+    n_looks = n_styles or n_topics                    # pictures: one look per style
+    n_themes = n_topics // n_styles if n_styles else n_topics
+    cat = _plan_catalogue(n_items, n_topics, n_themes, missing_rate, rng_items)
+    n_frames = max(1, int(round(video_seconds * video_fps)))
+    _write_items(root, cat, n_styles, n_looks, size, n_frames, video_fps, rng_items, progress)
+    _write_interactions(root, cat, n_users, rng_items, rng_users)
+    _write_truth(root, cat, seed, n_styles, n_looks)
     return {"root": str(root), "interactions": str(root / "interactions.csv"),
             "items": str(root / "items.csv"), "media": str(media),
             "truth": str(root / "truth.json")}

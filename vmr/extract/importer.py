@@ -106,15 +106,12 @@ def import_features(data: str, modality: str, features: str, ids: str, dim: int 
                               overwrite)
 
 
-def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtype, overwrite):
-    import numpy as np
-
+def _check_cache(cache: str, item_ids: list[str], modality: str, overwrite: bool) -> bool:
+    """An existing cache must be this dataset's (or made before the catalogue grew: then True,
+    carried over by store.publish) and, without --overwrite, lack the modality."""
     from vmr.cache import read as cache_read
-    from vmr.cache import store
-    from vmr.extract.encoders import file_sha256
 
-    d = int(arr.shape[1])
-    remap = False  # a cache made before the catalogue grew is carried over (store.publish)
+    remap = False
     if os.path.exists(cache):
         cache_ids = cache_read.read_item_ids(cache)
         remap = cache_ids != item_ids and set(cache_ids) <= set(item_ids)
@@ -123,16 +120,19 @@ def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtyp
         if cache_read.modality_attrs(cache, modality) is not None and not overwrite:
             raise VmrError(f"{cache} already holds {modality} features; pass --overwrite to "
                            "replace them")
+    return remap
 
-    where = {i: k for k, i in enumerate(file_ids)}
-    src = np.array([where.get(i, -1) for i in item_ids], dtype=np.int64)
-    known = set(item_ids)
-    unknown = [i for i in file_ids if i not in known]
+
+def _usable_rows(arr, src, item_ids: list[str], features: str, dtype: str):
+    """Pass 1 over the file: which items get a row (present), and the failures of rows with
+    non-finite values; a value beyond float16's range with --dtype float16 is an error."""
+    import numpy as np
+
     n = len(item_ids)
     present = src >= 0
     failures = []
     limit = 65504.0 if dtype == "float16" else np.inf
-    for a in range(0, n, CHUNK):  # pass 1: which rows are usable
+    for a in range(0, n, CHUNK):
         rows = np.flatnonzero(present[a:a + CHUNK]) + a
         if not len(rows):
             continue
@@ -146,14 +146,38 @@ def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtyp
             r = rows[finite][int(np.argmax(np.abs(block[finite]).max(axis=1)))]
             raise VmrError(f"{features}: row {src[r] + 1} (item {item_ids[r]!r}) exceeds the "
                            "float16 range; pass --dtype float32")
+    return present, failures
 
-    def write_features(ds) -> None:  # pass 2: copy, in dataset order, chunk by chunk
-        for a in range(0, n, CHUNK):
+
+def _row_copier(arr, src, present, dtype: str):
+    """A `write_features` for pass 2: copy the usable rows, in dataset order, chunk by chunk."""
+    import numpy as np
+
+    def write_features(ds) -> None:
+        for a in range(0, len(present), CHUNK):
             rows = np.flatnonzero(present[a:a + CHUNK]) + a
             if not len(rows):
                 continue
             ds[rows.tolist()] = _gather(arr, src[rows], np.float32).astype(dtype)
 
+    return write_features
+
+
+def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtype, overwrite):
+    """The import under the cache's lock: check, map rows to items, publish, summarize."""
+    import numpy as np
+
+    from vmr.cache import store
+    from vmr.extract.encoders import file_sha256
+
+    d = int(arr.shape[1])
+    remap = _check_cache(cache, item_ids, modality, overwrite)
+    where = {i: k for k, i in enumerate(file_ids)}
+    src = np.array([where.get(i, -1) for i in item_ids], dtype=np.int64)
+    known = set(item_ids)
+    unknown = [i for i in file_ids if i not in known]
+    n = len(item_ids)
+    present, failures = _usable_rows(arr, src, item_ids, features, dtype)
     digest = file_sha256(features)
     # no source content to fingerprint: the vector's origin, marked so freshness checks skip it
     fps = [f"import:sha256:{digest}:row:{k + 1}" if k >= 0 else "import:absent"
@@ -162,9 +186,10 @@ def _import_locked(item_ids, modality, features, ids, file_ids, arr, cache, dtyp
              "weights": "sha256:" + digest, "dim": d, "dtype": dtype,
              "fps": 0.0, "max_frames": 0, "pooling": "unknown", "batch_size": 0,
              **store.base_attrs()}
+    copy = _row_copier(arr, src, present, dtype)
     group = store.ModalityData(attrs=attrs, present=present, done=np.ones(n, bool),
-                               failures=failures, write_features=write_features, dtype=dtype,
-                               dim=d, fingerprints=fps)
+                               failures=failures, write_features=copy, dtype=dtype, dim=d,
+                               fingerprints=fps)
     store.publish(cache, item_ids, {modality: group}, replace=True, remap=remap)
     absent = int((src < 0).sum())
     lines = [f"{modality}: imported {int(present.sum()):,} of {n:,} items ({d}-d, {dtype}) from "

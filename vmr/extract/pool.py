@@ -124,6 +124,7 @@ class DecodePool:
         self.quiet = quiet
         self._ctx = None
         self._workers: list[_Worker] = []
+        self._failed_starts = 0  # workers that died before they were ready, in this run
         if workers > 0:
             import multiprocessing as mp
 
@@ -207,6 +208,8 @@ class DecodePool:
 
     def _dispatch(self, tasks: Iterator, out: queue.Queue, stop: threading.Event,
                   budget: "_Budget") -> None:
+        """The dispatcher thread: feed idle workers, hand results to `out`, replace workers that
+        die or run past the timeout; ends with _DONE (or (_DONE, exception))."""
         from multiprocessing.connection import wait
 
         def emit(item) -> bool:
@@ -219,26 +222,11 @@ class DecodePool:
 
         try:
             exhausted = False
-            failed_starts = 0
+            self._failed_starts = 0
             while not stop.is_set():
                 throttled = False
-                for w in self._workers:  # feed idle workers while the budget allows
-                    if exhausted:
-                        break
-                    if w.ready and not w.busy:
-                        if not budget.room(sum(x.busy for x in self._workers)):
-                            throttled = True
-                            break
-                        nxt = next(tasks, None)
-                        if nxt is None:
-                            exhausted = True
-                            break
-                        w.key, task = nxt
-                        w.busy, w.started = True, time.monotonic()
-                        try:
-                            w.conn.send(task)
-                        except (BrokenPipeError, OSError):
-                            pass  # dead worker: noticed below as EOF
+                if not exhausted:
+                    exhausted, throttled = self._feed(tasks, budget)
                 busy = [w for w in self._workers if w.busy]
                 if exhausted and not busy:
                     break
@@ -248,37 +236,63 @@ class DecodePool:
                     first = min(w.started for w in busy)
                     wait_s = min(wait_s, max(0.0, first + self.timeout - now))
                 ready = set(wait([w.conn for w in self._workers], timeout=wait_s))
-                for i, w in enumerate(list(self._workers)):
-                    if w.conn in ready:
-                        try:
-                            kind, payload = w.conn.recv()
-                        except (EOFError, OSError):
-                            self._kill(w)
-                            code = w.proc.exitcode
-                            if not w.ready:
-                                failed_starts += 1
-                                if failed_starts >= 3:
-                                    raise VmrError("decode worker processes die while starting "
-                                                   f"(exit code {code}); try --workers 0")
-                            self._workers[i] = self._start()
-                            if w.busy and not emit((w.key, False,
-                                                    f"decoder process died (exit code {code})")):
-                                return
-                            continue
-                        if kind == "ready":
-                            w.ready = True
-                            continue
-                        key, w.key, w.busy = w.key, None, False
-                        if not emit((key, kind == "ok", payload)):
-                            return
-                    elif w.busy and time.monotonic() - w.started > self.timeout:
-                        self._kill(w)
-                        self._workers[i] = self._start()
-                        if not emit((w.key, False, f"timed out after {self.timeout:g} s")):
-                            return
+                if not self._collect(ready, emit):
+                    return
             emit(_DONE)
         except BaseException as e:  # a bug here must not hang the consumer
             emit((_DONE, e))
+
+    def _feed(self, tasks: Iterator, budget: "_Budget") -> tuple[bool, bool]:
+        """Send the next tasks to idle workers while the budget allows: (tasks exhausted,
+        throttled by the budget)."""
+        for w in self._workers:
+            if w.ready and not w.busy:
+                if not budget.room(sum(x.busy for x in self._workers)):
+                    return False, True
+                nxt = next(tasks, None)
+                if nxt is None:
+                    return True, False
+                w.key, task = nxt
+                w.busy, w.started = True, time.monotonic()
+                try:
+                    w.conn.send(task)
+                except (BrokenPipeError, OSError):
+                    pass  # dead worker: noticed below as EOF
+        return False, False
+
+    def _collect(self, ready: set, emit) -> bool:
+        """Handle each worker's message, or its timeout; False once the consumer has stopped."""
+        for i, w in enumerate(list(self._workers)):
+            if w.conn in ready:
+                if not self._receive(i, w, emit):
+                    return False
+            elif w.busy and time.monotonic() - w.started > self.timeout:
+                self._kill(w)
+                self._workers[i] = self._start()
+                if not emit((w.key, False, f"timed out after {self.timeout:g} s")):
+                    return False
+        return True
+
+    def _receive(self, i: int, w: _Worker, emit) -> bool:
+        """One message of worker i (ready, a result, or its death); False once the consumer has
+        stopped."""
+        try:
+            kind, payload = w.conn.recv()
+        except (EOFError, OSError):
+            self._kill(w)
+            code = w.proc.exitcode
+            if not w.ready:
+                self._failed_starts += 1
+                if self._failed_starts >= 3:
+                    raise VmrError("decode worker processes die while starting "
+                                   f"(exit code {code}); try --workers 0")
+            self._workers[i] = self._start()
+            return not w.busy or emit((w.key, False, f"decoder process died (exit code {code})"))
+        if kind == "ready":
+            w.ready = True
+            return True
+        key, w.key, w.busy = w.key, None, False
+        return emit((key, kind == "ok", payload))
 
 
 def default_decode_threads(workers: int) -> int:

@@ -1,8 +1,9 @@
 """`vmr extract`: encode every item's video, image or text into the HDF5 cache.
 
 Flow: check the cache and any interrupted run (progress.py) -> start decode workers (pool.py)
-while the encoder loads -> encode in batches, committing each batch to a progress part ->
-assemble the parts into a new cache file and swap it in atomically (vmr.cache.store.publish).
+while the encoder loads -> encode in batches (local_engine.py, or ray_engine.py), committing
+each batch to a progress part -> assemble the parts into a new cache file and swap it in
+atomically (vmr.cache.store.publish).
 
 Batches are deterministic, so an interrupted and resumed run (or a sharded one) gives the same
 vectors as an uninterrupted run: text batches are fixed groups of items (shard.text_units);
@@ -12,7 +13,6 @@ frame's features do not depend on what else is in a batch of fixed shape.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import time
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 from vmr.cache.read import resolve_cache
 from vmr.errors import VmrError
-from vmr.extract.background import prefetch as _prefetch
 from vmr.extract.background import stop_on_sigterm as _stop_on_sigterm
-from vmr.extract.finite import check_finite as _check_finite
 
 
 @dataclass
@@ -142,23 +140,71 @@ def run_extract(opts: ExtractOptions) -> str:
         return _run_locked(opts, items, ident, target, shard)
 
 
-def _run_locked(opts, items, ident, target, shard) -> str:
-    from vmr.cache import read as cache_read
-    from vmr.cache import store
+def _my_units(opts: ExtractOptions, items, shard) -> tuple[list[list[int]], str]:
+    """This run's units of work (fixed text batches, or single items) and their kind."""
     from vmr.extract import shard as sharding
-    from vmr.extract.incremental import make_plan, publish_run
-    from vmr.extract.items import ids_digest
-    from vmr.extract.progress import Progress
 
-    ids = items.ids
-    settings = _settings(ident, opts)
     if opts.modality == "text":
         units = sharding.text_units(items.text, opts.batch_size)
         unit_kind = f"text-batch-{opts.batch_size}"
     else:
-        units = [[r] for r in range(len(ids))]
+        units = [[r] for r in range(len(items.ids))]
         unit_kind = "item"
-    mine = sharding.take(units, shard)
+    return sharding.take(units, shard), unit_kind
+
+
+def _open_progress(opts: ExtractOptions, target: str, items, plan, mine, info: dict):
+    """The progress directory (resumed when it matches `info`) and the units with work left."""
+    from vmr.extract.progress import Progress
+
+    ids = items.ids
+    progress = Progress(f"{target}.partial-{opts.modality}")
+    progress.open(info, overwrite=opts.overwrite)
+    progress.fingerprints = {ids[r]: fp for r, fp in plan.fps.items()}
+    done_ids, _, _ = progress.done()
+    # a unit with work left is encoded whole, except rows kept from the cache (a grown
+    # catalogue, unchanged content): a fresh or resumed run encodes the same batches as before
+    todo = [[r for r in u if not plan.kept[r]] for u in mine
+            if any(not plan.kept[r] and ids[r] not in done_ids for r in u)]
+    return progress, todo
+
+
+def _encode_or_save(opts, items, ident, todo, progress, scope, stats):
+    """Encode `todo` (the encoder, or None when there was nothing to encode); on Ctrl-C or
+    SIGTERM, say how much is saved for a resume."""
+    with _stop_on_sigterm():
+        try:
+            return _encode(opts, items, ident, todo, progress, scope, stats) if todo else None
+        except KeyboardInterrupt:
+            saved = len(progress.done()[0])
+            print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
+                  f"{progress.path}; rerun the same command to resume", file=sys.stderr)
+            raise
+
+
+def _feature_dim(encoder, progress, plan, ident, opts: ExtractOptions) -> int:
+    """The features' width: the encoder's, else the saved parts', else the cache's, else the
+    model's (resumed after every remaining item had failed)."""
+    dim = encoder.dim if encoder is not None else _dim_from_parts(progress)
+    if dim is None and plan.old_attrs is not None:
+        dim = int(plan.old_attrs["dim"])
+    if dim is None:  # resumed after every remaining item had failed: ask the model
+        from vmr.extract.encoders import load_encoder, resolve_device
+
+        dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
+    return dim
+
+
+def _run_locked(opts, items, ident, target, shard) -> str:
+    """The extraction under the cache's lock: plan, encode what is left, publish, summarize."""
+    from vmr.cache import read as cache_read
+    from vmr.cache import store
+    from vmr.extract.incremental import make_plan, publish_run
+    from vmr.extract.items import ids_digest
+    from vmr.extract.progress import Progress
+
+    settings = _settings(ident, opts)
+    mine, unit_kind = _my_units(opts, items, shard)
     scope = sorted(r for u in mine for r in u)
     shard_spec = f"{shard[0]}/{shard[1]}" if shard else ""
 
@@ -169,36 +215,13 @@ def _run_locked(opts, items, ident, target, shard) -> str:
     for note in plan.notes:
         print(f"{opts.modality}: {note}", file=sys.stderr)
 
-    progress = Progress(f"{target}.partial-{opts.modality}")
-    progress.open({**settings, "modality": opts.modality, "items_sha256": ids_digest(ids),
-                   "shard": shard_spec, "shard_unit": unit_kind,
-                   "batch_size": opts.batch_size}, overwrite=opts.overwrite)
-    progress.fingerprints = {ids[r]: fp for r, fp in plan.fps.items()}
-    done_ids, _, _ = progress.done()
-    # a unit with work left is encoded whole, except rows kept from the cache (a grown
-    # catalogue, unchanged content): a fresh or resumed run encodes the same batches as before
-    todo = [[r for r in u if not plan.kept[r]] for u in mine
-            if any(not plan.kept[r] and ids[r] not in done_ids for r in u)]
-
+    progress, todo = _open_progress(opts, target, items, plan, mine, {
+        **settings, "modality": opts.modality, "items_sha256": ids_digest(items.ids),
+        "shard": shard_spec, "shard_unit": unit_kind, "batch_size": opts.batch_size})
     stats = _Stats()
     t0 = time.monotonic()
-    encoder = None
-    with _stop_on_sigterm():
-        try:
-            if todo:
-                encoder = _encode(opts, items, ident, todo, progress, scope, stats)
-        except KeyboardInterrupt:
-            saved = len(progress.done()[0])
-            print(f"\ninterrupted: {saved:,} of {len(scope):,} items are saved in "
-                  f"{progress.path}; rerun the same command to resume", file=sys.stderr)
-            raise
-    dim = encoder.dim if encoder is not None else _dim_from_parts(progress)
-    if dim is None and plan.old_attrs is not None:
-        dim = int(plan.old_attrs["dim"])
-    if dim is None:  # resumed after every remaining item had failed: ask the model
-        from vmr.extract.encoders import load_encoder, resolve_device
-
-        dim = load_encoder(ident, opts.pooling, resolve_device(opts.device)).dim
+    encoder = _encode_or_save(opts, items, ident, todo, progress, scope, stats)
+    dim = _feature_dim(encoder, progress, plan, ident, opts)
     attrs = {**settings, "dim": dim, "batch_size": opts.batch_size, "engine": opts.engine,
              **store.base_attrs()}
     if shard:
@@ -219,9 +242,10 @@ def _encode(opts, items, ident, todo, progress, scope, stats):
     extraction."""
     import contextlib
 
-    run = _extract
     if opts.engine == "ray":
         from vmr.extract.ray_engine import extract_on_ray as run
+    else:
+        from vmr.extract.local_engine import extract_locally as run
     try:
         return run(opts, items, ident, todo, progress, len(scope),
                    len(scope) - sum(len(u) for u in todo), stats)
@@ -232,179 +256,12 @@ def _encode(opts, items, ident, todo, progress, scope, stats):
         raise
 
 
-def _extract(opts, items, ident, todo, progress, total, initial, stats):
-    """Load the encoder, run the loop; returns the encoder."""
-    from tqdm import tqdm
-
-    import vmr.parallel as parallel
-    from vmr.extract.encoders import load_encoder, resolve_device
-    from vmr.extract.pool import DecodePool
-
-    device = resolve_device(opts.device)
-    threads = parallel.apply()  # the encoder's; before any decode worker adds to the load
-    stats.parallelism = _describe_threads(threads)
-    pool = None
-    try:
-        if opts.modality != "text":  # workers start (spawn) while the model loads
-            n_workers = max(1, threads["threads"] - 1) if opts.workers is None else opts.workers
-            pool = DecodePool(n_workers, opts.timeout)
-            stats.parallelism += f", {n_workers} decode worker{'s' * (n_workers != 1)}"
-        encoder = load_encoder(ident, pooling=opts.pooling, device=device)
-        progress.check_dim(encoder.dim)
-        if opts.modality != "text":
-            encoder.warmup(opts.batch_size)
-        bar = tqdm(total=total, initial=initial, unit="item", desc=opts.modality,
-                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty()
-                   else 10.0, smoothing=0.05)
-        stats.started = time.monotonic()
-        try:
-            if opts.modality == "text":
-                _run_text(encoder, items, todo, progress, bar, stats, opts.dtype)
-            else:
-                _run_visual(encoder, items, opts, todo, progress, pool, bar, stats)
-        finally:
-            bar.close()
-        return encoder
-    finally:
-        if pool is not None:
-            pool.close()
-
-
-# ------------------------------------------------------------------------------------- loops
-def _run_text(encoder, items, todo, progress, bar, stats, dtype) -> None:
-    import numpy as np
-
-    ids = items.ids
-
-    def batches():  # tokenizing runs ahead in a thread (the fast tokenizer releases the GIL)
-        for unit in todo:
-            good = [r for r in unit if (items.text[r] or "").strip()]
-            empty = [r for r in unit if not (items.text[r] or "").strip()]
-            tok = encoder.tokenize([items.text[r] for r in good]) if good else None
-            yield good, empty, tok
-
-    for good, empty, tok in _prefetch(batches()):
-        feats = np.zeros((0, encoder.dim), np.float32)
-        if good:
-            t = time.monotonic()
-            feats = encoder.encode(tok)
-            stats.encoder_s += time.monotonic() - t
-            stats.frames += len(good)
-        ok_ids, feats, bad_ids = _check_finite(feats, [ids[r] for r in good], "text", dtype)
-        fail_ids = [ids[r] for r in empty] + bad_ids
-        reasons = (["empty text"] * len(empty)
-                   + ["encoder returned non-finite values"] * len(bad_ids))
-        progress.commit(ok_ids, feats, fail_ids, reasons)
-        stats.items += len(ok_ids)
-        stats.failed += len(fail_ids)
-        bar.update(len(good) + len(empty))
-
-
-def _run_visual(encoder, items, opts, todo, progress, pool, bar, stats) -> None:
-    import numpy as np
-
-    from vmr.extract.decode import DecodeTask
-
-    ids, paths = items.ids, items.column(opts.modality)
-    rows = [u[0] for u in todo]
-    no_file = [r for r in rows if not paths[r]]
-    bar.update(len(no_file))  # no file listed: done, not present, not a failure
-    video = ()
-    if opts.modality == "video":
-        from vmr.extract.pool import default_decode_threads
-
-        video = (_decoder(opts), opts.keyframes, opts.decode_threads or
-                 default_decode_threads(pool.n))
-        stats.parallelism += f" x {video[2]} decode thread{'s' * (video[2] != 1)}"
-    tasks = ((r, DecodeTask(opts.modality, paths[r], encoder.pixels, opts.fps, opts.max_frames,
-                            *video))
-             for r in rows if paths[r])
-    B = opts.batch_size
-    chunks: collections.deque = collections.deque()  # (row, frames not yet encoded)
-    buffered = 0
-    per_item: dict[int, list] = {}  # row -> [frames expected, feature chunks]
-    fail_ids: list[str] = []
-    reasons: list[str] = []
-    crop = encoder.pixels.crop
-
-    def encode_batch() -> None:
-        nonlocal buffered
-        take, parts = 0, []
-        while chunks and take < B:
-            row, fr = chunks[0]
-            k = min(B - take, len(fr))
-            parts.append((row, fr[:k]))
-            if k == len(fr):
-                chunks.popleft()
-            else:
-                chunks[0] = (row, fr[k:])
-            take += k
-        buffered -= take
-        batch = np.zeros((B, crop, crop, 3), np.uint8)  # fixed shape: see the module docstring
-        np.concatenate([p[1] for p in parts], out=batch[:take])
-        t = time.monotonic()
-        feats = encoder.encode(batch)[:take]
-        stats.encoder_s += time.monotonic() - t
-        stats.frames += take
-        done_rows, at = [], 0
-        for row, fr in parts:
-            entry = per_item[row]
-            entry[1].append(feats[at:at + len(fr)])
-            at += len(fr)
-            if sum(len(c) for c in entry[1]) == entry[0]:
-                done_rows.append(row)
-        vecs = [np.concatenate(per_item.pop(r)[1]).mean(axis=0, dtype=np.float64)
-                for r in done_rows]
-        vecs = (np.stack(vecs).astype(np.float32) if vecs
-                else np.zeros((0, encoder.dim), np.float32))
-        ok_ids, vecs, bad = _check_finite(vecs, [ids[r] for r in done_rows], opts.modality,
-                                          opts.dtype)
-        commit(ok_ids, vecs, bad, ["encoder returned non-finite values"] * len(bad), take)
-
-    def commit(ok_ids, vecs, bad_ids, bad_reasons, frames) -> None:
-        fail_ids.extend(bad_ids)
-        reasons.extend(bad_reasons)
-        progress.commit(ok_ids, vecs, fail_ids, reasons, frames=frames)
-        stats.items += len(ok_ids)
-        stats.failed += len(fail_ids)
-        bar.update(len(ok_ids) + len(fail_ids))
-        fail_ids.clear()
-        reasons.clear()
-        elapsed = max(bar.format_dict.get("elapsed", 0) or 0, 1e-6)
-        bar.set_postfix_str(f"{stats.frames / elapsed:.1f} frames/s", refresh=False)
-
-    frame_bytes = crop * crop * 3
-    ahead = pool.run(tasks, max_items=max(4 * B, 2 * pool.n + 2),
-                     max_bytes=max(64 << 20, 4 * B * frame_bytes))
-    for row, ok, payload in ahead:
-        if not ok:
-            fail_ids.append(ids[row])
-            reasons.append(payload)
-            continue
-        per_item[row] = [len(payload), []]
-        chunks.append((row, payload))
-        buffered += len(payload)
-        while buffered >= B:
-            encode_batch()
-    while buffered > 0:
-        encode_batch()
-    if fail_ids:
-        commit([], np.zeros((0, 0), np.float32), [], [], 0)
-
-
 # ----------------------------------------------------------------------------------- publish
 def _dim_from_parts(progress) -> int | None:
     for p in progress.parts(with_features=True):
         if len(p["ids"]):
             return int(p["features"].shape[1])
     return None
-
-
-def _describe_threads(p: dict) -> str:
-    """'encoder 2 threads (auto: 0.1 of 2 cores busy with other work)' from parallel.plan."""
-    how = (f"auto: {p['others_busy']:g} of {p['cores']} cores busy with other work"
-           if p["source"] == "auto" else p["source"])
-    return f"encoder {p['threads']} thread{'s' * (p['threads'] != 1)} ({how})"
 
 
 def _summary(modality: str, target: str, s: _Stats, wall: float, startup_s: float) -> str:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -51,8 +50,7 @@ import numpy as np
 from vmr.errors import VmrError
 from vmr.fsio import one_line, os_reason, sha256_file
 from vmr.serve.outdir import exchange as _exchange  # noqa: F401 (tests swap with it)
-from vmr.serve.outdir import (check_replaceable, export_entry, legacy_export, make_tmp_dir,
-                              replace_dir)
+from vmr.serve.outdir import check_replaceable, export_entry, legacy_export, write_swapped
 
 FORMAT = 2
 KIND = "vmr export"     # manifest.json's "kind": proof that vmr wrote the folder
@@ -103,22 +101,13 @@ def _repeat_term(loaded) -> dict | None:
                        "are ranked at all"}
 
 
-def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
-    """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
+def _embeddings(run_dir: Path):
+    """The run loaded on the CPU, its item ids and its item embeddings, checked for export."""
     import torch
 
-    from vmr._version import __version__
     from vmr.model.loaded import load_run
 
-    if index not in INDEXES:
-        raise VmrError(f"--index: unknown index '{index}' (use {' or '.join(INDEXES)})")
-    if index == "faiss":
-        import_faiss()  # fail before any work
-    out = Path(out)
-    check_export_out(out)
-    run_dir = Path(run)
     loaded = load_run(run_dir, "auto", device="cpu")
-    ckpt_file = loaded.checkpoint.name
     item_ids = list(loaded.dataset.item_ids)
     bad = next((i for i in item_ids if "\n" in i or "\r" in i), None)
     if bad is not None:
@@ -128,46 +117,61 @@ def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
     if emb.shape[0] != len(item_ids):
         raise VmrError(f"{run_dir}: the model has {emb.shape[0]} item embeddings but the "
                        f"dataset has {len(item_ids)} items")
+    return loaded, item_ids, emb
 
-    try:
-        tmp = make_tmp_dir(out)
-    except OSError as e:
-        raise VmrError(f"cannot write export {out}: {os_reason(e)}") from None
-    try:
-        np.save(tmp / "item_embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
-        (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
-        buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
-        torch.save(_tower_state(loaded), buf)
-        (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
-        from vmr.serve.portable import run_precision, tower_manifest, write_portable
 
-        portable = write_portable(loaded, tmp, emb)
-        if index == "faiss":
-            import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-                 for p in sorted(tmp.iterdir())}
-        manifest = {
-            "kind": KIND, "format": FORMAT, "vmr_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "run": str(run_dir.resolve()), "checkpoint": ckpt_file,
-            "dataset": str(getattr(loaded.dataset, "path", "") or ""),
-            "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
-            "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
-            "repeat_term": _repeat_term(loaded), "user_tower_ts": tower_manifest(loaded),
-            "index": ("faiss-hnsw" if index == "faiss" else "exact"),
-            "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
-                       "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),
-            "files": files,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        check_export_out(out)      # again: the folder may have changed meanwhile
-        replace_dir(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise VmrError(f"cannot write export {out}: {os_reason(e)}; a previous export there "
-                           "is unchanged") from None
-        raise
+def _write_export(tmp: Path, loaded, emb: np.ndarray, item_ids: list[str], run_dir: Path,
+                  index: str) -> list[str]:
+    """Write the export's files into `tmp`, manifest.json last; returns the portable files."""
+    import torch
+
+    from vmr._version import __version__
+
+    np.save(tmp / "item_embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
+    (tmp / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+    buf = io.BytesIO()  # torch.save to a file hides a full disk in a RuntimeError
+    torch.save(_tower_state(loaded), buf)
+    (tmp / "user_tower.pt").write_bytes(buf.getbuffer())
+    from vmr.serve.portable import tower_manifest, write_portable
+
+    portable = write_portable(loaded, tmp, emb)
+    if index == "faiss":
+        import_faiss().write_index(build_faiss_index(emb), str(tmp / "index.faiss"))
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(tmp.iterdir())}
+    manifest = {
+        "kind": KIND, "format": FORMAT, "vmr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run_dir.resolve()), "checkpoint": loaded.checkpoint.name,
+        "dataset": str(getattr(loaded.dataset, "path", "") or ""),
+        "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
+        "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
+        "repeat_term": _repeat_term(loaded), "user_tower_ts": tower_manifest(loaded),
+        "index": ("faiss-hnsw" if index == "faiss" else "exact"),
+        "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
+                   "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),
+        "files": files,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return portable
+
+
+def export_run(run: str | Path, out: str | Path, index: str = "exact") -> str:
+    """Export a run's item embeddings and user tower to `out` (see the module docstring)."""
+    if index not in INDEXES:
+        raise VmrError(f"--index: unknown index '{index}' (use {' or '.join(INDEXES)})")
+    if index == "faiss":
+        import_faiss()  # fail before any work
+    out = Path(out)
+    check_export_out(out)
+    run_dir = Path(run)
+    loaded, item_ids, emb = _embeddings(run_dir)
+    ckpt_file = loaded.checkpoint.name
+    portable = write_swapped(
+        out, lambda tmp: _write_export(tmp, loaded, emb, item_ids, run_dir, index),
+        check_export_out, f"cannot write export {out}", "export")
+    from vmr.serve.portable import run_precision
+
     note = ("" if run_precision(loaded) == "float32" else
             "\nnote: user_tower.ts runs in float32, the run in bfloat16 autocast: its scores "
             "differ from `vmr recommend`'s by bfloat16 rounding (train with --set train.amp=false "

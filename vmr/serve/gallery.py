@@ -21,15 +21,12 @@ import hashlib
 import html
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from vmr.errors import VmrError
-from vmr.fsio import os_reason
-from vmr.serve.outdir import (check_replaceable, gallery_entry, legacy_gallery, make_tmp_dir,
-                              replace_dir)
+from vmr.serve.outdir import check_replaceable, gallery_entry, legacy_gallery, write_swapped
 
 MANIFEST = "gallery.json"
 KIND, FORMAT = "vmr gallery", 1      # gallery.json's "kind": proof that vmr wrote the folder
@@ -219,20 +216,8 @@ def write_gallery(run, out: str | Path, users: int = 5, top: int = 10, loaded=No
         hist = np.asarray(hist, dtype=np.int64)
         rank, best = ranked(loaded, hist, int(target), top)
         shown.append((u, hist, int(target), rank, best))
-    try:
-        tmp = make_tmp_dir(out)
-    except OSError as e:
-        raise VmrError(f"cannot write the gallery in {out}: {os_reason(e)}") from None
-    try:
-        doc = _write_pages(loaded, tmp, shown, chosen, top, timeout)
-        check_gallery_out(out)      # again: the folder may have changed meanwhile
-        replace_dir(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise VmrError(f"cannot write the gallery in {out}: {os_reason(e)}; a previous "
-                           "gallery there is unchanged") from None
-        raise
+    doc = write_swapped(out, lambda tmp: _write_pages(loaded, tmp, shown, chosen, top, timeout),
+                        check_gallery_out, f"cannot write the gallery in {out}", "gallery")
     return {**doc, "index": out / "index.html"}
 
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from vmr.errors import VmrError
+from vmr.fsio import os_reason
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -138,3 +139,26 @@ def make_tmp_dir(out: Path) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
     return tmp
+
+
+def write_swapped(out: Path, write, recheck, failure: str, what: str):
+    """Write the new content of `out` with `write(tmp)` into a temporary sibling folder, check
+    `out` again with `recheck(out)` (it may have changed meanwhile) and swap the new folder in;
+    returns what `write` returned. Any failure, Ctrl-C included, removes the temporary folder and
+    leaves `out` as it was. An OSError becomes one line, `<failure>: <reason>`, which adds `; a
+    previous <what> there is unchanged` once the temporary folder exists."""
+    try:
+        tmp = make_tmp_dir(out)
+    except OSError as e:
+        raise VmrError(f"{failure}: {os_reason(e)}") from None
+    try:
+        result = write(tmp)
+        recheck(out)
+        replace_dir(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise VmrError(f"{failure}: {os_reason(e)}; a previous {what} there is "
+                           "unchanged") from None
+        raise
+    return result
