@@ -78,6 +78,9 @@ ROWS = {
     "inc-noid-repitem": (TI, INC + ["model.item_id_emb=false", "model.repeat_item_bias=true"],
                          "default-inc without item IDs, + a repeat term per item"),
     "inc-iddrop3": (TI, INC + ["model.id_dropout=0.3"], "default-inc, ID dropout 0.3"),
+    "inc-noid-repitem-t20": (TI, INC + ["model.item_id_emb=false", "model.repeat_item_bias=true",
+                                        "model.temperature=0.2"],
+                             "inc-noid-repitem at temperature 0.2"),
 }
 MAIN = ("default", "text", "image", "sasrec-ref", "sasrec-vmr", "pop")
 # the paper's ablation rows; without P = the defaults (pre-training is off by default)
