@@ -312,11 +312,16 @@ def _validate_epoch_end(st: TrainState, row: dict, best: dict | None,
     row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
     row["eval_seconds"] = time.time() - te
     if best is None or res[METRIC] > best[METRIC]:
-        best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": row["epoch"]}
-        ck = st.checkpoint(None, "sequence", row["epoch"], best, 0)
-        st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng")})
-        return best, 0, True
+        return _save_best(st, res, row["epoch"]), 0, True
     return best, bad + 1, False
+
+
+def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
+    """The new best (its validation scores and epoch), saved as best.pt (no optimizer state)."""
+    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
+    ck = st.checkpoint(None, "sequence", epoch, best)
+    st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng")})
+    return best
 
 
 def _out_of_time(st: TrainState, epoch: int) -> bool:
@@ -351,9 +356,7 @@ def _validate_start(st: TrainState) -> dict:
     validated, logged and saved as best.pt, so that fine-tuning can only end at or above it."""
     te = time.time()
     res = validate_epoch(st)
-    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": 0}
-    st.save(st.run.best, {k: v for k, v in st.checkpoint(None, "sequence", 0, best).items()
-                          if k not in ("optimizer", "heads", "rng")})
+    best = _save_best(st, res, 0)
     st.log.append({"stage": "sequence", "epoch": 0, "eval_seconds": time.time() - te,
                    **{f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}})
     st.say(f"epoch 0 (the transferred start, zero-shot): valid {METRIC} {res[METRIC]:.4f}  *")
