@@ -51,11 +51,37 @@ def start_training(req: TrainRequest) -> Path:
 
 
 def _start(d, req: TrainRequest) -> Path:
+    """Check the request, resolve the config, load the data, train, and report the best epoch."""
     from vmr.train.data import load_train_data
     from vmr.train.distributed import barrier
     from vmr.train.trainer import train
 
-    resume, cache = req.resume, req.cache
+    _check_options(req)
+    if req.out is None:
+        probe = load_config(req.config, req.overrides)
+        req.out = str(Path("runs") / f"{probe.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDir(req.out)
+    cfg, cache, resume = _run_config(req, run)
+    if cfg.train.tensorboard:        # missing package: say so before any work
+        from vmr.train.runlog import tensorboard_writer_class
+
+        tensorboard_writer_class()
+    barrier(d)                       # every rank checked the directory before rank 0 writes
+    data = load_train_data(req.data, cache, cfg)
+    init = _init(req, run, cfg, data, cache, resume)
+    if d.main:
+        _write_config(run, cfg)
+    barrier(d)
+    summary = train(cfg, data, run.path, stage=req.stage, resume=resume,
+                    meta=_meta(req, cfg, data, cache, init), dist=d, init=init)
+    if summary.get("best_valid") and d.main:
+        _report(summary, data, run)
+    return run.path
+
+
+def _check_options(req: TrainRequest) -> None:
+    """Refuse the combinations of options that cannot work (--resume with what a run fixed)."""
+    resume = req.resume
     if req.out is None and resume:
         raise VmrError("--resume needs --out RUN_DIR (the run to continue)")
     if resume and req.seed is not None:
@@ -72,36 +98,37 @@ def _start(d, req: TrainRequest) -> Path:
                        "checkpoint (drop --init-from)")
     if req.freeze and not req.init_from:
         raise VmrError("--freeze keeps transferred weights fixed: it needs --init-from RUN_DIR")
-    if req.out is None:
-        probe = load_config(req.config, req.overrides)
-        req.out = str(Path("runs") / f"{probe.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = RunDir(req.out)
+
+
+def _run_config(req: TrainRequest, run: RunDir) -> tuple[Config, str | None, bool]:
+    """(config, cache, resume): a resumed run's own config.toml and cache (also `--stage
+    sequence` after its pre-training), else a fresh, checked config."""
+    resume, cache = req.resume, req.cache
     if not resume and req.stage == "sequence" and run.last.exists():
         resume = _continues_after_pretraining(run)
-    if resume:
-        if not run.config_toml.exists():
-            raise VmrError(f"{run.path}: not a run directory (no config.toml); nothing to resume")
-        cfg = load_config(run.config_toml, req.overrides)
-        if cache is None and run.info.exists():        # continue on the cache the run started with
-            cache = run.read_info().get("cache")
-    else:
-        cfg = _fresh_config(req, run)
-    if cfg.train.tensorboard:        # missing package: say so before any work
-        from vmr.train.runlog import tensorboard_writer_class
+    if not resume:
+        return _fresh_config(req, run), cache, False
+    if not run.config_toml.exists():
+        raise VmrError(f"{run.path}: not a run directory (no config.toml); nothing to resume")
+    cfg = load_config(run.config_toml, req.overrides)
+    if cache is None and run.info.exists():        # continue on the cache the run started with
+        cache = run.read_info().get("cache")
+    return cfg, cache, True
 
-        tensorboard_writer_class()
-    barrier(d)                       # every rank checked the directory before rank 0 writes
-    data = load_train_data(req.data, cache, cfg)
-    init = _init(req, run, cfg, data, cache, resume)
-    if d.main:
-        try:
-            run.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run.config_toml, to_toml(cfg))
-        except OSError as e:
-            raise VmrError(f"cannot write run directory {run.path}: {os_reason(e)}; checkpoints "
-                           "saved before are intact (fix it, then rerun the same command)") \
-                from None
-    barrier(d)
+
+def _write_config(run: RunDir, cfg: Config) -> None:
+    """The run directory and its config.toml (rank 0), or a one-line error."""
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config_toml, to_toml(cfg))
+    except OSError as e:
+        raise VmrError(f"cannot write run directory {run.path}: {os_reason(e)}; checkpoints "
+                       "saved before are intact (fix it, then rerun the same command)") from None
+
+
+def _meta(req: TrainRequest, cfg: Config, data, cache, init) -> dict:
+    """What run.json records of the inputs: data and cache paths, modalities, the run's label,
+    and the transfer it started from."""
     data_dir = Path(req.data)
     cache_path = cache_read.resolve_cache(data_dir, cache)
     meta = {"data": str(data_dir.resolve()), "cache": str(cache_path.resolve()),
@@ -109,21 +136,22 @@ def _start(d, req: TrainRequest) -> Path:
     if init is not None:
         meta["label"] += init.label_suffix()
         meta["init"] = init.record()
-    summary = train(cfg, data, run.path, stage=req.stage, resume=resume, meta=meta, dist=d,
-                    init=init)
-    if summary.get("best_valid") and d.main:
-        bv = summary["best_valid"]
-        print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
-              f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
-        if data.new_items is not None and len(data.new_items):
-            from vmr.evaluate.new_item_gain import calibrate_run
+    return meta
 
-            chosen = calibrate_run(run.path)
-            if chosen is not None:
-                g, scores = chosen
-                print(f"new-item gain {g:g}, chosen on validation (NDCG@10 {scores[1.0]:.4f} "
-                      f"at 1 -> {scores[g]:.4f})")
-    return run.path
+
+def _report(summary: dict, data, run: RunDir) -> None:
+    """Print the best validation scores; with new items, the new-item gain chosen on them."""
+    bv = summary["best_valid"]
+    print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
+          f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
+    if data.new_items is not None and len(data.new_items):
+        from vmr.evaluate.new_item_gain import calibrate_run
+
+        chosen = calibrate_run(run.path)
+        if chosen is not None:
+            g, scores = chosen
+            print(f"new-item gain {g:g}, chosen on validation (NDCG@10 {scores[1.0]:.4f} "
+                  f"at 1 -> {scores[g]:.4f})")
 
 
 def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool):

@@ -74,59 +74,20 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
     """Train per cfg into run_dir; returns the run summary (also written to run.json).
     With `dist` (torchrun), every rank calls this; only rank 0 writes. `init`
     (vmr.train.init_from.Init) starts from another run's non-ID weights, or keeps them frozen."""
-    d = dist or Dist()
-    run = RunDir(run_dir)
-    t = cfg.train
-    threads = parallel.apply(t.threads)     # train.threads, OMP_NUM_THREADS, else the load
-    device = pick_device(t.device)
-    if d.enabled and device.type == "cuda":
-        device = torch.device("cuda", d.local_rank)
-    seed_all(t.seed)
-    args, model = _build(cfg, data, init, device)
-    heads = PretrainHeads(cfg.model.d_model).to(device)
-    if d.enabled:                      # same initial weights everywhere, other dropout draws
-        torch.manual_seed(t.seed + 7919 * d.rank)
-    st = TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard), device,
-                    d, quiet or not d.main, args,
-                    transferred=init is not None and init.state is not None,
-                    threads=parallel.EpochThreads(threads))
-    summary = {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
-               "precision": "bfloat16" if precision.uses_bf16(device, t.amp) else "float32",
-               "parallelism": threads, "eval_history": cfg.eval.history,
-               **(meta or {}), **data.identities()}
+    st = _start_state(cfg, data, run_dir, quiet, dist or Dist(), init)
+    summary = _first_summary(st, meta)
     if model_kind(cfg.model.kind).trained_by == "counts":
         st.log.close()                   # nothing per epoch to log
-        if d.main:
+        if st.dist.main:
             summary.update(_fit_counts(st))
-            run.write_info(summary)
+            st.run.write_info(summary)
         return summary
-
     state = None
     if resume:
-        if not run.last.exists():
-            raise VmrError(f"{run_dir}: nothing to resume (no checkpoint.pt); start without --resume")
-        state = read_checkpoint(run.last)
-        try:
-            model.load_state_dict(state["model"])
-            heads.load_state_dict(state["heads"])
-        except (RuntimeError, KeyError, TypeError) as e:
-            raise VmrError(f"{run.last}: its weights do not fit this run's model "
-                           f"({str(e).splitlines()[0][:160]})") from None
-        if run.info.exists():
-            before = run.read_info()
-            _check_same_inputs(run, before, data)
-            summary = {**before, **summary, "status": "running"}
-        st.log.truncate(state["stage"], state["epoch"])
-    if d.main:
-        run.write_info(summary)
-
-    stages = []
-    if stage in ("all", "pretrain") and cfg.pretrain.epochs > 0 \
-            and model_kind(cfg.model.kind).pretrains:
-        stages.append("pretrain")
-    if stage in ("all", "sequence"):
-        stages.append("sequence")
-    for name in stages:
+        state, summary = _resume(st, summary)
+    if st.dist.main:
+        st.run.write_info(summary)
+    for name in _stages(cfg, stage):
         if state is not None and state["stage"] == "sequence" and name == "pretrain":
             continue
         own = state if (state is not None and state["stage"] == name) else None
@@ -138,17 +99,83 @@ def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resum
             if own is None and state is not None:     # continuing after a pre-training run
                 set_rng_state(state["rng"])
             summary.update(sequence_stage(st, own))
+    return _finish(st, summary)
+
+
+def _start_state(cfg: Config, data: TrainData, run_dir: Path, quiet: bool, d: Dist,
+                 init) -> TrainState:
+    """The threads, device, seeds, model and pre-training heads, and the run's log."""
+    t = cfg.train
+    threads = parallel.apply(t.threads)     # train.threads, OMP_NUM_THREADS, else the load
+    device = pick_device(t.device)
+    if d.enabled and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+    seed_all(t.seed)
+    args, model = _build(cfg, data, init, device)
+    heads = PretrainHeads(cfg.model.d_model).to(device)
+    if d.enabled:                      # same initial weights everywhere, other dropout draws
+        torch.manual_seed(t.seed + 7919 * d.rank)
+    run = RunDir(run_dir)
+    return TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard),
+                      device, d, quiet or not d.main, args,
+                      transferred=init is not None and init.state is not None,
+                      threads=parallel.EpochThreads(threads))
+
+
+def _first_summary(st: TrainState, meta: dict | None) -> dict:
+    """run.json as the run starts: version, model, precision, threads, and the inputs."""
+    cfg = st.cfg
+    return {"vmr_version": __version__, "model": cfg.model.kind, "status": "running",
+            "precision": "bfloat16" if precision.uses_bf16(st.device, cfg.train.amp) else "float32",
+            "parallelism": st.threads.first, "eval_history": cfg.eval.history,
+            **(meta or {}), **st.data.identities()}
+
+
+def _resume(st: TrainState, summary: dict) -> tuple[dict, dict]:
+    """(the last checkpoint, loaded into the model and heads; the summary continued from
+    run.json); metrics.csv cut back to the checkpoint's epoch."""
+    run = st.run
+    if not run.last.exists():
+        raise VmrError(f"{run.path}: nothing to resume (no checkpoint.pt); start without --resume")
+    state = read_checkpoint(run.last)
+    try:
+        st.model.load_state_dict(state["model"])
+        st.heads.load_state_dict(state["heads"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise VmrError(f"{run.last}: its weights do not fit this run's model "
+                       f"({str(e).splitlines()[0][:160]})") from None
+    if run.info.exists():
+        before = run.read_info()
+        _check_same_inputs(run, before, st.data)
+        summary = {**before, **summary, "status": "running"}
+    st.log.truncate(state["stage"], state["epoch"])
+    return state, summary
+
+
+def _stages(cfg: Config, stage: str) -> list[str]:
+    """The stages `--stage` asks for that this model has: pretrain, sequence, or both."""
+    stages = []
+    if stage in ("all", "pretrain") and cfg.pretrain.epochs > 0 \
+            and model_kind(cfg.model.kind).pretrains:
+        stages.append("pretrain")
+    if stage in ("all", "sequence"):
+        stages.append("sequence")
+    return stages
+
+
+def _finish(st: TrainState, summary: dict) -> dict:
+    """Close the log, write the finished summary and the curves, wait for every rank."""
     st.log.close()                       # the TensorBoard writer, if any (flushed every row)
     summary["status"] = "finished"
     if st.threads is not None:
         summary["parallelism"] = st.threads.record()
     summary["train_seconds"] = round(time.time() - st.t0, 2)
-    if d.enabled:
-        summary["world_size"] = d.world
-    if d.main:
-        run.write_info(summary)
-        plot_curves(run)
-    barrier(d)
+    if st.dist.enabled:
+        summary["world_size"] = st.dist.world
+    if st.dist.main:
+        st.run.write_info(summary)
+        plot_curves(st.run)
+    barrier(st.dist)
     return summary
 
 
@@ -201,77 +228,113 @@ def validate_epoch(st: TrainState, split: str = "valid", ks=(5, 10)) -> dict:
 
 
 def sequence_stage(st: TrainState, state: dict | None) -> dict:
-    from tqdm import tqdm
-
-    t, m, d, model = st.cfg.train, st.cfg.model, st.dist, st.model
+    """The sequence stage from `state` (its checkpoint) or its start: an epoch of training, then
+    validation, best.pt and checkpoint.pt, until train.epochs, patience or train.max_minutes."""
+    t, m = st.cfg.train, st.cfg.model
     masked = m.objective == "masked"
     width = m.max_len if masked else m.max_len + 1
     rows = window_rows(st.data.prefixes, width, 1 if masked else 2)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = torch.optim.Adam(st.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     start, best, bad = _resume_or_start(st, opt, state)
-    fwd = model
-    if t.compile and st.device.type == "cuda":
-        fwd = torch.compile(model)
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        fwd = DDP(fwd, find_unused_parameters=True)
-    n_items, loss_fn = len(st.data.item_ids), make_sequence_loss(t)
-    autocast = precision.autocast(st.device, t.amp)
+    step = _batch_step(st, opt, masked)
     for epoch in range(start + 1, t.epochs + 1):
-        model.train()
-        g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * (epoch - 1))
-        batches = length_bucketed_batches(rows, t.batch_size, g)
-        # Batches are bucketed by length, so their target counts differ a lot: weight every
-        # target equally by dividing each batch's summed loss by the mean count per batch.
-        per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) / d.world if not masked else None
-        if d.enabled:                    # every rank takes its slice of every global batch
-            batches = [b[d.rank::d.world] for b in batches if len(b) >= d.world]
-        total, steps, t0 = 0.0, 0, time.time()
-        bar = tqdm(batches, desc=f"epoch {epoch}/{t.epochs}", disable=st.quiet, leave=False,
-                   unit="batch", mininterval=1.0)
-        for b in bar:
-            x = trim_padding(rows[b]).to(st.device)
-            with autocast:
-                ce, n_tgt = _sequence_loss(fwd, x, masked, m, loss_fn, n_items, st.device)
-                loss = ce * (n_tgt / per_batch) if per_batch else ce
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += ce.item() * n_tgt          # the logged loss: mean cross-entropy per target
-            steps += n_tgt
-            bar.set_postfix(loss=f"{ce.item():.3f}", refresh=False)
-        secs = time.time() - t0
-        row = {"stage": "sequence", "epoch": epoch, "loss": total / max(steps, 1),
+        loss, secs = _train_epoch(st, step, rows, epoch, masked)
+        row = {"stage": "sequence", "epoch": epoch, "loss": loss,
                "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
         improved = False
         if epoch % t.eval_every == 0 or epoch == t.epochs:
-            te = time.time()
-            res = validate_epoch(st)
-            row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
-            row["eval_seconds"] = time.time() - te
-            if best is None or res[METRIC] > best[METRIC]:
-                best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
-                bad, improved = 0, True
-                ck = st.checkpoint(None, "sequence", epoch, best, bad)
-                st.save(st.run.best, {k: v for k, v in ck.items()
-                                      if k not in ("optimizer", "heads", "rng")})
-            else:
-                bad += 1
+            best, bad, improved = _validate_epoch_end(st, row, best, bad)
         st.log.append(row)
         st.save(st.run.last, st.checkpoint(opt, "sequence", epoch, best, bad))
         v = row.get(f"valid_{METRIC}")
         st.say(f"epoch {epoch}: loss {row['loss']:.4f}  {secs:.1f}s ({row['seq_per_s']:.0f} seq/s)"
                + (f"  valid {METRIC} {v:.4f}" if v is not None else "") + ("  *" if improved else ""))
-        if bad >= t.patience:
-            break
-        n = st.threads.recheck(epoch) if st.threads is not None else None
-        if n is not None:
-            st.say(f"other processes' load changed: {n} thread{'s' * (n > 1)} from now on")
-        if agree(d, bool(t.max_minutes) and time.time() - st.t0 > 60 * t.max_minutes):
-            st.say(f"stopping: train.max_minutes = {t.max_minutes} reached")
+        if bad >= t.patience or _out_of_time(st, epoch):
             break
     return {"best_epoch": best["epoch"] if best else None,
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
+
+
+def _batch_step(st: TrainState, opt, masked: bool):
+    """step(x, per_batch) -> (mean loss, targets): one optimiser step on a batch of rows, through
+    the compiled (CUDA, train.compile) and distributed (torchrun) forward when those are on."""
+    t, m, model = st.cfg.train, st.cfg.model, st.model
+    fwd = model
+    if t.compile and st.device.type == "cuda":
+        fwd = torch.compile(model)
+    if st.dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        fwd = DDP(fwd, find_unused_parameters=True)
+    n_items, loss_fn = len(st.data.item_ids), make_sequence_loss(t)
+    autocast = precision.autocast(st.device, t.amp)
+
+    def step(x, per_batch):
+        with autocast:
+            ce, n_tgt = _sequence_loss(fwd, x, masked, m, loss_fn, n_items, st.device)
+            loss = ce * (n_tgt / per_batch) if per_batch else ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return ce, n_tgt
+    return step
+
+
+def _train_epoch(st: TrainState, step, rows, epoch: int, masked: bool) -> tuple[float, float]:
+    """(mean cross-entropy per target, seconds) of one epoch over length-bucketed batches."""
+    from tqdm import tqdm
+
+    t, d = st.cfg.train, st.dist
+    st.model.train()
+    g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * (epoch - 1))
+    batches = length_bucketed_batches(rows, t.batch_size, g)
+    # Batches are bucketed by length, so their target counts differ a lot: weight every
+    # target equally by dividing each batch's summed loss by the mean count per batch.
+    per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) / d.world if not masked else None
+    if d.enabled:                    # every rank takes its slice of every global batch
+        batches = [b[d.rank::d.world] for b in batches if len(b) >= d.world]
+    total, steps, t0 = 0.0, 0, time.time()
+    bar = tqdm(batches, desc=f"epoch {epoch}/{t.epochs}", disable=st.quiet, leave=False,
+               unit="batch", mininterval=1.0)
+    for b in bar:
+        ce, n_tgt = step(trim_padding(rows[b]).to(st.device), per_batch)
+        total += ce.item() * n_tgt          # the logged loss: mean cross-entropy per target
+        steps += n_tgt
+        bar.set_postfix(loss=f"{ce.item():.3f}", refresh=False)
+    return total / max(steps, 1), time.time() - t0
+
+
+def _validate_epoch_end(st: TrainState, row: dict, best: dict | None,
+                        bad: int) -> tuple[dict | None, int, bool]:
+    """Validate, add the scores to the epoch's row, save best.pt on a new best
+    -> (best, epochs without gain, improved)."""
+    te = time.time()
+    res = validate_epoch(st)
+    row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
+    row["eval_seconds"] = time.time() - te
+    if best is None or res[METRIC] > best[METRIC]:
+        return _save_best(st, res, row["epoch"]), 0, True
+    return best, bad + 1, False
+
+
+def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
+    """The new best (its validation scores and epoch), saved as best.pt (no optimizer state)."""
+    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
+    ck = st.checkpoint(None, "sequence", epoch, best)
+    st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng")})
+    return best
+
+
+def _out_of_time(st: TrainState, epoch: int) -> bool:
+    """Between epochs: re-check the thread count; True (on every rank) once train.max_minutes
+    of wall-clock time are spent."""
+    n = st.threads.recheck(epoch) if st.threads is not None else None
+    if n is not None:
+        st.say(f"other processes' load changed: {n} thread{'s' * (n > 1)} from now on")
+    t = st.cfg.train
+    if agree(st.dist, bool(t.max_minutes) and time.time() - st.t0 > 60 * t.max_minutes):
+        st.say(f"stopping: train.max_minutes = {t.max_minutes} reached")
+        return True
+    return False
 
 
 def _resume_or_start(st: TrainState, opt, state: dict | None) -> tuple[int, dict | None, int]:
@@ -293,9 +356,7 @@ def _validate_start(st: TrainState) -> dict:
     validated, logged and saved as best.pt, so that fine-tuning can only end at or above it."""
     te = time.time()
     res = validate_epoch(st)
-    best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": 0}
-    st.save(st.run.best, {k: v for k, v in st.checkpoint(None, "sequence", 0, best).items()
-                          if k not in ("optimizer", "heads", "rng")})
+    best = _save_best(st, res, 0)
     st.log.append({"stage": "sequence", "epoch": 0, "eval_seconds": time.time() - te,
                    **{f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}})
     st.say(f"epoch 0 (the transferred start, zero-shot): valid {METRIC} {res[METRIC]:.4f}  *")
