@@ -69,6 +69,22 @@ PLAN = {
     ("scientific", "normal"): tuple(ROWS),
     ("scientific", "new-items"): tuple(ROWS),
 }
+# transfer rows -> (start from the Beauty source, --freeze, --set overrides); "fine-tuned" is
+# today's --init-from, the others are issue 23's fine-tuning schedules
+TRANSFER_ROWS = {
+    "fine-tuned": (True, False, []),
+    "fine-tuned-frozen": (True, True, []),
+    "fine-tuned-lr0.1": (True, False, ["train.transfer_lr=0.1"]),
+    "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
+    "fine-tuned-staged3-lr0.1": (True, False, ["train.id_warmup=3", "train.transfer_lr=0.1"]),
+    "fine-tuned-noid": (True, False, ["model.item_id_emb=false"]),
+    "scratch": (False, False, []),
+    "scratch-noid": (False, False, ["model.item_id_emb=false"]),
+    "sasrec": (False, False, ["model.kind=sasrec"]),
+    "pop": (False, False, ["model.kind=pop"]),
+    "zero-shot": (True, False, []),
+}
+DEFAULT_TRANSFER = ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "pop", "zero-shot")
 GROUPS = ("all", "seen", "new")
 METRICS = ("NDCG@10", "HR@10")
 
@@ -158,10 +174,11 @@ def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
     return run
 
 
-def evaluate(run: Path, data: Path | None = None) -> dict:
-    name = f"metrics_test@{data.name}.json" if data is not None else "metrics_test.json"
+def evaluate(run: Path, data: Path | None = None, split: str = "test") -> dict:
+    name = f"metrics_{split}@{data.name}.json" if data is not None else f"metrics_{split}.json"
     if not (run / name).exists():
-        cmd = VMR + ["eval", "--run", run, "--k", "5", "10"] + (["--data", data] if data else [])
+        cmd = VMR + ["eval", "--run", run, "--k", "5", "10", "--split", split] + (
+            ["--data", data] if data else [])
         sh(cmd, run.parent / f"{run.name}.eval.log")
     return json.loads((run / name).read_text())
 
@@ -245,6 +262,47 @@ def table(title: str, results: list[dict], cols: list[str], metric: str) -> list
     return lines + [""]
 
 
+def transfer_part(work: Path, sci: Path, user_fractions, seeds, rows, source, extra,
+                  jobs: int) -> list[dict]:
+    """Each fraction of Scientific's users prepared with MiniLM text; every row of `rows` per
+    fraction and seed: from the Beauty source (`source(seed)`, None: no source, so the rows
+    that need one are skipped) or from scratch."""
+    prev = None
+    fractions = {}
+    for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
+        seqs = sample_users(sci / "Scientific_dev.txt",
+                            work / "transfer" / f"Scientific_{pct}pct.txt", pct)
+        ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
+                     sci / "Scientific_items.tsv", "text", 1, new=False)
+        prev = minilm(ds, prev)
+        fractions[pct] = ds
+    tjobs = [(pct, row, s) for pct in user_fractions for s in seeds for row in rows
+             if source is not None or not TRANSFER_ROWS[row][0]]
+
+    def one(job) -> dict:
+        pct, row, s = job
+        ds = fractions[pct]
+        from_source, freeze, sets_ = TRANSFER_ROWS[row]
+        src = source(s) if from_source else None
+        if row == "zero-shot":
+            m, v = evaluate(src, ds), evaluate(src, ds, "valid")
+        else:
+            run = train(ds, ds.parent / "runs" / f"{ds.name}-{row}-s{s}", s, sets_, extra,
+                        init_from=src, freeze=freeze)
+            m, v = evaluate(run), valid_best(run)
+        return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
+                "groups": {f"{pct} % of users": groups_of(m)["all"], f"valid {pct} %": v}}
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, tjobs))
+
+
+def valid_best(run: Path) -> dict | None:
+    """The run's best validation scores (run.json), for choosing a row by validation."""
+    info = run / "run.json"
+    return json.loads(info.read_text()).get("best_valid") if info.exists() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["beauty", "scientific"],
@@ -255,9 +313,16 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["cold", "transfer"], choices=["cold", "transfer"],
                     help="which parts to run (the summary covers what ran)")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
+    ap.add_argument("--source", default=None,
+                    help="transfer source: an existing Beauty run directory ('{seed}' is replaced "
+                         "by the seed) instead of this script's normal-default-s<seed> runs")
+    ap.add_argument("--transfer-rows", nargs="+", default=list(DEFAULT_TRANSFER),
+                    choices=list(TRANSFER_ROWS))
+    ap.add_argument("--fractions", nargs="+", type=int, default=None,
+                    help=f"percent of Scientific's users kept [default: {USER_FRACTIONS}]")
     a = ap.parse_args()
     seeds = a.seeds[:1] if a.quick else a.seeds
-    user_fractions = (100, 10) if a.quick else USER_FRACTIONS
+    user_fractions = tuple(a.fractions or ((100, 10) if a.quick else USER_FRACTIONS))
     extra = ["train.threads=1"] + (["train.epochs=2"] if a.quick else [])
     work = a.work / ("quick" if a.quick else "full")
     t0 = time.time()
@@ -313,38 +378,11 @@ def main() -> None:
     # ---- 3: transfer Beauty -> Scientific, MiniLM text on both
     transfer_results = []
     if "scientific" in a.datasets and "transfer" in a.parts:
-        prev = None
-        fractions = {}
-        for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
-            seqs = sample_users(sci / "Scientific_dev.txt",
-                                work / "transfer" / f"Scientific_{pct}pct.txt", pct)
-            ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
-                         sci / "Scientific_items.tsv", "text", 1, new=False)
-            prev = minilm(ds, prev)
-            fractions[pct] = ds
-        tjobs = [(pct, row, s) for pct in user_fractions for s in seeds
-                 for row in ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "pop",
-                             "zero-shot")
-                 if "beauty" in sets or row in ("scratch", "sasrec", "pop")]
-
-        def transfer(job) -> dict:
-            pct, row, s = job
-            ds = fractions[pct]
-            src = sets["beauty"][0].parent / "runs" / f"normal-default-s{s}" if "beauty" in sets else None
-            out = ds.parent / "runs" / f"{ds.name}-{row}-s{s}"
-            if row == "zero-shot":
-                m = evaluate(src, ds)
-            else:
-                sets_ = [f"model.kind={row}"] if row in ("sasrec", "pop") else []
-                tuned = row.startswith("fine-tuned")
-                run = train(ds, out, s, sets_, extra, init_from=src if tuned else None,
-                            freeze=row == "fine-tuned-frozen")
-                m = evaluate(run)
-            return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
-                    "groups": {f"{pct} % of users": groups_of(m)["all"]}}
-
-        with ThreadPoolExecutor(a.jobs) as pool:
-            transfer_results = list(pool.map(transfer, tjobs))
+        source = (lambda s: Path(a.source.replace("{seed}", str(s)))) if a.source else (
+            (lambda s: sets["beauty"][0].parent / "runs" / f"normal-default-s{s}")
+            if "beauty" in sets else None)
+        transfer_results = transfer_part(work, sci, user_fractions, seeds, a.transfer_rows,
+                                         source, extra, a.jobs)
 
     # ---- the summary
     md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
@@ -383,7 +421,12 @@ def main() -> None:
                     norm, buckets, "NDCG@10")
     if transfer_results:
         md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
-        if "beauty" not in sets:
+        if a.source:
+            md += [f"Source: `{a.source}` (seed {{seed}} where given). Validation, best epoch "
+                   "(zero-shot: the source on the target's validation split):", ""]
+            md += table("validation", transfer_results,
+                        [f"valid {pct} %" for pct in user_fractions], "NDCG@10")
+        elif "beauty" not in sets:
             md += ["Beauty was not in --datasets: no source run, so only the scratch and SASRec "
                    "rows.", ""]
         users = {r["fraction"]: r["users"] for r in transfer_results}
