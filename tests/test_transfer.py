@@ -229,3 +229,30 @@ def test_transfer_lr_scales_the_loaded_weights_only(setup, tmp_path):
     line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "neg",
                         "--set", "train.id_warmup=-1", *TINY[:4])
     assert "train.id_warmup" in line
+
+
+def test_where_the_vectors_were_computed_does_not_matter(setup, tmp_path):
+    """A cache's `engine` (local or ray) says where vectors were computed, not what they are:
+    a target extracted by another engine transfers, and a run.json written when the engine was
+    part of the identity still evaluates. Another encoder is refused naming what differs."""
+    import shutil
+
+    tgt = tmp_path / "tgt"
+    shutil.copytree(setup["tgt"], tgt)
+    with h5py.File(tgt / "features.h5", "r+") as f:
+        f["text"].attrs["engine"] = "ray"
+    out = tmp_path / "ft"
+    code, _, err = run_cli("train", "--data", tgt, "--out", out, "--init-from", setup["run"],
+                           "--set", "train.epochs=1")
+    assert code == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert "engine" not in info["features"]["text"]
+    info["features"]["text"]["engine"] = "local"          # as an older vmr recorded it
+    (out / "run.json").write_text(json.dumps(info))
+    code, _, err = run_cli("eval", "--run", out)
+    assert code == 0, err
+    with h5py.File(tgt / "features.h5", "r+") as f:
+        f["text"].attrs["pooling"] = "mean"
+    line = cli_one_line("train", "--data", tgt, "--out", tmp_path / "x", "--init-from",
+                        setup["run"])
+    assert "text features differ (pooling" in line and "'mean'" in line

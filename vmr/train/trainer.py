@@ -25,7 +25,8 @@ from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import CHECKPOINT_FORMAT, RunDir, read_checkpoint, save_checkpoint
+from vmr.model.rundir import (CHECKPOINT_FORMAT, RunDir, identity_diff, read_checkpoint,
+                              save_checkpoint)
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
 from vmr.train.data import TrainData
@@ -209,7 +210,7 @@ def _check_same_inputs(run: RunDir, before: dict, data: TrainData) -> None:
         raise VmrError(f"{run.path}: the dataset changed since this run started (items or "
                        "histories differ); start a new run instead of --resume")
     for m, ident in (before.get("features") or {}).items():
-        if now["features"].get(m) != ident:
+        if identity_diff(now["features"].get(m) or {}, ident or {}):
             raise VmrError(f"{run.path}: the cached {m} features changed since this run "
                            "started; start a new run instead of --resume")
 
