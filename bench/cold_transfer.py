@@ -43,8 +43,10 @@ from pathlib import Path
 
 from functools import partial
 
-from common import REPO, VMR
+from common import REPO, VMR, use_checkout
 from common import sh as _sh
+
+use_checkout()          # the evaluation helpers below import this checkout's vmr
 
 sh = partial(_sh, append=True)   # one log per step, appended across reruns
 SHARED = REPO.parent / "shared" / "data"
@@ -56,6 +58,8 @@ ROWS = {
     "default": [],
     "id-dropout": ["model.id_dropout=0.2"],
     "content-only": ["model.item_id_emb=false"],
+    # unknown items get an ID row predicted from their content (issue 23)
+    "imputed": ["model.untrained_ids=imputed"],
     "sasrec": ["model.kind=sasrec"],
     "pop": ["model.kind=pop"],
 }
@@ -107,13 +111,16 @@ def sample_users(src: Path, dst: Path, percent: int, seed: int = 0) -> Path:
     return dst
 
 
-def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int, new: bool) -> Path:
+def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int,
+            new: float | bool) -> Path:
+    """`vmr prepare` into ds; new: the share of items held out as new (True: NEW_FRACTION)."""
+    new = NEW_FRACTION if new is True else new
     if not (ds / "dataset.json").exists():
         cmd = VMR + ["prepare", "--interactions", seqs, "--format", "sequences", "--items", items,
                      "--items-id-col", "item_id", "--text-columns", text_cols, "--kcore", kcore,
                      "--out", ds]
         if new:
-            cmd += ["--new-items", NEW_FRACTION, "--new-items-seed", 0]
+            cmd += ["--new-items", new, "--new-items-seed", 0]
         sh(cmd, ds.parent / f"{ds.name}.prepare.log")
     return ds
 
@@ -175,12 +182,18 @@ def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
 
 
 def evaluate(run: Path, data: Path | None = None, split: str = "test") -> dict:
-    name = f"metrics_{split}@{data.name}.json" if data is not None else f"metrics_{split}.json"
-    if not (run / name).exists():
+    """`vmr eval` of run (zero-shot on `data` if given) unless done; its metrics."""
+    from vmr.model.rundir import RunDir
+
+    def done() -> Path | None:
+        rd = RunDir(run)
+        return rd.find_zero_shot(split, data.name) if data is not None else (
+            rd.metrics_json(split) if rd.metrics_json(split).exists() else None)
+    if done() is None:
         cmd = VMR + ["eval", "--run", run, "--k", "5", "10", "--split", split] + (
             ["--data", data] if data else [])
         sh(cmd, run.parent / f"{run.name}.eval.log")
-    return json.loads((run / name).read_text())
+    return json.loads(done().read_text())
 
 
 def calibrated(run: Path) -> float | None:
@@ -313,6 +326,13 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["cold", "transfer"], choices=["cold", "transfer"],
                     help="which parts to run (the summary covers what ran)")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
+    ap.add_argument("--cold-rows", nargs="+", default=None, choices=list(ROWS),
+                    help="only these rows of the new-item and frequency parts [default: PLAN]")
+    ap.add_argument("--cold-splits", nargs="+", default=["normal", "new-items"],
+                    choices=["normal", "new-items"], help="which splits the cold part trains on")
+    ap.add_argument("--new-fraction", type=float, default=NEW_FRACTION,
+                    help="share of items held out as new (vmr prepare --new-items); another "
+                         "value than 0.1 works in WORK/full-new<value> (WORK/quick-new<value>)")
     ap.add_argument("--source", default=None,
                     help="transfer source: an existing Beauty run directory ('{seed}' is replaced "
                          "by the seed) instead of this script's normal-default-s<seed> runs")
@@ -324,7 +344,8 @@ def main() -> None:
     seeds = a.seeds[:1] if a.quick else a.seeds
     user_fractions = tuple(a.fractions or ((100, 10) if a.quick else USER_FRACTIONS))
     extra = ["train.threads=1"] + (["train.epochs=2"] if a.quick else [])
-    work = a.work / ("quick" if a.quick else "full")
+    work = a.work / (("quick" if a.quick else "full")
+                     + (f"-new{a.new_fraction:g}" if a.new_fraction != NEW_FRACTION else ""))
     t0 = time.time()
     beauty, sci = SHARED / "amazon_beauty", SHARED / "amazon_scientific_mm"
 
@@ -337,19 +358,22 @@ def main() -> None:
         norm = prepare(work / "beauty" / "normal", seqs, beauty / "Beauty_items.tsv",
                        "title,brand,categories", 1 if a.quick else 5, new=False)
         new = prepare(work / "beauty" / "new-items", seqs, beauty / "Beauty_items.tsv",
-                      "title,brand,categories", 1 if a.quick else 5, new=True)
+                      "title,brand,categories", 1 if a.quick else 5, new=a.new_fraction)
         minilm(new, minilm(norm))
         sets["beauty"] = (norm, new)
     if "scientific" in a.datasets:
         for kind in ("normal", "new-items"):
             ds = prepare(work / "scientific" / kind, sci / "Scientific_dev.txt",
-                         sci / "Scientific_items.tsv", "text", 1, new=kind == "new-items")
+                         sci / "Scientific_items.tsv", "text", 1,
+                         new=a.new_fraction if kind == "new-items" else False)
             clip(ds, sci)
         sets["scientific"] = (work / "scientific" / "normal", work / "scientific" / "new-items")
 
     # ---- 1 + 2: new items, frequency buckets
     jobs = [(name, split, row, s) for name in sets for split in (0, 1)
             for row, n in map(_row_seeds, PLAN[name, ("normal", "new-items")[split]])
+            if (a.cold_rows is None or row in a.cold_rows)
+            and ("normal", "new-items")[split] in a.cold_splits
             for s in seeds[:n]]
 
     def cold(job) -> dict:
@@ -398,7 +422,7 @@ def main() -> None:
         counts = ", ".join(f"{g} {new[0]['groups'].get(g, {}).get('users')}" for g in GROUPS) \
             if new else ""
         for metric in METRICS:
-            md += table(f"{name}, --new-items {NEW_FRACTION}: new-item, seen-item and all targets "
+            md += table(f"{name}, --new-items {a.new_fraction}: new-item, seen-item and all targets "
                         f"(targets: {counts})", new, list(GROUPS), metric)
         gains = {}
         for r in new:
