@@ -58,8 +58,6 @@ ROWS = {
     "default": [],
     "id-dropout": ["model.id_dropout=0.2"],
     "content-only": ["model.item_id_emb=false"],
-    # unknown items get an ID row predicted from their content (issue 23)
-    "imputed": ["model.untrained_ids=imputed"],
     "sasrec": ["model.kind=sasrec"],
     "pop": ["model.kind=pop"],
 }
@@ -262,7 +260,10 @@ def cell(ms, n: int = 2) -> str:
 
 
 def table(title: str, results: list[dict], cols: list[str], metric: str) -> list[str]:
-    """One row per label of `results` ({label, seed, groups}), mean ± std of metric per col."""
+    """One row per label of `results` ({label, seed, groups}), mean ± std of metric per col;
+    nothing when there are no results."""
+    if not results:
+        return []
     labels = list(dict.fromkeys(r["label"] for r in results))
     lines = [f"### {title}", "", f"| {metric} | seeds | " + " | ".join(cols) + " |",
              "|---|---:|" + "---:|" * len(cols)]

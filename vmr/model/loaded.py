@@ -91,7 +91,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
 def untrained_items(cfg, dataset):
     """The items a run scores from content alone: those without a trained ID (new items, and
     with model.untrained_ids = unknown every item with no training interaction)."""
-    if cfg.model.untrained_ids in ("unknown", "imputed"):
+    if cfg.model.untrained_ids == "unknown":
         return dataset.untrained_item_indices()
     return dataset.new_item_indices()
 

@@ -198,7 +198,7 @@ def _build(cfg: Config, data: TrainData, init, device) -> tuple[dict, torch.nn.M
 
 def _without_trained_id(cfg: Config, data: TrainData, new_items):
     """The items scored from content alone (vmr.model.loaded.untrained_items, at training)."""
-    if cfg.model.untrained_ids in ("unknown", "imputed"):
+    if cfg.model.untrained_ids == "unknown":
         return splits.untrained_items(data.sequences, len(data.item_ids), new_items)
     return new_items
 
