@@ -43,8 +43,10 @@ from pathlib import Path
 
 from functools import partial
 
-from common import REPO, VMR
+from common import REPO, VMR, use_checkout
 from common import sh as _sh
+
+use_checkout()          # the evaluation helpers below import this checkout's vmr
 
 sh = partial(_sh, append=True)   # one log per step, appended across reruns
 SHARED = REPO.parent / "shared" / "data"
@@ -56,6 +58,8 @@ ROWS = {
     "default": [],
     "id-dropout": ["model.id_dropout=0.2"],
     "content-only": ["model.item_id_emb=false"],
+    # unknown items get an ID row predicted from their content (issue 23)
+    "imputed": ["model.untrained_ids=imputed"],
     "sasrec": ["model.kind=sasrec"],
     "pop": ["model.kind=pop"],
 }
@@ -69,6 +73,22 @@ PLAN = {
     ("scientific", "normal"): tuple(ROWS),
     ("scientific", "new-items"): tuple(ROWS),
 }
+# transfer rows -> (start from the Beauty source, --freeze, --set overrides); "fine-tuned" is
+# today's --init-from, the others are issue 23's fine-tuning schedules
+TRANSFER_ROWS = {
+    "fine-tuned": (True, False, []),
+    "fine-tuned-frozen": (True, True, []),
+    "fine-tuned-lr0.1": (True, False, ["train.transfer_lr=0.1"]),
+    "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
+    "fine-tuned-staged3-lr0.1": (True, False, ["train.id_warmup=3", "train.transfer_lr=0.1"]),
+    "fine-tuned-noid": (True, False, ["model.item_id_emb=false"]),
+    "scratch": (False, False, []),
+    "scratch-noid": (False, False, ["model.item_id_emb=false"]),
+    "sasrec": (False, False, ["model.kind=sasrec"]),
+    "pop": (False, False, ["model.kind=pop"]),
+    "zero-shot": (True, False, []),
+}
+DEFAULT_TRANSFER = ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "pop", "zero-shot")
 GROUPS = ("all", "seen", "new")
 METRICS = ("NDCG@10", "HR@10")
 
@@ -91,13 +111,16 @@ def sample_users(src: Path, dst: Path, percent: int, seed: int = 0) -> Path:
     return dst
 
 
-def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int, new: bool) -> Path:
+def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int,
+            new: float | bool) -> Path:
+    """`vmr prepare` into ds; new: the share of items held out as new (True: NEW_FRACTION)."""
+    new = NEW_FRACTION if new is True else new
     if not (ds / "dataset.json").exists():
         cmd = VMR + ["prepare", "--interactions", seqs, "--format", "sequences", "--items", items,
                      "--items-id-col", "item_id", "--text-columns", text_cols, "--kcore", kcore,
                      "--out", ds]
         if new:
-            cmd += ["--new-items", NEW_FRACTION, "--new-items-seed", 0]
+            cmd += ["--new-items", new, "--new-items-seed", 0]
         sh(cmd, ds.parent / f"{ds.name}.prepare.log")
     return ds
 
@@ -158,12 +181,19 @@ def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
     return run
 
 
-def evaluate(run: Path, data: Path | None = None) -> dict:
-    name = f"metrics_test@{data.name}.json" if data is not None else "metrics_test.json"
-    if not (run / name).exists():
-        cmd = VMR + ["eval", "--run", run, "--k", "5", "10"] + (["--data", data] if data else [])
+def evaluate(run: Path, data: Path | None = None, split: str = "test") -> dict:
+    """`vmr eval` of run (zero-shot on `data` if given) unless done; its metrics."""
+    from vmr.model.rundir import RunDir
+
+    def done() -> Path | None:
+        rd = RunDir(run)
+        return rd.find_zero_shot(split, data.name) if data is not None else (
+            rd.metrics_json(split) if rd.metrics_json(split).exists() else None)
+    if done() is None:
+        cmd = VMR + ["eval", "--run", run, "--k", "5", "10", "--split", split] + (
+            ["--data", data] if data else [])
         sh(cmd, run.parent / f"{run.name}.eval.log")
-    return json.loads((run / name).read_text())
+    return json.loads(done().read_text())
 
 
 def calibrated(run: Path) -> float | None:
@@ -245,6 +275,47 @@ def table(title: str, results: list[dict], cols: list[str], metric: str) -> list
     return lines + [""]
 
 
+def transfer_part(work: Path, sci: Path, user_fractions, seeds, rows, source, extra,
+                  jobs: int) -> list[dict]:
+    """Each fraction of Scientific's users prepared with MiniLM text; every row of `rows` per
+    fraction and seed: from the Beauty source (`source(seed)`, None: no source, so the rows
+    that need one are skipped) or from scratch."""
+    prev = None
+    fractions = {}
+    for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
+        seqs = sample_users(sci / "Scientific_dev.txt",
+                            work / "transfer" / f"Scientific_{pct}pct.txt", pct)
+        ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
+                     sci / "Scientific_items.tsv", "text", 1, new=False)
+        prev = minilm(ds, prev)
+        fractions[pct] = ds
+    tjobs = [(pct, row, s) for pct in user_fractions for s in seeds for row in rows
+             if source is not None or not TRANSFER_ROWS[row][0]]
+
+    def one(job) -> dict:
+        pct, row, s = job
+        ds = fractions[pct]
+        from_source, freeze, sets_ = TRANSFER_ROWS[row]
+        src = source(s) if from_source else None
+        if row == "zero-shot":
+            m, v = evaluate(src, ds), evaluate(src, ds, "valid")
+        else:
+            run = train(ds, ds.parent / "runs" / f"{ds.name}-{row}-s{s}", s, sets_, extra,
+                        init_from=src, freeze=freeze)
+            m, v = evaluate(run), valid_best(run)
+        return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
+                "groups": {f"{pct} % of users": groups_of(m)["all"], f"valid {pct} %": v}}
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, tjobs))
+
+
+def valid_best(run: Path) -> dict | None:
+    """The run's best validation scores (run.json), for choosing a row by validation."""
+    info = run / "run.json"
+    return json.loads(info.read_text()).get("best_valid") if info.exists() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["beauty", "scientific"],
@@ -255,11 +326,26 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["cold", "transfer"], choices=["cold", "transfer"],
                     help="which parts to run (the summary covers what ran)")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
+    ap.add_argument("--cold-rows", nargs="+", default=None, choices=list(ROWS),
+                    help="only these rows of the new-item and frequency parts [default: PLAN]")
+    ap.add_argument("--cold-splits", nargs="+", default=["normal", "new-items"],
+                    choices=["normal", "new-items"], help="which splits the cold part trains on")
+    ap.add_argument("--new-fraction", type=float, default=NEW_FRACTION,
+                    help="share of items held out as new (vmr prepare --new-items); another "
+                         "value than 0.1 works in WORK/full-new<value> (WORK/quick-new<value>)")
+    ap.add_argument("--source", default=None,
+                    help="transfer source: an existing Beauty run directory ('{seed}' is replaced "
+                         "by the seed) instead of this script's normal-default-s<seed> runs")
+    ap.add_argument("--transfer-rows", nargs="+", default=list(DEFAULT_TRANSFER),
+                    choices=list(TRANSFER_ROWS))
+    ap.add_argument("--fractions", nargs="+", type=int, default=None,
+                    help=f"percent of Scientific's users kept [default: {USER_FRACTIONS}]")
     a = ap.parse_args()
     seeds = a.seeds[:1] if a.quick else a.seeds
-    user_fractions = (100, 10) if a.quick else USER_FRACTIONS
+    user_fractions = tuple(a.fractions or ((100, 10) if a.quick else USER_FRACTIONS))
     extra = ["train.threads=1"] + (["train.epochs=2"] if a.quick else [])
-    work = a.work / ("quick" if a.quick else "full")
+    work = a.work / (("quick" if a.quick else "full")
+                     + (f"-new{a.new_fraction:g}" if a.new_fraction != NEW_FRACTION else ""))
     t0 = time.time()
     beauty, sci = SHARED / "amazon_beauty", SHARED / "amazon_scientific_mm"
 
@@ -272,19 +358,22 @@ def main() -> None:
         norm = prepare(work / "beauty" / "normal", seqs, beauty / "Beauty_items.tsv",
                        "title,brand,categories", 1 if a.quick else 5, new=False)
         new = prepare(work / "beauty" / "new-items", seqs, beauty / "Beauty_items.tsv",
-                      "title,brand,categories", 1 if a.quick else 5, new=True)
+                      "title,brand,categories", 1 if a.quick else 5, new=a.new_fraction)
         minilm(new, minilm(norm))
         sets["beauty"] = (norm, new)
     if "scientific" in a.datasets:
         for kind in ("normal", "new-items"):
             ds = prepare(work / "scientific" / kind, sci / "Scientific_dev.txt",
-                         sci / "Scientific_items.tsv", "text", 1, new=kind == "new-items")
+                         sci / "Scientific_items.tsv", "text", 1,
+                         new=a.new_fraction if kind == "new-items" else False)
             clip(ds, sci)
         sets["scientific"] = (work / "scientific" / "normal", work / "scientific" / "new-items")
 
     # ---- 1 + 2: new items, frequency buckets
     jobs = [(name, split, row, s) for name in sets for split in (0, 1)
             for row, n in map(_row_seeds, PLAN[name, ("normal", "new-items")[split]])
+            if (a.cold_rows is None or row in a.cold_rows)
+            and ("normal", "new-items")[split] in a.cold_splits
             for s in seeds[:n]]
 
     def cold(job) -> dict:
@@ -313,38 +402,11 @@ def main() -> None:
     # ---- 3: transfer Beauty -> Scientific, MiniLM text on both
     transfer_results = []
     if "scientific" in a.datasets and "transfer" in a.parts:
-        prev = None
-        fractions = {}
-        for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
-            seqs = sample_users(sci / "Scientific_dev.txt",
-                                work / "transfer" / f"Scientific_{pct}pct.txt", pct)
-            ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
-                         sci / "Scientific_items.tsv", "text", 1, new=False)
-            prev = minilm(ds, prev)
-            fractions[pct] = ds
-        tjobs = [(pct, row, s) for pct in user_fractions for s in seeds
-                 for row in ("fine-tuned", "fine-tuned-frozen", "scratch", "sasrec", "pop",
-                             "zero-shot")
-                 if "beauty" in sets or row in ("scratch", "sasrec", "pop")]
-
-        def transfer(job) -> dict:
-            pct, row, s = job
-            ds = fractions[pct]
-            src = sets["beauty"][0].parent / "runs" / f"normal-default-s{s}" if "beauty" in sets else None
-            out = ds.parent / "runs" / f"{ds.name}-{row}-s{s}"
-            if row == "zero-shot":
-                m = evaluate(src, ds)
-            else:
-                sets_ = [f"model.kind={row}"] if row in ("sasrec", "pop") else []
-                tuned = row.startswith("fine-tuned")
-                run = train(ds, out, s, sets_, extra, init_from=src if tuned else None,
-                            freeze=row == "fine-tuned-frozen")
-                m = evaluate(run)
-            return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
-                    "groups": {f"{pct} % of users": groups_of(m)["all"]}}
-
-        with ThreadPoolExecutor(a.jobs) as pool:
-            transfer_results = list(pool.map(transfer, tjobs))
+        source = (lambda s: Path(a.source.replace("{seed}", str(s)))) if a.source else (
+            (lambda s: sets["beauty"][0].parent / "runs" / f"normal-default-s{s}")
+            if "beauty" in sets else None)
+        transfer_results = transfer_part(work, sci, user_fractions, seeds, a.transfer_rows,
+                                         source, extra, a.jobs)
 
     # ---- the summary
     md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
@@ -360,7 +422,7 @@ def main() -> None:
         counts = ", ".join(f"{g} {new[0]['groups'].get(g, {}).get('users')}" for g in GROUPS) \
             if new else ""
         for metric in METRICS:
-            md += table(f"{name}, --new-items {NEW_FRACTION}: new-item, seen-item and all targets "
+            md += table(f"{name}, --new-items {a.new_fraction}: new-item, seen-item and all targets "
                         f"(targets: {counts})", new, list(GROUPS), metric)
         gains = {}
         for r in new:
@@ -383,7 +445,12 @@ def main() -> None:
                     norm, buckets, "NDCG@10")
     if transfer_results:
         md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
-        if "beauty" not in sets:
+        if a.source:
+            md += [f"Source: `{a.source}` (seed {{seed}} where given). Validation, best epoch "
+                   "(zero-shot: the source on the target's validation split):", ""]
+            md += table("validation", transfer_results,
+                        [f"valid {pct} %" for pct in user_fractions], "NDCG@10")
+        elif "beauty" not in sets:
             md += ["Beauty was not in --datasets: no source run, so only the scratch and SASRec "
                    "rows.", ""]
         users = {r["fraction"]: r["users"] for r in transfer_results}

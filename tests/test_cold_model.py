@@ -152,3 +152,47 @@ def test_training_loss_never_ranks_items_absent_at_training_time(kind, sampled):
     assert ids.grad[known].abs().max() > 0
     exclude_from_training(model, [])               # an empty list changes nothing
     assert not model.all_items_train
+
+
+def test_imputed_ids_recover_a_linear_map_from_content():
+    """untrained_ids = imputed: at evaluation an unknown item's ID row is predicted from its
+    content by a ridge map fitted on the trained items; with ID rows that *are* a linear
+    function of content, a weak ridge recovers them for the unknown items."""
+    model = _model(untrained_ids="imputed")
+    enc = model.items
+    enc.eval()
+    idx = torch.arange(N)
+    content = _content(enc, idx).detach()
+    a = torch.randn(16, 16, generator=torch.Generator().manual_seed(3)) * 0.1
+    with torch.no_grad():
+        enc.id_emb.weight.copy_(content @ a + 0.05)
+    unknown = torch.zeros(N, dtype=torch.bool)
+    unknown[:10] = True
+    mark_unknown_ids(model, torch.nonzero(unknown).flatten().tolist())
+    pred = enc.imputed_ids(alpha=1e-6)
+    assert torch.allclose(pred[:10], content[:10] @ a + 0.05, atol=1e-3)
+    got = enc(idx)
+    assert torch.allclose(got[:10], content[:10] + enc.imputed_ids()[:10], atol=1e-5)
+    assert torch.allclose(got[10:], content[10:] + enc.id_emb.weight[10:], atol=1e-5)
+    enc.p, enc.drop.p = 0.0, 0.0
+    enc.train()                      # training never sees unknown items: zero, as before
+    assert torch.allclose(enc(idx)[:10], content[:10], atol=1e-5)
+    # nothing trained (zero-shot): nothing to fit, the rows stay zero
+    mark_unknown_ids(model, list(range(N)))
+    assert torch.count_nonzero(enc.imputed_ids()) == 0
+
+
+def test_imputed_ids_config_and_training(tmp_path):
+    with pytest.raises(VmrError, match="untrained_ids = imputed"):
+        load_config(None, ["model.untrained_ids=imputed", "model.item_id_emb=false"])
+    from helpers.synth import make_dataset
+
+    ds = make_dataset(tmp_path / "d", n_users=40, length=6, seed=0)
+    code, _, err = run_cli("train", "--data", ds, "--out",
+                           tmp_path / "run", "--set", "model.d_model=16", "--set",
+                           "train.epochs=1", "--set", "model.untrained_ids=imputed")
+    assert code == 0, err
+    assert 'untrained_ids = "imputed"' in (tmp_path / "run" / "config.toml").read_text()
+    code, _, err = run_cli("eval", "--run", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics_test.json").exists()

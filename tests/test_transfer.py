@@ -178,3 +178,81 @@ def test_a_transferred_run_starts_as_the_zero_shot_model(setup, tmp_path):
     if info["best_epoch"] == 0:
         assert torch.count_nonzero(best["model"]["items.id_emb.weight"]) == 0
     assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_id_warmup_trains_content_first_then_ids(setup, tmp_path):
+    """train.id_warmup = 1: epoch 1 leaves the ID rows at their zero start (content only);
+    epoch 2 trains them. The label says so."""
+    out = tmp_path / "staged"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--set", "train.id_warmup=1", "--set", "train.epochs=1",
+                           "--set", "train.patience=5")
+    assert code == 0, err
+    src, last = _weights(setup["run"]), read_checkpoint(out / "checkpoint.pt")["model"]
+    assert torch.count_nonzero(last["items.id_emb.weight"]) == 0
+    assert not torch.equal(src["seq.pos.weight"], last["seq.pos.weight"])   # the rest trained
+    info = json.loads((out / "run.json").read_text())
+    assert info["label"].endswith("-init-idwarmup1")
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--resume", "--set",
+                           "train.epochs=2")
+    assert code == 0, err
+    assert torch.count_nonzero(read_checkpoint(out / "checkpoint.pt")["model"]
+                               ["items.id_emb.weight"]) > 0
+
+
+def test_transfer_lr_scales_the_loaded_weights_only(setup, tmp_path):
+    """train.transfer_lr: two Adam groups, the loaded weights at lr x transfer_lr, the fresh ID
+    rows at lr; a resumed run keeps both; without --init-from it is refused."""
+    out = tmp_path / "disc"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--set", "train.transfer_lr=0.01", "--set",
+                           "train.lr=0.01", "--set", "train.epochs=1")
+    assert code == 0, err
+    ckpt = read_checkpoint(out / "checkpoint.pt")
+    groups = ckpt["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.0001])
+    assert len(groups[0]["params"]) == 1              # the ID table alone
+    src = _weights(setup["run"])
+    # Adam moves each weight by about lr per step: the loaded ones 100x less than the IDs
+    moved = (ckpt["model"]["seq.pos.weight"] - src["seq.pos.weight"]).abs().max().item()
+    ids = ckpt["model"]["items.id_emb.weight"].abs().max().item()
+    assert 0 < moved < ids / 20
+    info = json.loads((out / "run.json").read_text())
+    assert info["label"].endswith("-init-lr0.01")
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--resume", "--set",
+                           "train.epochs=2")
+    assert code == 0, err
+    assert len(read_checkpoint(out / "checkpoint.pt")["optimizer"]["param_groups"]) == 2
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "no",
+                        "--set", "train.transfer_lr=0.1", *TINY[:4])
+    assert "train.transfer_lr" in line and "--init-from" in line
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "neg",
+                        "--set", "train.id_warmup=-1", *TINY[:4])
+    assert "train.id_warmup" in line
+
+
+def test_where_the_vectors_were_computed_does_not_matter(setup, tmp_path):
+    """A cache's `engine` (local or ray) says where vectors were computed, not what they are:
+    a target extracted by another engine transfers, and a run.json written when the engine was
+    part of the identity still evaluates. Another encoder is refused naming what differs."""
+    import shutil
+
+    tgt = tmp_path / "tgt"
+    shutil.copytree(setup["tgt"], tgt)
+    with h5py.File(tgt / "features.h5", "r+") as f:
+        f["text"].attrs["engine"] = "ray"
+    out = tmp_path / "ft"
+    code, _, err = run_cli("train", "--data", tgt, "--out", out, "--init-from", setup["run"],
+                           "--set", "train.epochs=1")
+    assert code == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert "engine" not in info["features"]["text"]
+    info["features"]["text"]["engine"] = "local"          # as an older vmr recorded it
+    (out / "run.json").write_text(json.dumps(info))
+    code, _, err = run_cli("eval", "--run", out)
+    assert code == 0, err
+    with h5py.File(tgt / "features.h5", "r+") as f:
+        f["text"].attrs["pooling"] = "mean"
+    line = cli_one_line("train", "--data", tgt, "--out", tmp_path / "x", "--init-from",
+                        setup["run"])
+    assert "text features differ (pooling" in line and "'mean'" in line

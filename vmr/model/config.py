@@ -27,7 +27,7 @@ CHOICES = {
     ("model", "share"): ("tie", "init", "none"),
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean", "gate"),
-    ("model", "untrained_ids"): ("unknown", "own"),
+    ("model", "untrained_ids"): ("unknown", "own", "imputed"),
     ("data", "feature_norm"): ("standardize", "center_l2", "l2"),
     ("eval", "history"): ("exclude", "include"),
 }
@@ -153,10 +153,16 @@ def check_config(cfg: Config) -> None:
             raise VmrError(f"model.{name} must be at least 1")
     if m.share == "tie" and m.item_layers > m.n_layers:
         raise VmrError("model.share = tie needs model.item_layers <= model.n_layers")
+    if m.untrained_ids == "imputed" and not (m.item_id_emb and m.id_fusion == "residual"):
+        raise VmrError("model.untrained_ids = imputed predicts residual ID rows from content: "
+                       "it needs model.item_id_emb = true and model.id_fusion = residual")
     if m.repeat_item_bias and not m.repeat_bias:
         raise VmrError("model.repeat_item_bias = true needs model.repeat_bias = true")
     if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
+    if t.id_warmup < 0 or t.transfer_lr <= 0:
+        raise VmrError(f"train.id_warmup must be >= 0 (got {t.id_warmup}) and train.transfer_lr "
+                       f"positive (got {t.transfer_lr})")
     for mod in cfg.data.modalities:
         if mod not in ("text", "image", "video"):
             raise VmrError(f"data.modalities: unknown modality {mod!r} (text, image, video)")

@@ -55,6 +55,10 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # staged: the first N sequence epochs leave the item-ID rows at their start (zero after
+    # --init-from) and train the content side only; the IDs join from epoch N+1
+    id_warmup: int = 0
+    transfer_lr: float = 1.0     # --init-from: lr multiplier for the weights loaded from the source
     patience: int = 10           # epochs without a better valid NDCG@10 before stopping
     loss: str = "full"           # full (softmax over all items) | sampled (shared sampled negatives)
     n_negatives: int = 1024      # sampled loss: negatives shared across the batch

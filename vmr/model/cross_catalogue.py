@@ -44,7 +44,7 @@ def check_same_encoders(src_name: str, src_features: dict, src_dims: dict, tgt_n
                         tgt_attrs: dict, tgt_dims: dict) -> None:
     """The target's features must come from the encoders the source run was trained on, with
     the same widths and the same modalities; one-line errors naming both sides."""
-    from vmr.model.rundir import feature_identity
+    from vmr.model.rundir import feature_identity, identity_diff
 
     if sorted(src_dims) != sorted(tgt_dims):
         raise VmrError(f"{src_name} was trained on modalities {'+'.join(sorted(src_dims)) or 'none'}"
@@ -53,8 +53,10 @@ def check_same_encoders(src_name: str, src_features: dict, src_dims: dict, tgt_n
     for m in sorted(src_dims):
         a = encoder_parts(src_features.get(m) or {})
         b = encoder_parts(feature_identity(tgt_attrs.get(m) or {}))
-        if a != b or int(src_dims[m]) != int(tgt_dims[m]):
-            raise VmrError(f"the {m} features differ: {src_name} was trained on "
+        diff = identity_diff(a, b, NOT_ENCODER)
+        if diff or int(src_dims[m]) != int(tgt_dims[m]):
+            what = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in diff[:3]) or "width"
+            raise VmrError(f"the {m} features differ ({what}): {src_name} was trained on "
                            f"{describe_encoder(a, src_dims[m])} but {tgt_name} holds "
                            f"{describe_encoder(b, tgt_dims[m])}; transfer needs the same encoder "
                            f"(extract the target with the source's --model and settings)")

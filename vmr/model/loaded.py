@@ -17,7 +17,8 @@ from vmr.model.features import load_features
 from vmr.model.kinds import model_kind
 from vmr.model.registry import (attach_features, build_model, check_model_args, check_widths,
                                 mark_unknown_ids)
-from vmr.model.rundir import (RunDir, dataset_fingerprint, feature_identity, read_checkpoint)
+from vmr.model.rundir import (RunDir, dataset_fingerprint, feature_identity, identity_diff,
+                              read_checkpoint)
 from vmr.model.towers import TowerView
 
 
@@ -90,7 +91,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
 def untrained_items(cfg, dataset):
     """The items a run scores from content alone: those without a trained ID (new items, and
     with model.untrained_ids = unknown every item with no training interaction)."""
-    if cfg.model.untrained_ids == "unknown":
+    if cfg.model.untrained_ids in ("unknown", "imputed"):
         return dataset.untrained_item_indices()
     return dataset.new_item_indices()
 
@@ -116,8 +117,8 @@ def _check_features(rd: RunDir, info: dict, attrs: dict, feats: dict, present: d
     recorded = info.get("features") or {}
     for m, ident in recorded.items():
         now = feature_identity(attrs.get(m, {}), feats.get(m), present.get(m))
-        if now != ident:
-            diff = sorted(k for k in set(now) | set(ident) if now.get(k) != ident.get(k))
+        diff = identity_diff(now, ident)
+        if diff:
             raise VmrError(f"{rd.path}: the {m} features in {cache} changed since this run was "
                            f"trained ({', '.join(diff[:4])} differ); retrain, or extract into "
                            "another --cache")

@@ -19,6 +19,9 @@ MODALITY_ORDER = ("video", "image", "text")
 VISUAL_MODALITIES = ("video", "image")
 
 
+IMPUTE_ALPHA = 1.0   # model.untrained_ids = imputed: the ridge strength (see imputed_ids)
+
+
 class ItemEncoder(nn.Module):
     """Modality tokens -> fusion transformer -> shared projection -> L2 norm -> max-pool (eq. 3).
 
@@ -55,6 +58,9 @@ class ItemEncoder(nn.Module):
                        else None)
         self.register_buffer("unknown", torch.zeros(n_items, dtype=torch.bool), persistent=False)
         self.any_unknown = False
+        # model.untrained_ids = imputed: at evaluation, unknown items get an ID predicted from
+        # their content (a ridge map fitted on the trained items' rows) instead of zero
+        self.impute = cfg.untrained_ids == "imputed"
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.drop = Dropout(cfg.item_dropout)
         self.p = cfg.item_dropout
@@ -146,8 +152,29 @@ class ItemEncoder(nn.Module):
             keep = random_keep(self.present(idx), self.modality_dropout)
         h = self.fuse(self.tokens(idx, keep))
         if self.id_emb is not None and self.id_fusion == "residual" and self.modalities:
-            h = self.content_scale * h + self.id_vectors(idx)
+            ids = self.id_vectors(idx)
+            if self.impute and self.any_unknown and not self.training:
+                ids = torch.where(self.unknown[idx].unsqueeze(-1), self.imputed_ids()[idx], ids)
+            h = self.content_scale * h + ids
         return h
+
+    @torch.no_grad()
+    def imputed_ids(self, alpha: float = IMPUTE_ALPHA) -> torch.Tensor:
+        """[N, d] ID rows predicted from content: ridge regression (ridge alpha x the mean
+        feature variance, a bias through centring) from the items' content vectors to their
+        trained ID rows, fitted on the items with a trained ID, applied to every item."""
+        content = (self.content_scale * self.fuse(self.tokens(
+            torch.arange(self.n_items, device=self.mod_emb.device), with_ids=False))).float()
+        known = ~self.unknown
+        if int(known.sum()) < 2:                  # zero-shot: nothing to fit on
+            return torch.zeros_like(self.id_emb.weight)
+        x, y = content[known], self.id_emb.weight[known].float()
+        mx, my = x.mean(0), y.mean(0)
+        x, y = x - mx, y - my
+        gram = x.T @ x
+        ridge = alpha * gram.diagonal().mean().clamp_min(1e-12)
+        w = torch.linalg.solve(gram + ridge * torch.eye(self.d, device=x.device), x.T @ y)
+        return ((content - mx) @ w + my).to(self.id_emb.weight.dtype)
 
 
 class Recommender(SequenceModel):

@@ -35,7 +35,10 @@ CHECKPOINT_FORMAT = 2
 CHECKPOINT_KEYS = ("format", "model_args", "model", "config", "stage", "epoch")
 CHECKPOINTS = {"best": "best.pt", "last": "checkpoint.pt"}
 # cache attributes that change from one extraction to the next without changing the vectors
-VOLATILE_ATTRS = {"vmr_version", "created", "batch_size", "shard", "shard_unit", "dtype"}
+# "engine" (local or ray) decides where the vectors were computed, not what they are; run.json
+# files written before it was volatile still hold it, so comparisons drop it on both sides
+VOLATILE_ATTRS = {"vmr_version", "created", "batch_size", "shard", "shard_unit", "dtype",
+                  "engine"}
 
 
 class RunDir:
@@ -199,6 +202,13 @@ def dataset_fingerprint(dataset) -> str:
     if new:
         h.update(b"\0new\0" + "\n".join(new).encode("utf-8"))
     return h.hexdigest()
+
+
+def identity_diff(a: dict, b: dict, ignore=()) -> list[str]:
+    """The keys on which two feature identities differ, volatile attributes (and `ignore`)
+    left out on both sides (a run.json may hold an identity written by an older vmr)."""
+    skip = VOLATILE_ATTRS | set(ignore)
+    return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))
 
 
 def feature_identity(attrs: dict, feats=None, present=None) -> dict:

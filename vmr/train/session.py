@@ -135,7 +135,11 @@ def _meta(req: TrainRequest, cfg: Config, data, cache, init) -> dict:
             "modalities": sorted(data.feats), "label": model_kind(cfg.model.kind).run_label(cfg, req.stage)}
     if init is not None:
         meta["label"] += init.label_suffix()
+        if cfg.train.transfer_lr != 1.0:
+            meta["label"] += f"-lr{cfg.train.transfer_lr:g}"
         meta["init"] = init.record()
+    if cfg.train.id_warmup:
+        meta["label"] += f"-idwarmup{cfg.train.id_warmup}"
     return meta
 
 
@@ -178,6 +182,9 @@ def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if req.modalities:
         cfg.data.modalities = list(req.modalities)
     check_config(cfg)
+    if cfg.train.transfer_lr != 1.0 and not req.init_from:
+        raise VmrError(f"train.transfer_lr = {cfg.train.transfer_lr:g} scales the weights loaded "
+                       "by --init-from RUN_DIR; without --init-from leave it at 1")
     if run.holds_run():
         raise VmrError(f"{run.path} already holds a run; continue it with --resume or choose "
                        "another --out")

@@ -26,7 +26,8 @@ from vmr.model.kinds import model_kind
 from vmr.model.objectives import Objective, objective_of
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import CHECKPOINT_FORMAT, RunDir, read_checkpoint, save_checkpoint
+from vmr.model.rundir import (CHECKPOINT_FORMAT, RunDir, identity_diff, read_checkpoint,
+                              save_checkpoint)
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, window_rows
 from vmr.train.data import TrainData
@@ -51,7 +52,8 @@ class TrainState:
     quiet: bool
     model_args: dict
     t0: float = field(default_factory=time.time)
-    transferred: bool = False        # started from another run's weights (--init-from)
+    transferred: bool = False        # starts now from another run's weights (--init-from)
+    from_source: bool = False        # a --init-from run, fresh or resumed
     threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
 
     def say(self, msg: str) -> None:
@@ -120,6 +122,7 @@ def _start_state(cfg: Config, data: TrainData, run_dir: Path, quiet: bool, d: Di
     return TrainState(cfg, data, model, heads, run, MetricsLog(run, d.main, t.tensorboard),
                       device, d, quiet or not d.main, args,
                       transferred=init is not None and init.state is not None,
+                      from_source=init is not None,
                       threads=parallel.EpochThreads(threads))
 
 
@@ -196,7 +199,7 @@ def _build(cfg: Config, data: TrainData, init, device) -> tuple[dict, torch.nn.M
 
 def _without_trained_id(cfg: Config, data: TrainData, new_items):
     """The items scored from content alone (vmr.model.loaded.untrained_items, at training)."""
-    if cfg.model.untrained_ids == "unknown":
+    if cfg.model.untrained_ids in ("unknown", "imputed"):
         return splits.untrained_items(data.sequences, len(data.item_ids), new_items)
     return new_items
 
@@ -208,7 +211,7 @@ def _check_same_inputs(run: RunDir, before: dict, data: TrainData) -> None:
         raise VmrError(f"{run.path}: the dataset changed since this run started (items or "
                        "histories differ); start a new run instead of --resume")
     for m, ident in (before.get("features") or {}).items():
-        if now["features"].get(m) != ident:
+        if identity_diff(now["features"].get(m) or {}, ident or {}):
             raise VmrError(f"{run.path}: the cached {m} features changed since this run "
                            "started; start a new run instead of --resume")
 
@@ -234,11 +237,13 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     t, m = st.cfg.train, st.cfg.model
     objective = objective_of(m)
     rows = window_rows(st.data.prefixes, *objective.window(m.max_len))
-    opt = torch.optim.Adam(st.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = _optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
     step = _batch_step(st, opt, objective)
+    id_params = _id_params(st.model)
     for epoch in range(start + 1, t.epochs + 1):
-        loss, secs = _train_epoch(st, step, rows, epoch, objective)
+        hold = id_params if epoch <= t.id_warmup else []
+        loss, secs = _train_epoch(st, step, rows, epoch, objective, hold)
         row = {"stage": "sequence", "epoch": epoch, "loss": loss,
                "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
         improved = False
@@ -255,6 +260,27 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
 
 
+def _optimizer(st: TrainState) -> torch.optim.Optimizer:
+    """Adam over the model. A run started from another catalogue (`--init-from`) with
+    train.transfer_lr != 1 trains the loaded weights at lr x transfer_lr and the fresh item-ID
+    rows at lr (discriminative learning rates; two parameter groups, also when resumed)."""
+    t, model = st.cfg.train, st.model
+    if not (st.from_source and t.transfer_lr != 1.0):
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ids = {id(p) for p in _id_params(model)}
+    own = [p for p in model.parameters() if id(p) in ids]
+    loaded = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.Adam([{"params": own, "lr": t.lr},
+                             {"params": loaded, "lr": t.lr * t.transfer_lr}],
+                            lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _id_params(model) -> list[torch.nn.Parameter]:
+    """The model's per-item ID parameters (its kind's `id_keys`, where they are parameters)."""
+    keys = set(getattr(model, "id_keys", ()))
+    return [p for name, p in model.named_parameters() if name in keys]
+
+
 def _batch_step(st: TrainState, opt, objective: Objective):
     """step(x, per_batch) -> (mean loss, targets): one optimiser step on a batch of rows, through
     the compiled (CUDA, train.compile) and distributed (torchrun) forward when those are on."""
@@ -268,20 +294,23 @@ def _batch_step(st: TrainState, opt, objective: Objective):
     n_items, loss_fn = len(st.data.item_ids), make_sequence_loss(t)
     autocast = precision.autocast(st.device, t.amp)
 
-    def step(x, per_batch):
+    def step(x, per_batch, hold=()):
         with autocast:
             ce, n_tgt = _sequence_loss(fwd, x, objective, loss_fn, n_items, st.device)
             loss = ce * (n_tgt / per_batch) if per_batch else ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for p in hold:                  # train.id_warmup: Adam skips a parameter without grad
+            p.grad = None
         opt.step()
         return ce, n_tgt
     return step
 
 
-def _train_epoch(st: TrainState, step, rows, epoch: int,
-                 objective: Objective) -> tuple[float, float]:
-    """(mean cross-entropy per target, seconds) of one epoch over length-bucketed batches."""
+def _train_epoch(st: TrainState, step, rows, epoch: int, objective: Objective,
+                 hold=()) -> tuple[float, float]:
+    """(mean cross-entropy per target, seconds) of one epoch over length-bucketed batches;
+    the parameters in `hold` are left as they are (train.id_warmup)."""
     from tqdm import tqdm
 
     t, d = st.cfg.train, st.dist
@@ -299,7 +328,7 @@ def _train_epoch(st: TrainState, step, rows, epoch: int,
     bar = tqdm(batches, desc=f"epoch {epoch}/{t.epochs}", disable=st.quiet, leave=False,
                unit="batch", mininterval=1.0)
     for b in bar:
-        ce, n_tgt = step(trim_padding(rows[b]).to(st.device), per_batch)
+        ce, n_tgt = step(trim_padding(rows[b]).to(st.device), per_batch, hold)
         total += ce.item() * n_tgt          # the logged loss: mean cross-entropy per target
         steps += n_tgt
         bar.set_postfix(loss=f"{ce.item():.3f}", refresh=False)
