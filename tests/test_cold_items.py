@@ -60,7 +60,8 @@ def test_train_prefixes_leave_new_items_out_and_keep_targets():
 
 def test_no_new_item_reaches_a_training_batch(new_ds):
     from vmr.model.config import load_config
-    from vmr.train.batches import mask_for_prediction, window_rows
+    from vmr.model.objectives import Causal, Masked, mask_for_prediction
+    from vmr.train.batches import window_rows
     from vmr.train.data import load_train_data
 
     meta = json.loads((new_ds / "dataset.json").read_text())
@@ -73,7 +74,7 @@ def test_no_new_item_reaches_a_training_batch(new_ds):
     assert new & set(raw.tolist())
     data = load_train_data(new_ds, None, load_config())
     assert set(data.new_items.tolist()) == new
-    for width, min_len in ((51, 2), (50, 1)):        # causal and masked objectives' windows
+    for width, min_len in (Causal().window(50), Masked().window(50)):
         rows = window_rows(data.prefixes, width, min_len)
         assert len(rows) and not new & set(rows[rows >= 0].tolist())
     inp, _, tgt = mask_for_prediction(window_rows(data.prefixes, 50, 1), 0.2, ds.n_items,

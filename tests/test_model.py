@@ -6,8 +6,11 @@ from vmr.data.splits import n_train, target_pairs
 from vmr.model.blocks import attention_mask
 from vmr.model.config_keys import ModelConfig
 from vmr.model.kinds import model_kind
+from vmr.model.objectives import Causal, Masked, mask_for_prediction
 from vmr.model.towers import histories_to_user_vectors, pad_histories, trim_padding
-from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
+from vmr.train.batches import length_bucketed_batches, window_rows
+
+OBJECTIVE = {False: Causal(), True: Masked()}      # by "masked"
 
 
 def _model(**kw):
@@ -90,7 +93,7 @@ def test_attention_mask_never_leaves_a_row_empty():
 
 def test_masked_objective_user_vector_reads_the_appended_mask_slot():
     m = _model(objective="masked", max_len=5)
-    seq = pad_histories([np.array([1, 2, 3])], 5, masked=True)
+    seq = pad_histories([np.array([1, 2, 3])], 5, Masked())
     assert seq.tolist() == [[-1, 1, 2, 3, 0]]
     u = m.user_vectors(seq, m.item_embeddings())
     assert u.shape == (1, 16)
@@ -101,7 +104,7 @@ def test_last_position_shortcut_equals_the_full_encoder(objective):
     m = _model(objective=objective, max_len=6, n_layers=2)
     table = m.item_embeddings()
     seq = pad_histories([np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 7, 8, 9, 10])], 6,
-                        masked=objective == "masked")
+                        m.seq.objective)
     full = m.encode(seq, table)[:, -1]
     last = m.encode(seq, table, last_only=True)
     assert last.shape == (3, 1, 16)
@@ -113,7 +116,7 @@ def test_user_vectors_in_length_chunks_equal_one_by_one():
     table = m.item_embeddings()
     rng = np.random.default_rng(0)
     hists = [rng.integers(0, 12, rng.integers(1, 9)) for _ in range(23)]
-    one = torch.cat([m.user_vectors(pad_histories([h], min(len(h), 6), False), table)
+    one = torch.cat([m.user_vectors(pad_histories([h], min(len(h), 6), Causal()), table)
                      for h in hists])
     for tokens, rows in ((1, 1), (12, 4), (10 ** 6, 2048)):   # a chunk per user .. one chunk
         got = histories_to_user_vectors(m, hists, table, torch.device("cpu"), tokens, rows)
@@ -238,9 +241,11 @@ def test_pad_histories_matches_a_plain_loop(masked):
     hists = [rng.integers(0, 50, rng.integers(0, 12)) for _ in range(40)] + [np.array([], dtype=np.int64)]
     for max_len in (1, 2, 5, 11, 20):
         if masked and max_len == 1:
-            got = pad_histories(hists, 1, True)
+            got = pad_histories(hists, 1, Masked())
             assert got.tolist() == [[0]] * len(hists)
             continue
-        assert torch.equal(pad_histories(hists, max_len, masked), _pad_reference(hists, max_len, masked))
+        assert torch.equal(pad_histories(hists, max_len, OBJECTIVE[masked]),
+                           _pad_reference(hists, max_len, masked))
     # lists and tensors are accepted as well as arrays
-    assert pad_histories([[1, 2], torch.tensor([3])], 3, False).tolist() == [[-1, 1, 2], [-1, -1, 3]]
+    assert pad_histories([[1, 2], torch.tensor([3])], 3, Causal()).tolist() == [[-1, 1, 2],
+                                                                                 [-1, -1, 3]]

@@ -2,10 +2,12 @@
 kind") tried with a toy kind registered at test time, which then trains, evaluates and reloads
 through the real commands; no module compares a kind's name; and the weights keep the names that
 checkpoints written before SASRec had its own class carry. And a loss registered at test time
-("Add a loss") is the one training uses."""
+("Add a loss") is the one training uses, and so is an objective ("Add an objective"; the
+objectives on their own: tests/test_objectives.py)."""
 
 import ast
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,10 @@ from helpers.synth import make_dataset
 from vmr.model.config import load_config
 from vmr.model.config_keys import ModelConfig
 from vmr.model.kinds import MODEL_KINDS, model_kind, register
+from vmr.model import history
 from vmr.model.losses import SEQUENCE_LOSSES, SequenceLoss
+from vmr.model.objectives import OBJECTIVES, Objective
+from vmr.model.objectives import register as register_objective
 from vmr.model.registry import build_model, make_model_args
 from vmr.model.sequence import SequenceModel
 
@@ -182,3 +187,74 @@ def test_a_loss_registered_at_test_time_is_what_training_uses(tmp_path, monkeypa
     monkeypatch.delitem(SEQUENCE_LOSSES, "toy-plain")
     with pytest.raises(Exception, match="train.loss must be one of full, sampled, got"):
         load_config(overrides=["train.loss=toy-plain"])
+
+
+class NextFromMask(Objective):
+    """A toy objective (the recipe of docs/DESIGN.md, "Add an objective"): causal attention, and
+    only a row's last item is a target, read at a [mask] in its place, as at prediction time
+    (one slot appended); counts its training batches."""
+
+    name = "toy-next-from-mask"
+    help = "the next item read at an appended [mask] (a test's toy)"
+    prediction_slots = 1
+    batches = 0
+
+    def window(self, max_len):
+        return max_len, 2
+
+    def training_batch(self, rows, n_items, device, generator=None):
+        NextFromMask.batches += 1
+        rm = torch.zeros_like(rows, dtype=torch.bool)
+        rm[:, -1] = True
+        tgt = torch.full_like(rows, -100)
+        tgt[:, -1] = rows[:, -1]
+        return rows, rm, tgt
+
+    def fixed_targets(self, rows):
+        return float((rows[:, -1] >= 0).sum())
+
+    def repeat_pairs(self, inp, tgt, sel):
+        return history.training_pairs(torch.where(sel, tgt, inp), sel, False)
+
+
+@pytest.fixture
+def toy_objective():
+    register_objective(NextFromMask)
+    yield NextFromMask
+    OBJECTIVES.pop(NextFromMask.name)
+
+
+def test_an_objective_registered_at_test_time_trains_evaluates_and_exports(tmp_path, toy_kind,
+                                                                          toy_objective):
+    from vmr.model.loaded import load_run
+
+    ds = make_dataset(tmp_path, n_users=60, length=6)
+    run = tmp_path / "toy"
+    code, _, err = run_cli("train", "--data", ds, "--out", run, "--set", "model.kind=toy-hashed",
+                           "--set", "model.objective=toy-next-from-mask", *SET)
+    assert code == 0, err
+    assert NextFromMask.batches > 0
+    assert 'objective = "toy-next-from-mask"' in (run / "config.toml").read_text()
+    loaded = load_run(run)
+    assert type(loaded.model.seq.objective) is NextFromMask
+    code, _, err = run_cli("eval", "--run", str(run), "--k", "10")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics_test.json").read_text())
+    assert 0 <= metrics["NDCG@10"] <= metrics["HR@10"] <= 1 and metrics["users"] == 60
+    # the export prepares histories as the objective says: one [mask] slot appended
+    code, _, err = run_cli("export", "--run", str(run), "--out", tmp_path / "exp")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert manifest["user_tower_ts"]["objective"] == "toy-next-from-mask"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # torch.jit's deprecation notice
+        tower = torch.jit.load(str(tmp_path / "exp" / "user_tower.ts"))
+    table = loaded.model.item_embeddings().detach()
+    want = loaded.model.user_vectors(torch.tensor([[3, 4, 0]]), table)
+    assert torch.allclose(tower(torch.tensor([[3, 4]])), want, atol=1e-5)
+    OBJECTIVES.pop(toy_objective.name)
+    try:
+        with pytest.raises(Exception, match="model.objective must be one of causal, masked, got"):
+            load_config(overrides=["model.objective=toy-next-from-mask"])
+    finally:
+        register_objective(toy_objective)

@@ -7,9 +7,9 @@ import torch
 
 from vmr.model.config_keys import ModelConfig, PretrainConfig
 from vmr.model.losses import mine_hard_negatives
+from vmr.model.objectives import mask_for_prediction
 from vmr.model.pretrain import PretrainHeads, active_terms, pretrain_losses
 from vmr.model.recommender import Recommender
-from vmr.train.batches import mask_for_prediction
 
 
 def test_hard_negative_mining_prefers_the_hardest_under_a_temperature():

@@ -19,11 +19,12 @@ from vmr.errors import VmrError
 from vmr.model.config_keys import Config
 from vmr.model.kinds import MODEL_KINDS, model_kind
 from vmr.model.losses import SEQUENCE_LOSSES
+from vmr.model.objectives import OBJECTIVES
 
-# the values a string key may take; model.kind and train.loss: the registered kinds and losses
+# the values a string key may take; model.kind, model.objective and train.loss: the registered
+# kinds, objectives and losses (see `choices`)
 CHOICES = {
     ("model", "share"): ("tie", "init", "none"),
-    ("model", "objective"): ("causal", "masked"),
     ("model", "id_fusion"): ("token", "residual"),
     ("model", "fusion_pool"): ("max", "mean", "gate"),
     ("model", "untrained_ids"): ("unknown", "own"),
@@ -67,6 +68,8 @@ def choices(section: str, name: str) -> tuple[str, ...] | None:
     """The values a string key may take (None: any), the registries' as they are now."""
     if (section, name) == ("model", "kind"):
         return tuple(MODEL_KINDS)
+    if (section, name) == ("model", "objective"):
+        return tuple(OBJECTIVES)
     if (section, name) == ("train", "loss"):
         return tuple(SEQUENCE_LOSSES)
     return CHOICES.get((section, name))

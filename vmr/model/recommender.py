@@ -12,6 +12,7 @@ from vmr.errors import VmrError
 from vmr.model.base import id_dropout_error
 from vmr.model.blocks import Dropout, make_blocks
 from vmr.model.config_keys import Config, ModelConfig
+from vmr.model.objectives import objective_of
 from vmr.model.sequence import SequenceModel
 
 MODALITY_ORDER = ("video", "image", "text")
@@ -176,7 +177,7 @@ class Recommender(SequenceModel):
     def run_label(cls, cfg: Config, stage: str = "all") -> str:
         """kind, objective, pre-training, IDs, block sharing."""
         m = cfg.model
-        parts = [cls.kind, m.objective]
+        parts = [cls.kind, objective_of(m).name]
         if cfg.pretrain.epochs > 0:
             parts.append("pretrain")
         if m.item_id_emb:

@@ -17,28 +17,31 @@ from vmr.model.base import ModelKind
 from vmr.model.blocks import Dropout, attention_mask, make_blocks
 from vmr.model.config_keys import ModelConfig
 from vmr.model.losses import FullSoftmax, SampledSoftmax, SequenceLoss
+from vmr.model.objectives import objective_of
 
 
 class SequenceEncoder(nn.Module):
-    """Item embeddings + learnable positions -> transformer blocks -> a vector per position."""
+    """Item embeddings + learnable positions -> transformer blocks -> a vector per position;
+    attention is causal or not as the objective (`model.objective`, vmr/model/objectives.py) says."""
 
     def __init__(self, cfg: ModelConfig, blocks: nn.ModuleList):
         super().__init__()
         d = cfg.d_model
         self.cfg = cfg
+        self.objective = objective_of(cfg)
         self.pos = nn.Embedding(cfg.max_len, d)
         nn.init.normal_(self.pos.weight, std=0.02)
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.drop = Dropout(cfg.dropout)
         self.blocks = blocks
-        self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)   # the [mask] item (masked objective)
+        self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)   # the [mask] item (replace_mask)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x [B, L, d] item embeddings (left-padded), pad [B, L] bool -> [B, L, d]
         ([B, 1, d], the last position only, with last_only)."""
         B, L, _ = x.shape
         x = self.drop(self.ln(x + self.pos.weight[-L:].unsqueeze(0)))
-        mask = attention_mask(pad, causal=self.cfg.objective == "causal")
+        mask = attention_mask(pad, causal=self.objective.causal_attention)
         for i, blk in enumerate(self.blocks):
             x = blk(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return x
@@ -102,7 +105,7 @@ class SequenceModel(ModelKind):
         """Training loss of a batch (mean cross-entropy over its targets).
 
         inp [B, L] input items (-1 padding), tgt [B, L] target items (negative = no target),
-        replace_mask [B, L] inputs replaced by [mask] (masked objective), neg_idx [K] shared
+        replace_mask [B, L] inputs replaced by [mask] (or None), neg_idx [K] shared
         negatives (`loss.negatives`); loss: the trainer's (vmr.model.losses.make_sequence_loss),
         else the full softmax, or the sampled one where negatives are given."""
         if loss is None:
@@ -113,10 +116,7 @@ class SequenceModel(ModelKind):
         """The repeat term of every (target row, history item) pair of a batch, or None."""
         if self.repeat is None:
             return None
-        if self.cfg.objective == "masked":   # the original items: targets where masked
-            rows, cols, rec = history.training_pairs(torch.where(sel, tgt, inp), sel, False)
-        else:                                # inputs at positions <= t precede target t
-            rows, cols, rec = history.training_pairs(inp, sel, True)
+        rows, cols, rec = self.seq.objective.repeat_pairs(inp, tgt, sel)
         vals = self.history_bias()[history.recency_bucket(rec)]
         if self.repeat_item is not None:
             vals = vals + self.repeat_item[cols] * history.SCALE
@@ -136,13 +136,10 @@ class SequenceModel(ModelKind):
         return out @ table.T
 
     def user_vectors(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """seq [B, L] left-padded histories (masked objective: last slot is the [mask])."""
-        if self.cfg.objective == "masked":
-            rm = torch.zeros_like(seq, dtype=torch.bool)
-            rm[:, -1] = True
-            out = self.encode(seq, table, rm, last_only=True)[:, -1]
-        else:
-            out = self.encode(seq, table, last_only=True)[:, -1]
+        """seq [B, L] left-padded histories as `vmr.model.towers.pad_histories` prepares them
+        (with the objective's prediction slots, whose input is the [mask] item)."""
+        rm = self.seq.objective.prediction_replace_mask(seq)
+        out = self.encode(seq, table, rm, last_only=True)[:, -1]
         if self.cfg.temperature > 0:
             out = F.normalize(out, dim=-1) / self.cfg.temperature
         return out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vmr.model import precision
+from vmr.model.objectives import Objective, objective_of
 
 
 class TowerView:
@@ -79,9 +80,9 @@ def histories_to_user_vectors(model, histories, table: torch.Tensor, device: tor
     length and run in chunks of about `tokens` positions (at most `max_rows` histories), each
     padded only to its own longest history: most histories are short, so little is padding."""
     cfg = model.cfg
-    masked = cfg.objective == "masked"
+    objective = objective_of(cfg)
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    lengths = np.clip(lengths + (1 if masked else 0), 1, cfg.max_len)
+    lengths = np.clip(lengths + objective.prediction_slots, 1, cfg.max_len)
     order = np.argsort(lengths, kind="stable")
     sorted_len = lengths[order].tolist()
     out = torch.empty(len(histories), table.shape[1], device=device)
@@ -92,16 +93,17 @@ def histories_to_user_vectors(model, histories, table: torch.Tensor, device: tor
         while e < len(order) and e - s < max_rows and (e + 1 - s) * sorted_len[e] <= tokens:
             e += 1
         idx = order[s:e]
-        seq = pad_histories([histories[i] for i in idx], sorted_len[e - 1], masked)
+        seq = pad_histories([histories[i] for i in idx], sorted_len[e - 1], objective)
         out[torch.from_numpy(idx).to(device)] = model.user_vectors(seq.to(device), table).float()
         s = e
     return out
 
 
-def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
-    """Left-pad item-index histories to [B, max_len] with -1; the masked objective keeps the
-    last max_len-1 items and appends a slot (index 0, replaced by [mask] in the encoder)."""
-    keep = max_len - 1 if masked else max_len
+def pad_histories(histories, max_len: int, objective: Objective) -> torch.Tensor:
+    """Left-pad item-index histories to [B, max_len] with -1, keeping the last max_len - k
+    items and appending the objective's k prediction slots (index 0, replaced by [mask] in the
+    encoder; vmr/model/objectives.py)."""
+    keep = max_len - objective.prediction_slots
     cut = [np.asarray(h, dtype=np.int64).reshape(-1)[len(h) - min(len(h), keep):]
            for h in histories]
     lens = np.fromiter((len(c) for c in cut), dtype=np.int64, count=len(cut))
@@ -111,8 +113,7 @@ def pad_histories(histories, max_len: int, masked: bool) -> torch.Tensor:
         rows = np.repeat(np.arange(len(cut)), lens)
         within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
         out[rows, end - np.repeat(lens, lens) + within] = np.concatenate(cut)
-    if masked:
-        out[:, max_len - 1] = 0
+    out[:, keep:] = 0                                      # the prediction slots, if any
     return torch.from_numpy(out)
 
 

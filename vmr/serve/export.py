@@ -241,10 +241,11 @@ class Export:
             idx.append(np.array([self.item_index[x] for x in h], dtype=np.int64))
         tower = self._load_tower()
         from vmr.model import precision
+        from vmr.model.objectives import objective_of
         from vmr.model.towers import pad_histories, trim_padding
 
         cfg = tower.cfg
-        seq = trim_padding(pad_histories(idx, cfg.max_len, cfg.objective == "masked"))
+        seq = trim_padding(pad_histories(idx, cfg.max_len, objective_of(cfg)))
         with torch.no_grad(), precision.autocast(torch.device("cpu"), self._amp):
             return tower.user_vectors(seq, torch.from_numpy(self.item_embeddings)).float().numpy()
 

@@ -14,10 +14,10 @@ exactly; for a bfloat16 run, `vmr recommend` computes the sequence tower under b
 and the scores differ from the float32 tower's by bfloat16 rounding (about 1e-2 relative), so
 near-ties may swap (manifest.json's `user_tower_ts.run_precision` says which case applies).
 
-The tower is a scripted wrapper (history preparation: cut, trim all-padding columns, the [mask]
-slot of the masked objective) around two traced copies of the model's user tower, one for a
-single position and one for longer inputs, so that it runs the same code path as vmr's own
-model does for every history length."""
+The tower is a scripted wrapper (history preparation: cut, trim all-padding columns, append the
+objective's prediction slots, as the masked objective's [mask]) around two traced copies of the
+model's user tower, one for a single position and one for longer inputs, so that it runs the
+same code path as vmr's own model does for every history length."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from vmr.model.objectives import objective_of
 
 TS_FILE = "user_tower.ts"
 SAFETENSORS_FILE = "item_embeddings.safetensors"
@@ -47,16 +49,16 @@ class _Core(nn.Module):
 class UserTower(nn.Module):
     """[B, L] left-padded item indices (-1 = padding) -> [B, d] float32 user vectors."""
 
-    def __init__(self, one: nn.Module, many: nn.Module, max_len: int, masked: bool):
+    def __init__(self, one: nn.Module, many: nn.Module, max_len: int, slots: int):
         super().__init__()
         self.one = one
         self.many = many
         self.max_len = max_len
-        self.masked = masked
+        self.slots = slots          # the objective's prediction slots (vmr/model/objectives.py)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         seq = seq.to(torch.long)
-        keep = self.max_len - 1 if self.masked else self.max_len
+        keep = self.max_len - self.slots
         if seq.size(1) > keep:
             seq = seq[:, seq.size(1) - keep:]
         used = (seq >= 0).any(0).nonzero()
@@ -64,8 +66,8 @@ class UserTower(nn.Module):
             seq = seq[:, int(used[0, 0]):]
         else:
             seq = seq[:, seq.size(1):]
-        if self.masked:                          # the slot whose prediction is the next item
-            seq = torch.cat([seq, torch.zeros(seq.size(0), 1, dtype=seq.dtype,
+        if self.slots > 0:                       # the slots whose prediction is the next item
+            seq = torch.cat([seq, torch.zeros(seq.size(0), self.slots, dtype=seq.dtype,
                                               device=seq.device)], 1)
         elif seq.size(1) == 0:                   # empty histories: one padding position
             seq = torch.full((seq.size(0), 1), -1, dtype=seq.dtype, device=seq.device)
@@ -77,13 +79,13 @@ class UserTower(nn.Module):
 def build_user_tower(model: nn.Module, table: torch.Tensor) -> torch.jit.ScriptModule:
     """The TorchScript user tower of an eval-mode model (any model kind)."""
     cfg = model.cfg
-    masked = cfg.objective == "masked"
+    slots = objective_of(cfg).prediction_slots
     core = _Core(model, table).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")          # deprecation and constant-folding notices
         one = torch.jit.trace(core, torch.zeros(1, 1, dtype=torch.long), check_trace=False)
         many = torch.jit.trace(core, torch.zeros(1, 2, dtype=torch.long), check_trace=False)
-        return torch.jit.script(UserTower(one, many, int(cfg.max_len), masked))
+        return torch.jit.script(UserTower(one, many, int(cfg.max_len), slots))
 
 
 def write_portable(loaded, out: Path, emb) -> list[str]:
@@ -124,5 +126,5 @@ def tower_manifest(loaded) -> dict:
     cfg = loaded.model.cfg
     return {"file": TS_FILE, "input": "LongTensor [B, L] item indices (item_ids.txt order), "
             "oldest first, left-padded with -1", "output": "float32 [B, d] user vectors",
-            "max_len": int(cfg.max_len), "objective": cfg.objective, "precision": "float32",
-            "run_precision": run_precision(loaded)}
+            "max_len": int(cfg.max_len), "objective": objective_of(cfg).name,
+            "precision": "float32", "run_precision": run_precision(loaded)}

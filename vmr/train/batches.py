@@ -1,5 +1,6 @@
-"""Turning users' training prefixes (vmr.data.splits) into training tensors: windows,
-length-bucketed batches, and the masked objective's corruption."""
+"""Turning users' training prefixes (vmr.data.splits) into training tensors: windows and
+length-bucketed batches (an objective, vmr/model/objectives.py, makes a batch of windows into
+inputs and targets)."""
 
 from __future__ import annotations
 
@@ -28,30 +29,6 @@ def window_rows(prefixes: list[np.ndarray], width: int, min_len: int) -> torch.T
     for i, r in enumerate(rows):
         out[i, width - len(r):] = r
     return torch.from_numpy(out)
-
-
-def mask_for_prediction(seq: torch.Tensor, rate: float, n_items: int,
-                        generator: torch.Generator | None = None):
-    """BERT-style corruption for the masked objective (paper 3.2.3).
-
-    seq [B, L] left-padded. Each real position becomes a target with probability `rate`; the last
-    position is always a target and always the [mask] item, as at prediction time (the paper:
-    the last position is replaced by [mask]). Any other target's input is the [mask] item 80% of
-    the time, a random item 10%, unchanged 10%. Returns (inputs, replace_mask, targets) with
-    targets -100 elsewhere."""
-    real = seq >= 0
-    u = torch.rand(seq.shape, generator=generator)
-    chosen = (u < rate) & real
-    chosen[:, -1] = real[:, -1]
-    v = torch.rand(seq.shape, generator=generator)
-    to_mask = chosen & (v < 0.8)
-    to_rand = chosen & (v >= 0.8) & (v < 0.9)
-    to_mask[:, -1] = chosen[:, -1]
-    to_rand[:, -1] = False
-    rand_items = torch.randint(0, n_items, seq.shape, generator=generator)
-    inputs = torch.where(to_rand, rand_items, seq)
-    targets = torch.where(chosen, seq, torch.full_like(seq, -100))
-    return inputs, to_mask, targets
 
 
 def length_bucketed_batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator,

@@ -23,12 +23,13 @@ from vmr.model.config_keys import Config
 from vmr.model.losses import make_sequence_loss
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
+from vmr.model.objectives import Objective, objective_of
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
 from vmr.model.rundir import (CHECKPOINT_FORMAT, RunDir, identity_diff, read_checkpoint,
                               save_checkpoint)
 from vmr.model.towers import TowerView, trim_padding
-from vmr.train.batches import length_bucketed_batches, mask_for_prediction, window_rows
+from vmr.train.batches import length_bucketed_batches, window_rows
 from vmr.train.data import TrainData
 from vmr.train.distributed import Dist, agree, barrier
 from vmr.train.runlog import MetricsLog, plot_curves
@@ -234,16 +235,15 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     """The sequence stage from `state` (its checkpoint) or its start: an epoch of training, then
     validation, best.pt and checkpoint.pt, until train.epochs, patience or train.max_minutes."""
     t, m = st.cfg.train, st.cfg.model
-    masked = m.objective == "masked"
-    width = m.max_len if masked else m.max_len + 1
-    rows = window_rows(st.data.prefixes, width, 1 if masked else 2)
+    objective = objective_of(m)
+    rows = window_rows(st.data.prefixes, *objective.window(m.max_len))
     opt = _optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
-    step = _batch_step(st, opt, masked)
+    step = _batch_step(st, opt, objective)
     id_params = _id_params(st.model)
     for epoch in range(start + 1, t.epochs + 1):
         hold = id_params if epoch <= t.id_warmup else []
-        loss, secs = _train_epoch(st, step, rows, epoch, masked, hold)
+        loss, secs = _train_epoch(st, step, rows, epoch, objective, hold)
         row = {"stage": "sequence", "epoch": epoch, "loss": loss,
                "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
         improved = False
@@ -281,10 +281,10 @@ def _id_params(model) -> list[torch.nn.Parameter]:
     return [p for name, p in model.named_parameters() if name in keys]
 
 
-def _batch_step(st: TrainState, opt, masked: bool):
+def _batch_step(st: TrainState, opt, objective: Objective):
     """step(x, per_batch) -> (mean loss, targets): one optimiser step on a batch of rows, through
     the compiled (CUDA, train.compile) and distributed (torchrun) forward when those are on."""
-    t, m, model = st.cfg.train, st.cfg.model, st.model
+    t, model = st.cfg.train, st.model
     fwd = model
     if t.compile and st.device.type == "cuda":
         fwd = torch.compile(model)
@@ -296,7 +296,7 @@ def _batch_step(st: TrainState, opt, masked: bool):
 
     def step(x, per_batch, hold=()):
         with autocast:
-            ce, n_tgt = _sequence_loss(fwd, x, masked, m, loss_fn, n_items, st.device)
+            ce, n_tgt = _sequence_loss(fwd, x, objective, loss_fn, n_items, st.device)
             loss = ce * (n_tgt / per_batch) if per_batch else ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -307,7 +307,7 @@ def _batch_step(st: TrainState, opt, masked: bool):
     return step
 
 
-def _train_epoch(st: TrainState, step, rows, epoch: int, masked: bool,
+def _train_epoch(st: TrainState, step, rows, epoch: int, objective: Objective,
                  hold=()) -> tuple[float, float]:
     """(mean cross-entropy per target, seconds) of one epoch over length-bucketed batches;
     the parameters in `hold` are left as they are (train.id_warmup)."""
@@ -318,8 +318,10 @@ def _train_epoch(st: TrainState, step, rows, epoch: int, masked: bool,
     g = torch.Generator().manual_seed(t.seed * 1_000_003 + 7919 * (epoch - 1))
     batches = length_bucketed_batches(rows, t.batch_size, g)
     # Batches are bucketed by length, so their target counts differ a lot: weight every
-    # target equally by dividing each batch's summed loss by the mean count per batch.
-    per_batch = float((rows[:, 1:] >= 0).sum()) / len(batches) / d.world if not masked else None
+    # target equally by dividing each batch's summed loss by the mean count per batch (where the
+    # count does not depend on random draws).
+    n_targets = objective.fixed_targets(rows)
+    per_batch = n_targets / len(batches) / d.world if n_targets is not None else None
     if d.enabled:                    # every rank takes its slice of every global batch
         batches = [b[d.rank::d.world] for b in batches if len(b) >= d.world]
     total, steps, t0 = 0.0, 0, time.time()
@@ -393,13 +395,10 @@ def _validate_start(st: TrainState) -> dict:
     return best
 
 
-def _sequence_loss(model, x, masked, m, loss, n_items, device):
-    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows;
-    loss: the stage's (vmr.model.losses.make_sequence_loss)."""
+def _sequence_loss(model, x, objective: Objective, loss, n_items, device):
+    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows, made
+    into inputs and targets by the objective; loss: the stage's
+    (vmr.model.losses.make_sequence_loss)."""
     neg_idx = loss.negatives(n_items, device)
-    if masked:
-        inp, rm, tgt = mask_for_prediction(x.cpu(), m.mask_rate, n_items)
-        inp, rm, tgt = inp.to(device), rm.to(device), tgt.to(device)
-    else:
-        inp, tgt, rm = x[:, :-1], x[:, 1:], None
+    inp, rm, tgt = objective.training_batch(x, n_items, device)
     return model(inp, tgt, rm, neg_idx, loss), int((tgt >= 0).sum())
