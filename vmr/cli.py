@@ -14,6 +14,7 @@ from vmr.cli_options import eval_target_options, gallery_options, new_items_opti
 from vmr.errors import VmrError
 from vmr.parallel import start_probe  # os, sys and time only
 from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
+from vmr.data import columns as _columns, formats as _formats  # --preset, --interactions help
 from vmr.extract.runner import ExtractOptions
 
 MODALITIES = ("video", "image", "text")
@@ -40,13 +41,13 @@ def cli():
 # --------------------------------------------------------------------------------------- prepare
 @cli.command()
 @click.option("--interactions", "interactions", required=True, type=click.Path(dir_okay=False),
-              help="Interaction log: a table (.csv .tsv .parquet .jsonl .json .inter .dat, any of "
-                   "them .gz) or a sequences text file. The format comes from the extension.")
+              help=f"Interaction log: a table ({' '.join(_formats.KINDS)}, any of them .gz) or "
+                   "a sequences text file. The format comes from the extension.")
 @click.option("--format", "fmt", type=click.Choice(["table", "sequences"]), default="table",
               show_default=True,
               help="'table': one interaction per row with user, item and time columns. "
                    "'sequences': one user per line, `user item item ...` already in time order.")
-@click.option("--preset", type=click.Choice(["movielens", "amazon", "recbole"]), default=None,
+@click.option("--preset", type=click.Choice(list(_columns.PRESETS)), default=None,
               help="Look for the column names of MovieLens (userId, movieId, timestamp), Amazon "
                    "reviews (reviewerID, asin, unixReviewTime, overall) or RecBole (user_id, "
                    "item_id, timestamp); also picks the item text columns when --text-columns "
