@@ -1,6 +1,6 @@
 """The `vmr` command line. Every command imports its heavy machinery lazily, inside the command,
-so `vmr --help` answers at once. Failures a user can cause raise VmrError and end here as a
-one-line `error: ...` with exit status 1, never a traceback."""
+so `vmr --help` answers at once (the modules imported here import nothing heavy). Failures a
+user can cause raise VmrError and end here as a one-line `error: ...`, exit status 1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from vmr.cli_options import MultiValueOption, csv_list as _csv_list, engine_opti
 from vmr.cli_options import eval_target_options, gallery_options, new_items_options, transfer_options
 from vmr.errors import VmrError
 from vmr.parallel import start_probe  # os, sys and time only
-from vmr.extract import encoders as _encoders  # --model/--pooling help; imports nothing heavy
+from vmr.extract import encoders as _encoders  # --model/--pooling help
 from vmr.data import columns as _columns, formats as _formats  # --preset, --interactions help
 from vmr.extract.runner import ExtractOptions
 
@@ -48,10 +48,9 @@ def cli():
               help="'table': one interaction per row with user, item and time columns. "
                    "'sequences': one user per line, `user item item ...` already in time order.")
 @click.option("--preset", type=click.Choice(list(_columns.PRESETS)), default=None,
-              help="Look for the column names of MovieLens (userId, movieId, timestamp), Amazon "
-                   "reviews (reviewerID, asin, unixReviewTime, overall) or RecBole (user_id, "
-                   "item_id, timestamp); also picks the item text columns when --text-columns "
-                   "is not given.")
+              help="Look for the column names of MovieLens (userId, movieId, timestamp), Amazon reviews "
+                   "(reviewerID, asin, unixReviewTime, overall) or RecBole (user_id, item_id, "
+                   "timestamp); also picks the item text columns when --text-columns is not given.")
 @click.option("--user-col", default=None,
               help="User id column [default: detected: user_id, userId, reviewerID, user].")
 @click.option("--item-col", default=None,
