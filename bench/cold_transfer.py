@@ -80,6 +80,8 @@ TRANSFER_ROWS = {
     "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
     "fine-tuned-staged3-lr0.1": (True, False, ["train.id_warmup=3", "train.transfer_lr=0.1"]),
     "fine-tuned-noid": (True, False, ["model.item_id_emb=false"]),
+    "fine-tuned-freeze5": (True, False, ["train.freeze_epochs=5"]),
+    "fine-tuned-freeze10": (True, False, ["train.freeze_epochs=10"]),
     "scratch": (False, False, []),
     "scratch-noid": (False, False, ["model.item_id_emb=false"]),
     "sasrec": (False, False, ["model.kind=sasrec"]),
@@ -447,8 +449,8 @@ def main() -> None:
     if transfer_results:
         md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
         if a.source:
-            md += [f"Source: `{a.source}` (seed {{seed}} where given). Validation, best epoch "
-                   "(zero-shot: the source on the target's validation split):", ""]
+            md += [f"Source: `{a.source}`. Validation, best epoch (zero-shot: the source on the "
+                   "target's validation split):", ""]
             md += table("validation", transfer_results,
                         [f"valid {pct} %" for pct in user_fractions], "NDCG@10")
         elif "beauty" not in sets:

@@ -256,3 +256,25 @@ def test_where_the_vectors_were_computed_does_not_matter(setup, tmp_path):
     line = cli_one_line("train", "--data", tgt, "--out", tmp_path / "x", "--init-from",
                         setup["run"])
     assert "text features differ (pooling" in line and "'mean'" in line
+
+
+def test_freeze_epochs_keeps_the_content_fixed_then_trains_it(setup, tmp_path):
+    """train.freeze_epochs = 1: the first epoch trains around the content parts --freeze fixes,
+    the next one trains them too; refused without --init-from."""
+    out = tmp_path / "thaw"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from",
+                           setup["run"], "--set", "train.freeze_epochs=1", "--set",
+                           "train.epochs=1", "--set", "train.lr=0.01")
+    assert code == 0, err
+    src, last = _weights(setup["run"]), read_checkpoint(out / "checkpoint.pt")["model"]
+    assert torch.equal(src["items.proj.text.weight"], last["items.proj.text.weight"])
+    assert not torch.equal(src["seq.pos.weight"], last["seq.pos.weight"])
+    assert json.loads((out / "run.json").read_text())["label"].endswith("-init-freeze1")
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--resume", "--set",
+                           "train.epochs=2")
+    assert code == 0, err
+    after = read_checkpoint(out / "checkpoint.pt")["model"]
+    assert not torch.equal(src["items.proj.text.weight"], after["items.proj.text.weight"])
+    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "no",
+                        "--set", "train.freeze_epochs=2", *TINY[:4])
+    assert "train.freeze_epochs" in line and "--init-from" in line

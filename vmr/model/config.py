@@ -157,9 +157,10 @@ def check_config(cfg: Config) -> None:
         raise VmrError("model.repeat_item_bias = true needs model.repeat_bias = true")
     if t.batch_size < 1 or t.epochs < 0 or t.lr <= 0:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
-    if t.id_warmup < 0 or t.transfer_lr <= 0:
-        raise VmrError(f"train.id_warmup must be >= 0 (got {t.id_warmup}) and train.transfer_lr "
-                       f"positive (got {t.transfer_lr})")
+    if t.id_warmup < 0 or t.freeze_epochs < 0 or t.transfer_lr <= 0:
+        raise VmrError(f"train.id_warmup ({t.id_warmup}) and train.freeze_epochs "
+                       f"({t.freeze_epochs}) must be >= 0, train.transfer_lr positive "
+                       f"({t.transfer_lr})")
     for mod in cfg.data.modalities:
         if mod not in ("text", "image", "video"):
             raise VmrError(f"data.modalities: unknown modality {mod!r} (text, image, video)")

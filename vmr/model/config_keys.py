@@ -59,6 +59,7 @@ class TrainConfig:
     # --init-from) and train the content side only; the IDs join from epoch N+1
     id_warmup: int = 0
     transfer_lr: float = 1.0     # --init-from: lr multiplier for the weights loaded from the source
+    freeze_epochs: int = 0       # --init-from: the content parts --freeze fixes stay fixed N epochs
     patience: int = 10           # epochs without a better valid NDCG@10 before stopping
     loss: str = "full"           # full (softmax over all items) | sampled (shared sampled negatives)
     n_negatives: int = 1024      # sampled loss: negatives shared across the batch

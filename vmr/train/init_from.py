@@ -125,18 +125,23 @@ def start_ids_as_unknown(model) -> None:
                                   else torch.zeros_like(items.id_emb.weight))
 
 
-def freeze_content(model) -> list[str]:
-    """Stop gradients into the item encoder's content parts; returns the parameter names."""
+def content_parts(model) -> list[tuple[str, list]]:
+    """(name, parameters) of the item encoder's content parts, the ones --freeze keeps fixed."""
     import torch
 
     items = getattr(model, "items", None)
     if items is None:
         raise VmrError("--freeze: this model has no content encoder to keep fixed")
-    frozen = []
     parts = [(name, getattr(items, name)) for name in FROZEN_PARTS]
     parts += [(f"blocks.{i}", blk) for i, blk in enumerate(items.blocks[: items.n_blocks])]
-    for name, part in parts:
-        params = [part] if isinstance(part, torch.nn.Parameter) else list(part.parameters())
+    return [(name, [part] if isinstance(part, torch.nn.Parameter) else list(part.parameters()))
+            for name, part in parts]
+
+
+def freeze_content(model) -> list[str]:
+    """Stop gradients into the item encoder's content parts; returns the parts' names."""
+    frozen = []
+    for name, params in content_parts(model):
         for p in params:
             p.requires_grad_(False)
         frozen.append(name)

@@ -137,6 +137,8 @@ def _meta(req: TrainRequest, cfg: Config, data, cache, init) -> dict:
         meta["label"] += init.label_suffix()
         if cfg.train.transfer_lr != 1.0:
             meta["label"] += f"-lr{cfg.train.transfer_lr:g}"
+        if cfg.train.freeze_epochs:
+            meta["label"] += f"-freeze{cfg.train.freeze_epochs}"
         meta["init"] = init.record()
     if cfg.train.id_warmup:
         meta["label"] += f"-idwarmup{cfg.train.id_warmup}"
@@ -185,6 +187,9 @@ def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if cfg.train.transfer_lr != 1.0 and not req.init_from:
         raise VmrError(f"train.transfer_lr = {cfg.train.transfer_lr:g} scales the weights loaded "
                        "by --init-from RUN_DIR; without --init-from leave it at 1")
+    if cfg.train.freeze_epochs and not req.init_from:
+        raise VmrError(f"train.freeze_epochs = {cfg.train.freeze_epochs} keeps weights loaded by "
+                       "--init-from RUN_DIR fixed at first; without --init-from leave it at 0")
     if run.holds_run():
         raise VmrError(f"{run.path} already holds a run; continue it with --resume or choose "
                        "another --out")

@@ -240,9 +240,10 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     opt = _optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
     step = _batch_step(st, opt, objective)
-    id_params = _id_params(st.model)
+    id_params, content = _id_params(st.model), _content_params(st)
     for epoch in range(start + 1, t.epochs + 1):
-        hold = id_params if epoch <= t.id_warmup else []
+        hold = (id_params if epoch <= t.id_warmup else []) + (
+            content if epoch <= t.freeze_epochs else [])
         loss, secs = _train_epoch(st, step, rows, epoch, objective, hold)
         row = {"stage": "sequence", "epoch": epoch, "loss": loss,
                "seconds": secs, "seq_per_s": len(rows) / max(secs, 1e-9)}
@@ -275,6 +276,15 @@ def _optimizer(st: TrainState) -> torch.optim.Optimizer:
                             lr=t.lr, weight_decay=t.weight_decay)
 
 
+def _content_params(st: TrainState) -> list[torch.nn.Parameter]:
+    """The content parts --freeze fixes, for train.freeze_epochs of a --init-from run."""
+    if not (st.from_source and st.cfg.train.freeze_epochs):
+        return []
+    from vmr.train.init_from import content_parts
+
+    return [p for _, params in content_parts(st.model) for p in params]
+
+
 def _id_params(model) -> list[torch.nn.Parameter]:
     """The model's per-item ID parameters (its kind's `id_keys`, where they are parameters)."""
     keys = set(getattr(model, "id_keys", ()))
@@ -300,7 +310,7 @@ def _batch_step(st: TrainState, opt, objective: Objective):
             loss = ce * (n_tgt / per_batch) if per_batch else ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        for p in hold:                  # train.id_warmup: Adam skips a parameter without grad
+        for p in hold:   # id_warmup, freeze_epochs: Adam skips a parameter without grad
             p.grad = None
         opt.step()
         return ce, n_tgt
@@ -310,7 +320,7 @@ def _batch_step(st: TrainState, opt, objective: Objective):
 def _train_epoch(st: TrainState, step, rows, epoch: int, objective: Objective,
                  hold=()) -> tuple[float, float]:
     """(mean cross-entropy per target, seconds) of one epoch over length-bucketed batches;
-    the parameters in `hold` are left as they are (train.id_warmup)."""
+    the parameters in `hold` are left as they are (train.id_warmup, train.freeze_epochs)."""
     from tqdm import tqdm
 
     t, d = st.cfg.train, st.dist
