@@ -80,6 +80,9 @@ TRANSFER_ROWS = {
     "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
     "fine-tuned-staged3-lr0.1": (True, False, ["train.id_warmup=3", "train.transfer_lr=0.1"]),
     "fine-tuned-noid": (True, False, ["model.item_id_emb=false"]),
+    # the source's config has pretrain.epochs = 5: without this, a transferred run pre-trains
+    # again on the target's items (fresh pre-training heads) before its first validated state
+    "fine-tuned-nopre": (True, False, ["pretrain.epochs=0"]),
     "fine-tuned-freeze5": (True, False, ["train.freeze_epochs=5"]),
     "fine-tuned-freeze10": (True, False, ["train.freeze_epochs=10"]),
     "scratch": (False, False, []),
