@@ -278,3 +278,31 @@ def test_freeze_epochs_keeps_the_content_fixed_then_trains_it(setup, tmp_path):
     line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "no",
                         "--set", "train.freeze_epochs=2", *TINY[:4])
     assert "train.freeze_epochs" in line and "--init-from" in line
+
+
+def test_a_pretrained_source_is_not_pretrained_again(setup, tmp_path):
+    """The source's config keeps pretrain.epochs; a transferred run leaves it at 0 (pre-training
+    again, with fresh heads, moved the encoder before epoch 0, so epoch 0 was no longer the
+    zero-shot model), unless --set asks for it."""
+    import csv
+
+    src = tmp_path / "pre_src"
+    code, _, err = run_cli("train", "--data", setup["src"], "--out", src, "--set",
+                           "pretrain.epochs=2", *TINY)
+    assert code == 0, err
+    out = tmp_path / "ft"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", out, "--init-from", src,
+                           "--set", "train.epochs=1")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["stage"] for r in rows] == ["sequence", "sequence"]
+    assert "epochs = 0" in (out / "config.toml").read_text().split("[pretrain]")[1].split("[")[0]
+    code, _, err = run_cli("eval", "--run", src, "--data", setup["tgt"], "--split", "valid")
+    assert code == 0, err
+    zero_shot = json.loads(next(src.glob("metrics_valid@*.json")).read_text())
+    assert float(rows[0]["valid_NDCG@10"]) == pytest.approx(zero_shot["NDCG@10"], abs=1e-4)
+    again = tmp_path / "again"
+    code, _, err = run_cli("train", "--data", setup["tgt"], "--out", again, "--init-from", src,
+                           "--set", "train.epochs=1", "--set", "pretrain.epochs=1")
+    assert code == 0, err
+    assert [r["stage"] for r in csv.DictReader(open(again / "metrics.csv"))][0] == "pretrain"

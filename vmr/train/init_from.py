@@ -3,7 +3,8 @@ trained on another with the same feature encoders.
 
 Everything but the item-ID parameters is loaded from the source's best checkpoint (else its last);
 the ID table starts fresh (vmr/model/cross_catalogue.py). The run's config starts from the source's
-config.toml (so the model's shape and modalities match), then --config / --set / --seed apply;
+config.toml (so the model's shape and modalities match) without its pre-training stage, then
+--config / --set / --seed apply;
 the settings that decide the weights' shapes and meaning must stay the source's. `--freeze`
 keeps the content parts fixed: the modality projections, modality embeddings, [mask] tokens,
 the item encoder's LayerNorm, fusion blocks, output projection and content scale. Under
@@ -71,10 +72,14 @@ def open_source(init_from: str | Path) -> tuple[RunDir, Path, dict]:
 
 
 def source_config(init_from: str, config: str | None, overrides: list[str]) -> Config:
-    """The new run's config: --config if given, else the source's; then --set."""
+    """The new run's config: --config if given, else the source's without its pre-training
+    stage (pretrain.epochs = 0: the source's item encoder is already pre-trained, and pre-training
+    again, with fresh heads, would move it before the first validated state, which must be the
+    zero-shot model); then --set (`--set pretrain.epochs=N` pre-trains on the target anyway)."""
     if config is not None:
         return load_config(config, overrides)
     cfg = config_from_dict(open_source(init_from)[2]["config"])
+    cfg.pretrain.epochs = 0
     for item in overrides:
         apply_override(cfg, item)
     check_config(cfg)
