@@ -76,15 +76,17 @@ PLAN = {
 TRANSFER_ROWS = {
     "fine-tuned": (True, False, []),
     "fine-tuned-frozen": (True, True, []),
-    "fine-tuned-lr0.1": (True, False, ["train.transfer_lr=0.1"]),
-    "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
-    "fine-tuned-staged3-lr0.1": (True, False, ["train.id_warmup=3", "train.transfer_lr=0.1"]),
-    "fine-tuned-noid": (True, False, ["model.item_id_emb=false"]),
-    # the source's config has pretrain.epochs = 5: without this, a transferred run pre-trains
-    # again on the target's items (fresh pre-training heads) before its first validated state
-    "fine-tuned-nopre": (True, False, ["pretrain.epochs=0"]),
     "fine-tuned-freeze5": (True, False, ["train.freeze_epochs=5"]),
-    "fine-tuned-freeze10": (True, False, ["train.freeze_epochs=10"]),
+    "fine-tuned-staged3": (True, False, ["train.id_warmup=3"]),
+    # before the ninth session's fix a transferred run pre-trained again on the target when its
+    # source had pre-trained (Beauty's default run: pretrain.epochs = 5); these rows keep that
+    "fine-tuned-pre5": (True, False, ["pretrain.epochs=5"]),
+    "fine-tuned-frozen-pre5": (True, True, ["pretrain.epochs=5"]),
+    "fine-tuned-lr0.1-pre5": (True, False, ["pretrain.epochs=5", "train.transfer_lr=0.1"]),
+    "fine-tuned-staged3-pre5": (True, False, ["pretrain.epochs=5", "train.id_warmup=3"]),
+    "fine-tuned-staged3-lr0.1-pre5": (True, False, ["pretrain.epochs=5", "train.id_warmup=3",
+                                                    "train.transfer_lr=0.1"]),
+    "fine-tuned-noid-pre5": (True, False, ["pretrain.epochs=5", "model.item_id_emb=false"]),
     "scratch": (False, False, []),
     "scratch-noid": (False, False, ["model.item_id_emb=false"]),
     "sasrec": (False, False, ["model.kind=sasrec"]),
