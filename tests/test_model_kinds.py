@@ -6,6 +6,7 @@ checkpoints written before SASRec had its own class carry. And a loss registered
 objectives on their own: tests/test_objectives.py)."""
 
 import ast
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -30,6 +31,16 @@ from vmr.model.sequence import SequenceModel
 PKG = Path(__file__).resolve().parent.parent / "vmr"
 SET = ["--set", "model.d_model=16", "--set", "train.epochs=2", "--set", "train.device=cpu",
        "--set", "train.threads=1"]
+
+
+@contextlib.contextmanager
+def unregistered(table, cls):
+    """`cls` taken out of its registry (vmr.model.named.Named) for the block, then back."""
+    table.pop(getattr(cls, table.attr))
+    try:
+        yield
+    finally:
+        table.register(cls)
 
 
 class HashedIDs(SequenceModel):
@@ -79,12 +90,9 @@ def test_a_kind_registered_at_test_time_trains_evaluates_and_reloads(tmp_path, t
 
 
 def test_an_unregistered_kind_is_refused_and_the_kinds_own_checks_apply(toy_kind):
-    MODEL_KINDS.pop(toy_kind.kind)
-    try:
-        with pytest.raises(Exception, match="model.kind must be one of vmr, sasrec, pop, got"):
-            load_config(overrides=["model.kind=toy-hashed"])
-    finally:
-        register(toy_kind)
+    with unregistered(MODEL_KINDS, toy_kind), pytest.raises(
+            Exception, match="model.kind must be one of vmr, sasrec, pop, got"):
+        load_config(overrides=["model.kind=toy-hashed"])
     assert load_config(overrides=["model.kind=toy-hashed"]).model.kind == "toy-hashed"
     # the base class's check: only a content encoder with item IDs can drop them
     with pytest.raises(Exception, match="model.id_dropout = 0.1 needs model.kind = vmr"):
@@ -252,9 +260,6 @@ def test_an_objective_registered_at_test_time_trains_evaluates_and_exports(tmp_p
     table = loaded.model.item_embeddings().detach()
     want = loaded.model.user_vectors(torch.tensor([[3, 4, 0]]), table)
     assert torch.allclose(tower(torch.tensor([[3, 4]])), want, atol=1e-5)
-    OBJECTIVES.pop(toy_objective.name)
-    try:
-        with pytest.raises(Exception, match="model.objective must be one of causal, masked, got"):
-            load_config(overrides=["model.objective=toy-next-from-mask"])
-    finally:
-        register_objective(toy_objective)
+    with unregistered(OBJECTIVES, toy_objective), pytest.raises(
+            Exception, match="model.objective must be one of causal, masked, got"):
+        load_config(overrides=["model.objective=toy-next-from-mask"])

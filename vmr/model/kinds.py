@@ -8,21 +8,14 @@ Adding a kind: a `ModelKind` subclass in a module of its own, and one `register`
 
 from __future__ import annotations
 
-from vmr.errors import VmrError
 from vmr.model.base import ModelKind
+from vmr.model.named import Named
 from vmr.model.popularity import Popularity
 from vmr.model.recommender import Recommender
 from vmr.model.sasrec import SASRec
 
-MODEL_KINDS: dict[str, type[ModelKind]] = {}
-
-
-def register(cls: type[ModelKind]) -> type[ModelKind]:
-    """Make `cls` the kind `cls.kind` (a name not taken)."""
-    if not cls.kind or cls.kind in MODEL_KINDS:
-        raise ValueError(f"model kind {cls.kind!r}: empty or taken")
-    MODEL_KINDS[cls.kind] = cls
-    return cls
+MODEL_KINDS = Named("kind", "model kind")
+register = MODEL_KINDS.register
 
 
 register(Recommender)      # vmr: the multimodal recommender
@@ -31,6 +24,4 @@ register(Popularity)       # pop: training-interaction counts
 
 
 def model_kind(name: str) -> type[ModelKind]:
-    if name not in MODEL_KINDS:
-        raise VmrError(f"unknown model kind {name!r} (known: {', '.join(MODEL_KINDS)})")
-    return MODEL_KINDS[name]
+    return MODEL_KINDS.lookup(name)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from vmr.errors import VmrError
 from vmr.model import history
 from vmr.model.config_keys import ModelConfig
+from vmr.model.named import Named
 
 
 class Objective:
@@ -123,15 +123,8 @@ def mask_for_prediction(seq: torch.Tensor, rate: float, n_items: int,
     return inputs, to_mask, targets
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
-
-
-def register(cls: type[Objective]) -> type[Objective]:
-    """Make `cls` the objective `cls.name` (a name not taken)."""
-    if not cls.name or cls.name in OBJECTIVES:
-        raise ValueError(f"objective {cls.name!r}: empty or taken")
-    OBJECTIVES[cls.name] = cls
-    return cls
+OBJECTIVES = Named("name", "model.objective")
+register = OBJECTIVES.register
 
 
 register(Causal)      # causal: next-item prediction (the default)
@@ -140,7 +133,4 @@ register(Masked)      # masked: the paper's masked item prediction
 
 def objective_of(cfg: ModelConfig) -> Objective:
     """The objective `cfg.objective` names, for that model config."""
-    if cfg.objective not in OBJECTIVES:
-        raise VmrError(f"unknown model.objective {cfg.objective!r} "
-                       f"(known: {', '.join(OBJECTIVES)})")
-    return OBJECTIVES[cfg.objective](cfg)
+    return OBJECTIVES.lookup(cfg.objective)(cfg)
