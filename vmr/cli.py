@@ -9,8 +9,9 @@ import sys
 import click
 
 from vmr._version import __version__
-from vmr.cli_options import MultiValueOption, csv_list as _csv_list, engine_options, explicit, usage_line
-from vmr.cli_options import eval_target_options, gallery_options, new_items_options, transfer_options
+from vmr.cli_options import MultiValueOption, csv_list as _csv_list, demo_options, engine_options
+from vmr.cli_options import eval_target_options, explicit, gallery_options, new_items_options
+from vmr.cli_options import transfer_options, usage_line
 from vmr.errors import VmrError
 from vmr.parallel import start_probe  # os, sys and time only
 from vmr.extract import encoders as _encoders  # --model/--pooling help
@@ -28,6 +29,7 @@ def cli():
     \b
     The pipeline, one command per step:
       vmr prepare   raw interaction logs (+ item table)  -> validated dataset directory
+      vmr combine   several prepared datasets            -> one dataset to train on
       vmr extract   video / image / text per item        -> HDF5 feature cache
       vmr train     cached features + sequences          -> run directory with checkpoints
       vmr eval      run directory                        -> HR@K / NDCG@K / MRR table
@@ -103,25 +105,23 @@ def prepare(interactions, fmt, preset, user_col, item_col, time_col, min_rating,
     click.echo(summary)
 
 
+@cli.command()
+@click.option("--data", "data", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="A prepared dataset (repeat: two or more); its feature cache comes along.")
+@click.option("--names", "names", default=None, help="Comma-separated name "
+              "per --data, prefixed to its ids as NAME/id [default: each directory's name].")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for the combined dataset and its feature cache.")
+def combine(data, names, out):
+    """Several prepared catalogues as one dataset and cache, ids as NAME/id (docs/DATA.md)."""
+    from vmr.data.combine import combine_datasets
+
+    click.echo(combine_datasets(list(data), out, _csv_list(names)))
+
+
 # ------------------------------------------------------------------------------------------ demo
 @cli.command()
-@click.option("--out", "out", default="demo_out", show_default=True, type=click.Path(file_okay=False),
-              help="Directory for the generated catalogue, the dataset, the cache and the runs.")
-@click.option("--items", "n_items", default=1920, show_default=True, type=click.IntRange(min=20),
-              help="Number of items in the synthetic catalogue.")
-@click.option("--users", "n_users", default=900, show_default=True, type=click.IntRange(min=20),
-              help="Number of synthetic users.")
-@click.option("--topics", "n_topics", default=24, show_default=True, type=click.IntRange(min=2),
-              help="Number of latent topics that drive content and behaviour [--quick: 4].")
-@click.option("--styles", "n_styles", default=4, show_default=True, type=click.IntRange(min=0),
-              help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
-                   "show the style, text the theme. 0: each modality shows it all [--quick: 2].")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the catalogue.")
-@click.option("--seeds", "seeds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")
-@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Trainings "
-              "at once (one CPU thread each).")
-@click.option("--quick", is_flag=True, help="Tiny sizes, one seed, few epochs (smoke tests).")
+@demo_options
 def demo(out, n_items, n_users, n_topics, n_styles, seed, seeds, jobs, quick):
     """Generate a synthetic multimodal catalogue (videos, cover images, text) and run the whole
     pipeline on it: prepare, extract, train (all modalities, each single modality, SASRec,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import click
 
 
@@ -118,3 +120,27 @@ def usage_line(e) -> str:
     ctx = getattr(e, "ctx", None)
     where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     return " ".join(e.format_message().split()) + where
+
+
+def demo_options(f):
+    """`vmr demo`'s options (the catalogue's sizes, seeds, jobs), so that cli.py stays short."""
+    opt = partial(click.option, show_default=True)
+    f = click.option("--quick", is_flag=True,
+                     help="Tiny sizes, one seed, few epochs (smoke tests).")(f)
+    f = opt("--jobs", default=2, type=click.IntRange(min=1),
+            help="Trainings at once (one CPU thread each).")(f)
+    f = opt("--seeds", "seeds", default=3, type=click.IntRange(min=1),
+            help="Training seeds per row (1, 2, ...): mean ± std, and the ordering check.")(f)
+    f = opt("--seed", default=0, type=int, help="Seed of the catalogue.")(f)
+    f = opt("--styles", "n_styles", default=4, type=click.IntRange(min=0),
+            help="S > 0 (divides --topics): topic = (picture style, text theme); pictures "
+                 "show the style, text the theme. 0: each modality shows it all [--quick: 2].")(f)
+    f = opt("--topics", "n_topics", default=24, type=click.IntRange(min=2),
+            help="Number of latent topics that drive content and behaviour [--quick: 4].")(f)
+    f = opt("--users", "n_users", default=900, type=click.IntRange(min=20),
+            help="Number of synthetic users.")(f)
+    f = opt("--items", "n_items", default=1920, type=click.IntRange(min=20),
+            help="Number of items in the synthetic catalogue.")(f)
+    return opt("--out", "out", default="demo_out", type=click.Path(file_okay=False),
+               help="Directory for the generated catalogue, the dataset, the cache and the "
+                    "runs.")(f)

@@ -22,7 +22,8 @@ from vmr.errors import VmrError
 # and the repeat term, absent from runs trained before it existed; so are the item-ID weights
 OPTIONAL_KEYS = ("items.unk_id", "repeat")
 # cache attributes that do not decide what an encoder computes, besides rundir.VOLATILE_ATTRS
-NOT_ENCODER = ("values_sha256", "decoder")
+# (combined_from: the part caches of a `vmr combine`d dataset)
+NOT_ENCODER = ("values_sha256", "decoder", "combined_from")
 
 
 def encoder_parts(identity: dict) -> dict:
