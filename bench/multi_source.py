@@ -2,16 +2,19 @@
 
 1. Beauty (5-core, title + brand + categories) and Sports (`amazon_sports_dev`, its generated
    text ids) prepared and encoded with MiniLM; `vmr combine` makes Beauty + Sports one dataset.
-2. One source run per catalogue set, the same config (vmr's defaults) and the same budget:
-   `train.epochs=EPOCHS` (early stopping may end sooner), seed 1, one thread each.
+2. One source run per `--sources NAME:EPOCHS`, vmr's default config with `train.epochs=EPOCHS`
+   (an upper bound: early stopping may end sooner), seed 1, one thread. An epoch of Beauty +
+   Sports is 228 batches, one of Beauty 88: `beauty:31` makes as many steps as
+   `beauty+sports:12`.
 3. Each source goes through bench/cold_transfer.py's transfer part (Scientific, MiniLM text,
-   the given user fractions and seeds, `--source RUN`), each in its own work folder; the rows
-   that need no source (scratch, SASRec) run once, with the first source.
+   the given user fractions and seeds, `--source RUN`), in its own work folder, as soon as it
+   is trained (--jobs sources at once, one run each); the rows that need no source (scratch,
+   SASRec) run once, with the first source.
 
 Writes WORK/summary.md (validation and test tables: source x row x fraction) and
 WORK/summary.json. Resumable: finished runs are kept.
 
-    .venv/bin/python bench/multi_source.py --epochs 10 --seeds 1 2 3 --fractions 10 25
+    .venv/bin/python bench/multi_source.py --sources beauty:12 beauty:31 beauty+sports:12
 """
 
 from __future__ import annotations
@@ -60,48 +63,56 @@ def catalogues(work: Path) -> dict[str, Path]:
     return out
 
 
+def source_pipeline(spec: str, first: bool, data: dict, a) -> tuple[list[dict], dict]:
+    """Train one source, then its transfer rows; (result rows, the source's summary)."""
+    name, _, epochs = spec.partition(":")
+    run = a.work / "runs" / f"{name}-e{epochs}-s1"
+    ct.train(data[name], run, 1, [f"train.epochs={epochs}", "train.threads=1"], [])
+    rows = [r for r in a.rows if r in NEEDS_SOURCE or first]
+    work = a.work / f"transfer-from-{name}-e{epochs}"
+    cmd = [sys.executable, Path(__file__).parent / "cold_transfer.py", "--datasets",
+           "scientific", "--parts", "transfer", "--source", run, "--work", work,
+           "--seeds", *a.seeds, "--fractions", *a.fractions, "--transfer-rows", *rows,
+           "--jobs", 1]
+    subprocess.run([str(c) for c in cmd], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    got = json.loads((work / "full" / "summary.json").read_text())["transfer"]
+    info = json.loads((run / "run.json").read_text())
+    src = {"run": str(run), "best_valid": (info.get("best_valid") or {}).get("NDCG@10"),
+           "best_epoch": info.get("best_epoch"), "epochs": int(epochs),
+           "items": json.loads((data[name] / "dataset.json").read_text())["items"]}
+    return [{**r, "label": f"{r['label']} (from {spec})" if r["label"] in NEEDS_SOURCE
+             else r["label"]} for r in got], src
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "multi_source")
-    ap.add_argument("--epochs", type=int, default=10, help="every source run's train.epochs")
-    ap.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    ap.add_argument("--sources", nargs="+", default=["beauty:12", "beauty:31", "beauty+sports:12"],
+                    help="NAME:EPOCHS, NAME one of " + ", ".join(SOURCES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--fractions", nargs="+", type=int, default=[10, 25])
     ap.add_argument("--rows", nargs="+", default=["fine-tuned", "zero-shot", "scratch"],
                     choices=list(ct.TRANSFER_ROWS))
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2, help="sources at once")
     a = ap.parse_args()
+    if any(s.partition(":")[0] not in SOURCES or not s.partition(":")[2].isdigit()
+           for s in a.sources):
+        ap.error(f"--sources: NAME:EPOCHS with NAME in {', '.join(SOURCES)}")
     t0 = time.time()
     data = catalogues(a.work)
-    runs = {name: a.work / "runs" / f"{name}-e{a.epochs}-s1" for name in a.sources}
     with ThreadPoolExecutor(a.jobs) as pool:
-        list(pool.map(lambda n: ct.train(data[n], runs[n], 1, [f"train.epochs={a.epochs}",
-                                                                "train.threads=1"], []),
-                      a.sources))
-    results, sources = [], {}
-    for k, name in enumerate(a.sources):
-        rows = [r for r in a.rows if r in NEEDS_SOURCE or k == 0]
-        work = a.work / f"transfer-from-{name}"
-        cmd = [sys.executable, Path(__file__).parent / "cold_transfer.py", "--datasets",
-               "scientific", "--parts", "transfer", "--source", runs[name], "--work", work,
-               "--seeds", *a.seeds, "--fractions", *a.fractions, "--transfer-rows", *rows,
-               "--jobs", a.jobs]
-        subprocess.run([str(c) for c in cmd], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-        got = json.loads((work / "full" / "summary.json").read_text())["transfer"]
-        results += [{**r, "label": f"{r['label']} (from {name})" if r["label"] in NEEDS_SOURCE
-                     else r["label"]} for r in got]
-        info = json.loads((runs[name] / "run.json").read_text())
-        sources[name] = {"run": str(runs[name]), "best_valid": info.get("best_valid"),
-                         "best_epoch": info.get("best_epoch"), "items": json.loads(
-                             (data[name] / "dataset.json").read_text())["items"]}
+        done = list(pool.map(lambda k: source_pipeline(a.sources[k], k == 0, data, a),
+                             range(len(a.sources))))
+    results = [r for rows, _ in done for r in rows]
+    sources = {spec: src for spec, (_, src) in zip(a.sources, done)}
     md = [f"# Transfer to Scientific from one and from two catalogues, seeds "
           f"{' '.join(map(str, a.seeds))}",
           f"`{' '.join(sys.argv)}` on {platform.node()} ({platform.machine()}, {os.cpu_count()} "
           f"cores), {(time.time() - t0) / 60:.1f} min wall for this invocation", "",
-          "Sources (seed 1, vmr's defaults, train.epochs = " f"{a.epochs}):", ""]
-    md += [f"- {n}: {s['items']} items, best valid {s['best_valid']} at epoch {s['best_epoch']}"
-           for n, s in sources.items()] + [""]
+          "Sources (seed 1, vmr's defaults but train.epochs):", ""]
+    md += [f"- {n}: {s['items']} items, best valid NDCG@10 {s['best_valid']:.4f} at epoch "
+           f"{s['best_epoch']} of at most {s['epochs']}" for n, s in sources.items()] + [""]
     cols = [f"valid {p} %" for p in a.fractions]
     md += ct.table("validation NDCG@10 (best epoch; zero-shot: the source on the target's "
                    "validation split)", results, cols, "NDCG@10")
