@@ -127,3 +127,24 @@ def test_out_may_not_be_a_part(parts):
     _, a, b = parts
     assert "one of the datasets" in cli_one_line("combine", "--data", a, "--data", b,
                                                  "--names", "a,b", "--out", b)
+
+
+def test_a_modality_only_one_part_holds_is_left_out(tmp_path):
+    from vmr.extract.importer import import_features
+
+    a = make_dataset(tmp_path / "a", n_users=20, length=5, seed=3)
+    b = make_dataset(tmp_path / "b", n_users=20, length=5, seed=4)
+    same_encoder(a)
+    same_encoder(b)
+    ids = load_dataset(a).item_ids
+    np.save(tmp_path / "img.npy", np.ones((len(ids), 4), np.float32))
+    (tmp_path / "img_ids.txt").write_text("\n".join(ids) + "\n")
+    import_features(data=str(a), modality="image", features=str(tmp_path / "img.npy"),
+                    ids=str(tmp_path / "img_ids.txt"), dim=None, cache=None, dtype="float32",
+                    overwrite=False)
+    code, text, err = run_cli("combine", "--data", a, "--data", b, "--names", "a,b",
+                              "--out", tmp_path / "ab")
+    assert code == 0, err
+    assert "text combined" in text and "image left out: b has none" in text
+    with h5py.File(tmp_path / "ab" / "features.h5") as f:
+        assert "text" in f and "image" not in f
