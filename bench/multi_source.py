@@ -5,7 +5,7 @@
 2. One source run per `--sources NAME:EPOCHS`, vmr's default config with `train.epochs=EPOCHS`
    (an upper bound: early stopping may end sooner), seed 1, one thread. An epoch of Beauty +
    Sports is 228 batches, one of Beauty 88: `beauty:31` makes as many steps as
-   `beauty+sports:12`.
+   `beauty+sports:12`. `beauty:31:model.id_dropout=0.2` adds --set overrides to the source run.
 3. Each source goes through bench/cold_transfer.py's transfer part (Scientific, MiniLM text,
    the given user fractions and seeds, `--source RUN`), in its own work folder, as soon as it
    is trained (--jobs sources at once, one run each); the rows that need no source (scratch,
@@ -65,11 +65,12 @@ def catalogues(work: Path) -> dict[str, Path]:
 
 def source_pipeline(spec: str, first: bool, data: dict, a) -> tuple[list[dict], dict]:
     """Train one source, then its transfer rows; (result rows, the source's summary)."""
-    name, _, epochs = spec.partition(":")
-    run = a.work / "runs" / f"{name}-e{epochs}-s1"
-    ct.train(data[name], run, 1, [f"train.epochs={epochs}", "train.threads=1"], [])
+    name, epochs, *sets = spec.split(":")
+    tag = "".join(f"-{x.rpartition('.')[2].replace('=', '')}" for x in sets)
+    run = a.work / "runs" / f"{name}-e{epochs}{tag}-s1"
+    ct.train(data[name], run, 1, [f"train.epochs={epochs}", "train.threads=1", *sets], [])
     rows = [r for r in a.rows if r in NEEDS_SOURCE or first]
-    work = a.work / f"transfer-from-{name}-e{epochs}"
+    work = a.work / f"transfer-from-{name}-e{epochs}{tag}"
     cmd = [sys.executable, Path(__file__).parent / "cold_transfer.py", "--datasets",
            "scientific", "--parts", "transfer", "--source", run, "--work", work,
            "--seeds", *a.seeds, "--fractions", *a.fractions, "--transfer-rows", *rows,
@@ -89,16 +90,17 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "multi_source")
     ap.add_argument("--sources", nargs="+", default=["beauty:12", "beauty:31", "beauty+sports:12"],
-                    help="NAME:EPOCHS, NAME one of " + ", ".join(SOURCES))
+                    help="NAME:EPOCHS[:KEY=VALUE...] (--set overrides of the source run), NAME "
+                         "one of " + ", ".join(SOURCES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--fractions", nargs="+", type=int, default=[10, 25])
     ap.add_argument("--rows", nargs="+", default=["fine-tuned", "zero-shot", "scratch"],
                     choices=list(ct.TRANSFER_ROWS))
     ap.add_argument("--jobs", type=int, default=2, help="sources at once")
     a = ap.parse_args()
-    if any(s.partition(":")[0] not in SOURCES or not s.partition(":")[2].isdigit()
+    if any(s.split(":")[0] not in SOURCES or not s.split(":")[1:2] or not s.split(":")[1].isdigit()
            for s in a.sources):
-        ap.error(f"--sources: NAME:EPOCHS with NAME in {', '.join(SOURCES)}")
+        ap.error(f"--sources: NAME:EPOCHS[:KEY=VALUE...] with NAME in {', '.join(SOURCES)}")
     t0 = time.time()
     data = catalogues(a.work)
     with ThreadPoolExecutor(a.jobs) as pool:
