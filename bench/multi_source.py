@@ -66,7 +66,7 @@ def catalogues(work: Path) -> dict[str, Path]:
 def source_pipeline(spec: str, first: bool, data: dict, a) -> tuple[list[dict], dict]:
     """Train one source, then its transfer rows; (result rows, the source's summary)."""
     name, epochs, *sets = spec.split(":")
-    tag = "".join(f"-{x.rpartition('.')[2].replace('=', '')}" for x in sets)
+    tag = "".join(f"-{k.rpartition('.')[2]}{v}" for k, _, v in (x.partition("=") for x in sets))
     run = a.work / "runs" / f"{name}-e{epochs}{tag}-s1"
     ct.train(data[name], run, 1, [f"train.epochs={epochs}", "train.threads=1", *sets], [])
     rows = [r for r in a.rows if r in NEEDS_SOURCE or first]
