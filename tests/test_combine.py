@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from helpers import cli_one_line, run_cli
-from helpers.synth import make_dataset
+from helpers.synth import SHARED_ENCODER as ENCODER, make_dataset, same_encoder
 from vmr.data.dataset import load_dataset
 
-ENCODER = {"encoder": "import:shared-encoder.npy", "weights": "sha256:0123456789abcdef"}
 TINY = ["--set", "model.d_model=16", "--set", "train.device=cpu", "--set", "train.epochs=1"]
 
-
-def same_encoder(ds):
-    with h5py.File(ds / "features.h5", "r+") as f:
-        for k, v in ENCODER.items():
-            f["text"].attrs[k] = v
 
 
 @pytest.fixture(scope="module")

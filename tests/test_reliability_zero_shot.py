@@ -4,21 +4,14 @@ cannot collide (two targets both called `ds`); `vmr report --on NAME` still find
 import json
 import shutil
 
-import h5py
 import pytest
 import torch
 
 from helpers import cli_one_line, run_cli
-from helpers.synth import make_dataset
+from helpers.synth import make_dataset, same_encoder
 
 TINY = ["--set", "model.d_model=16", "--set", "train.device=cpu", "--set", "train.epochs=1"]
-ENCODER = {"encoder": "import:shared-encoder.npy", "weights": "sha256:0123456789abcdef"}
 
-
-def _same_encoder(ds):
-    with h5py.File(ds / "features.h5", "r+") as f:
-        for k, v in ENCODER.items():
-            f["text"].attrs[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def setup(tmp_path_factory):
     a = make_dataset(root / "a", n_topics=3, per_topic=8, n_users=40, length=6, seed=1)
     b = make_dataset(root / "b", n_topics=3, per_topic=8, n_users=40, length=6, seed=2)
     for ds in (src, a, b):
-        _same_encoder(ds)
+        same_encoder(ds)
     run = root / "run"
     code, _, err = run_cli("train", "--data", src, "--out", run, "--set",
                            "data.feature_norm=l2", *TINY)

@@ -8,19 +8,11 @@ import pytest
 import torch
 
 from helpers import cli_one_line, run_cli
-from helpers.synth import make_dataset
+from helpers.synth import make_dataset, same_encoder
 from vmr.model.rundir import read_checkpoint
 
 TINY = ["--set", "model.d_model=16", "--set", "train.device=cpu", "--set", "train.epochs=1"]
-ENCODER = {"encoder": "import:shared-encoder.npy", "weights": "sha256:0123456789abcdef"}
 
-
-def same_encoder(ds):
-    """Make a dataset's imported features look as if one encoder made them (as two catalogues
-    extracted with the same --model would)."""
-    with h5py.File(ds / "features.h5", "r+") as f:
-        for k, v in ENCODER.items():
-            f["text"].attrs[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -43,3 +43,17 @@ def make_dataset(root: Path, n_topics: int = 4, per_topic: int = 10, n_users: in
                         ids=str(root / "ids.txt"), dim=None, cache=None, dtype="float32",
                         overwrite=False)
     return out
+
+
+# what two catalogues extracted with the same --model record (the imported features of
+# make_dataset otherwise carry each file's own identity)
+SHARED_ENCODER = {"encoder": "import:shared-encoder.npy", "weights": "sha256:0123456789abcdef"}
+
+
+def same_encoder(ds: Path) -> None:
+    """Make a dataset's imported text features look as if one shared encoder made them."""
+    import h5py
+
+    with h5py.File(ds / "features.h5", "r+") as f:
+        for k, v in SHARED_ENCODER.items():
+            f["text"].attrs[k] = v
