@@ -142,8 +142,12 @@ def test_thread_count_changes_no_metric(tmp_path, kind):
     assert [info[k]["parallelism"]["threads"] for k in "abc"] == [1, 2, 1]
     assert info["a"]["parallelism"]["source"] == "setting"
     a, b, c = (_weights(runs[k]) for k in "abc")
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
-                                        for k in a)
+    # Per tensor, relative to its norm: Adam divides by the gradient's size, so a weight whose
+    # gradient is near zero may move by ~lr either way on another CPU's summation order; one such
+    # element must not fail the test, a model that trained differently does.
+    assert a.keys() == b.keys()
+    drift = {k: float((a[k] - b[k]).norm() / (b[k].norm() + 1e-8)) for k in a}
+    assert max(drift.values()) < 1e-3, sorted(drift.items(), key=lambda kv: -kv[1])[:3]
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
