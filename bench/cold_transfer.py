@@ -98,6 +98,20 @@ GROUPS = ("all", "seen", "new")
 METRICS = ("NDCG@10", "HR@10")
 
 
+def extended_row(table: dict, label: str) -> str:
+    """A row of `table`, or BASE+KEY=VALUE[+...]: BASE with more --set overrides, added to
+    `table` under that label (so a run's label names exactly what ran)."""
+    base, *extra = label.split("+")
+    if base not in table or any("=" not in e for e in extra):
+        raise argparse.ArgumentTypeError(f"{label!r}: not a row ({', '.join(table)}) or "
+                                         "ROW+KEY=VALUE[+KEY=VALUE...]")
+    if extra and label not in table:
+        entry = table[base]
+        table[label] = (entry + extra if isinstance(entry, list)
+                        else (*entry[:-1], entry[-1] + extra))
+    return label
+
+
 def _row_seeds(entry: str) -> tuple[str, int]:
     row, _, n = entry.partition(":")
     return row, int(n) if n else 99
@@ -334,7 +348,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["cold", "transfer"], choices=["cold", "transfer"],
                     help="which parts to run (the summary covers what ran)")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "cold_transfer")
-    ap.add_argument("--cold-rows", nargs="+", default=None, choices=list(ROWS),
+    ap.add_argument("--cold-rows", nargs="+", default=None, type=partial(extended_row, ROWS),
                     help="only these rows of the new-item and frequency parts [default: PLAN]")
     ap.add_argument("--cold-splits", nargs="+", default=["normal", "new-items"],
                     choices=["normal", "new-items"], help="which splits the cold part trains on")
@@ -345,7 +359,8 @@ def main() -> None:
                     help="transfer source: an existing Beauty run directory ('{seed}' is replaced "
                          "by the seed) instead of this script's normal-default-s<seed> runs")
     ap.add_argument("--transfer-rows", nargs="+", default=list(DEFAULT_TRANSFER),
-                    choices=list(TRANSFER_ROWS))
+                    type=partial(extended_row, TRANSFER_ROWS),
+                    help="transfer rows; ROW+KEY=VALUE[+...] adds --set overrides to ROW")
     ap.add_argument("--fractions", nargs="+", type=int, default=None,
                     help=f"percent of Scientific's users kept [default: {USER_FRACTIONS}]")
     a = ap.parse_args()
@@ -378,8 +393,11 @@ def main() -> None:
         sets["scientific"] = (work / "scientific" / "normal", work / "scientific" / "new-items")
 
     # ---- 1 + 2: new items, frequency buckets
+    # an extended row (ROW+KEY=VALUE) runs wherever PLAN runs its base row
+    plan = {k: v + tuple(r for r in a.cold_rows or () if "+" in r and r.split("+")[0] in v)
+            for k, v in PLAN.items()}
     jobs = [(name, split, row, s) for name in sets for split in (0, 1)
-            for row, n in map(_row_seeds, PLAN[name, ("normal", "new-items")[split]])
+            for row, n in map(_row_seeds, plan[name, ("normal", "new-items")[split]])
             if (a.cold_rows is None or row in a.cold_rows)
             and ("normal", "new-items")[split] in a.cold_splits
             for s in seeds[:n]]

@@ -90,6 +90,19 @@ PROTOCOL = ("default", "default-inc", "noid-inc", "text", "text-inc", "sasrec-vm
 ABLATION_NAMES = {"default": "without P", "text": "without P+V", "image": "without P+S"}
 
 
+def row_label(label: str) -> str:
+    """A row of ROWS, or BASE+KEY=VALUE[+...]: BASE with more --set overrides (added to ROWS,
+    so the label names exactly what ran)."""
+    base, *extra = label.split("+")
+    if base not in ROWS or any("=" not in e for e in extra):
+        raise argparse.ArgumentTypeError(f"{label!r}: not a row ({', '.join(ROWS)}) or "
+                                         "ROW+KEY=VALUE[+KEY=VALUE...]")
+    if extra and label not in ROWS:
+        mods, sets, what = ROWS[base]
+        ROWS[label] = (mods, sets + extra, f"{base} + {', '.join(extra)}")
+    return label
+
+
 def prepare(shared: Path, work: Path) -> Path:
     ds = work / "dataset"
     work.mkdir(parents=True, exist_ok=True)
@@ -216,7 +229,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "amazon_scientific_mm")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "scientific")
-    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), type=row_label,
+                    help="row labels; BASE+KEY=VALUE[+KEY=VALUE...] is the row BASE with more "
+                    "--set overrides, e.g. inc-noid-repitem+model.dropout=0.3")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     a = ap.parse_args()

@@ -55,6 +55,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
+    ema: float = 0.0             # >0: validate and keep a moving average of the weights, this decay per step
     # staged: the first N sequence epochs leave the item-ID rows at their start (zero after
     # --init-from) and train the content side only; the IDs join from epoch N+1
     id_warmup: int = 0

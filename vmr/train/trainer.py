@@ -8,6 +8,7 @@ follow the one schema of vmr/model/rundir.py. Epochs are 1-based everywhere a pe
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from vmr.train.data import TrainData
 from vmr.train.distributed import Dist, agree, barrier
 from vmr.train.runlog import MetricsLog, plot_curves
 from vmr.train.device_rng import pick_device, rng_state, seed_all, set_rng_state
+from vmr.train.ema import WeightAverage
 
 METRIC = "NDCG@10"
 
@@ -55,6 +57,7 @@ class TrainState:
     transferred: bool = False        # starts now from another run's weights (--init-from)
     from_source: bool = False        # a --init-from run, fresh or resumed
     threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
+    ema: WeightAverage | None = None  # train.ema: the averaged weights validation uses
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -64,7 +67,8 @@ class TrainState:
         return {"format": CHECKPOINT_FORMAT, "model_args": self.model_args, "model": self.model.state_dict(),
                 "heads": self.heads.state_dict(), "optimizer": opt.state_dict() if opt else None,
                 "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
-                "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__}
+                "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__,
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def save(self, path: Path, ckpt: dict) -> None:
         if self.dist.main:
@@ -239,6 +243,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     rows = window_rows(st.data.prefixes, *objective.window(m.max_len))
     opt = _optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
+    st.ema = _weight_average(st, state)
     step = _batch_step(st, opt, objective)
     id_params, content = _id_params(st.model), _content_params(st)
     for epoch in range(start + 1, t.epochs + 1):
@@ -313,6 +318,8 @@ def _batch_step(st: TrainState, opt, objective: Objective):
         for p in hold:   # id_warmup, freeze_epochs: Adam skips a parameter without grad
             p.grad = None
         opt.step()
+        if st.ema is not None:
+            st.ema.update()
         return ce, n_tgt
     return step
 
@@ -350,12 +357,28 @@ def _validate_epoch_end(st: TrainState, row: dict, best: dict | None,
     """Validate, add the scores to the epoch's row, save best.pt on a new best
     -> (best, epochs without gain, improved)."""
     te = time.time()
-    res = validate_epoch(st)
-    row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
-    row["eval_seconds"] = time.time() - te
-    if best is None or res[METRIC] > best[METRIC]:
-        return _save_best(st, res, row["epoch"]), 0, True
+    with st.ema.swapped_in() if st.ema is not None else nullcontext():
+        res = validate_epoch(st)
+        row.update({f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")})
+        row["eval_seconds"] = time.time() - te
+        if best is None or res[METRIC] > best[METRIC]:
+            return _save_best(st, res, row["epoch"]), 0, True
     return best, bad + 1, False
+
+
+def _weight_average(st: TrainState, state: dict | None) -> WeightAverage | None:
+    """train.ema > 0: the moving average of the weights from here on (vmr/train/ema.py),
+    continued from the checkpoint's when resuming."""
+    decay = st.cfg.train.ema
+    if not decay:
+        return None
+    ema = WeightAverage(st.model, decay)
+    if state is not None:
+        if "ema" not in state:
+            raise VmrError(f"{st.run.last}: this checkpoint has no averaged weights, but "
+                           f"train.ema = {decay}; resume with the run's own config")
+        ema.load_state_dict(state["ema"])
+    return ema
 
 
 def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
