@@ -61,8 +61,12 @@ def test_every_config_key_is_documented_and_example_configs_load():
                if f"\n{f.name} = " not in doc]
     assert not missing, f"config keys missing from docs/MODEL.md: {missing}"
     files = sorted((root / "configs").glob("*.toml"))
-    assert {p.stem for p in files} >= {"default", "paper", "sasrec"}
+    assert {p.stem for p in files} >= {"default", "paper", "sasrec", "content"}
     loaded = {p.stem: load_config(p) for p in files}
     assert loaded["default"] == Config()
     assert loaded["paper"].model.objective == "masked" and loaded["paper"].pretrain.epochs > 0
     assert loaded["sasrec"].model.kind == "sasrec"
+    # the content config is exactly the benchmark row it was chosen as (docs/BENCHMARKS.md)
+    assert loaded["content"] == load_config(None, [
+        "eval.history=include", "model.item_id_emb=false", "model.repeat_item_bias=true",
+        "model.modality_dropout=0.2", "model.d_model=256"])

@@ -14,7 +14,7 @@ from vmr.train.device_rng import set_rng_state
 
 
 def pretrain_stage(st, state: dict | None) -> None:
-    """st: vmr.train.trainer.TrainState; state: a pre-training checkpoint to resume from."""
+    """st: vmr.train.state.TrainState; state: a pre-training checkpoint to resume from."""
     from tqdm import tqdm
 
     p, d = st.cfg.pretrain, st.dist

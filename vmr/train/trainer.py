@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,58 +20,23 @@ from vmr.evaluate.metrics import evaluate_model
 import vmr.parallel as parallel
 from vmr.model import precision
 from vmr.model.config_keys import Config
-from vmr.model.losses import make_sequence_loss
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.kinds import model_kind
 from vmr.model.objectives import Objective, objective_of
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import (CHECKPOINT_FORMAT, RunDir, identity_diff, read_checkpoint,
-                              save_checkpoint)
+from vmr.model.rundir import (RunDir, identity_diff, read_checkpoint)
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, window_rows
 from vmr.train.data import TrainData
 from vmr.train.distributed import Dist, agree, barrier
+from vmr.train.state import TrainState
+from vmr.train.step import batch_step, content_params, id_params, make_optimizer
 from vmr.train.runlog import MetricsLog, plot_curves
-from vmr.train.device_rng import pick_device, rng_state, seed_all, set_rng_state
+from vmr.train.device_rng import pick_device, seed_all, set_rng_state
 from vmr.train.ema import WeightAverage
 
 METRIC = "NDCG@10"
-
-
-@dataclass
-class TrainState:
-    """What every stage works on."""
-    cfg: Config
-    data: TrainData
-    model: torch.nn.Module
-    heads: PretrainHeads
-    run: RunDir
-    log: MetricsLog
-    device: torch.device
-    dist: Dist
-    quiet: bool
-    model_args: dict
-    t0: float = field(default_factory=time.time)
-    transferred: bool = False        # starts now from another run's weights (--init-from)
-    from_source: bool = False        # a --init-from run, fresh or resumed
-    threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
-    ema: WeightAverage | None = None  # train.ema: the averaged weights validation uses
-
-    def say(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, flush=True)
-
-    def checkpoint(self, opt, stage: str, epoch: int, best=None, bad: int = 0) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model_args": self.model_args, "model": self.model.state_dict(),
-                "heads": self.heads.state_dict(), "optimizer": opt.state_dict() if opt else None,
-                "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
-                "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__,
-                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
-
-    def save(self, path: Path, ckpt: dict) -> None:
-        if self.dist.main:
-            save_checkpoint(ckpt, path)
 
 
 def train(cfg: Config, data: TrainData, run_dir: Path, stage: str = "all", resume: bool = False,
@@ -241,13 +205,13 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     t, m = st.cfg.train, st.cfg.model
     objective = objective_of(m)
     rows = window_rows(st.data.prefixes, *objective.window(m.max_len))
-    opt = _optimizer(st)
+    opt = make_optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
     st.ema = _weight_average(st, state)
-    step = _batch_step(st, opt, objective)
-    id_params, content = _id_params(st.model), _content_params(st)
+    step = batch_step(st, opt, objective)
+    id_ps, content = id_params(st.model), content_params(st)
     for epoch in range(start + 1, t.epochs + 1):
-        hold = (id_params if epoch <= t.id_warmup else []) + (
+        hold = (id_ps if epoch <= t.id_warmup else []) + (
             content if epoch <= t.freeze_epochs else [])
         loss, secs = _train_epoch(st, step, rows, epoch, objective, hold)
         row = {"stage": "sequence", "epoch": epoch, "loss": loss,
@@ -264,64 +228,6 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
             break
     return {"best_epoch": best["epoch"] if best else None,
             "best_valid": {k: v for k, v in (best or {}).items() if k != "epoch"}}
-
-
-def _optimizer(st: TrainState) -> torch.optim.Optimizer:
-    """Adam over the model. A run started from another catalogue (`--init-from`) with
-    train.transfer_lr != 1 trains the loaded weights at lr x transfer_lr and the fresh item-ID
-    rows at lr (discriminative learning rates; two parameter groups, also when resumed)."""
-    t, model = st.cfg.train, st.model
-    if not (st.from_source and t.transfer_lr != 1.0):
-        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    ids = {id(p) for p in _id_params(model)}
-    own = [p for p in model.parameters() if id(p) in ids]
-    loaded = [p for p in model.parameters() if id(p) not in ids]
-    return torch.optim.Adam([{"params": own, "lr": t.lr},
-                             {"params": loaded, "lr": t.lr * t.transfer_lr}],
-                            lr=t.lr, weight_decay=t.weight_decay)
-
-
-def _content_params(st: TrainState) -> list[torch.nn.Parameter]:
-    """The content parts --freeze fixes, for train.freeze_epochs of a --init-from run."""
-    if not (st.from_source and st.cfg.train.freeze_epochs):
-        return []
-    from vmr.train.init_from import content_parts
-
-    return [p for _, params in content_parts(st.model) for p in params]
-
-
-def _id_params(model) -> list[torch.nn.Parameter]:
-    """The model's per-item ID parameters (its kind's `id_keys`, where they are parameters)."""
-    keys = set(getattr(model, "id_keys", ()))
-    return [p for name, p in model.named_parameters() if name in keys]
-
-
-def _batch_step(st: TrainState, opt, objective: Objective):
-    """step(x, per_batch) -> (mean loss, targets): one optimiser step on a batch of rows, through
-    the compiled (CUDA, train.compile) and distributed (torchrun) forward when those are on."""
-    t, model = st.cfg.train, st.model
-    fwd = model
-    if t.compile and st.device.type == "cuda":
-        fwd = torch.compile(model)
-    if st.dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        fwd = DDP(fwd, find_unused_parameters=True)
-    n_items, loss_fn = len(st.data.item_ids), make_sequence_loss(t)
-    autocast = precision.autocast(st.device, t.amp)
-
-    def step(x, per_batch, hold=()):
-        with autocast:
-            ce, n_tgt = _sequence_loss(fwd, x, objective, loss_fn, n_items, st.device)
-            loss = ce * (n_tgt / per_batch) if per_batch else ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in hold:   # id_warmup, freeze_epochs: Adam skips a parameter without grad
-            p.grad = None
-        opt.step()
-        if st.ema is not None:
-            st.ema.update()
-        return ce, n_tgt
-    return step
 
 
 def _train_epoch(st: TrainState, step, rows, epoch: int, objective: Objective,
@@ -426,12 +332,3 @@ def _validate_start(st: TrainState) -> dict:
                    **{f"valid_{k}": res[k] for k in ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR")}})
     st.say(f"epoch 0 (the transferred start, zero-shot): valid {METRIC} {res[METRIC]:.4f}  *")
     return best
-
-
-def _sequence_loss(model, x, objective: Objective, loss, n_items, device):
-    """One batch of the sequence stage -> (mean loss, number of targets). x [B, W] rows, made
-    into inputs and targets by the objective; loss: the stage's
-    (vmr.model.losses.make_sequence_loss)."""
-    neg_idx = loss.negatives(n_items, device)
-    inp, rm, tgt = objective.training_batch(x, n_items, device)
-    return model(inp, tgt, rm, neg_idx, loss), int((tgt >= 0).sum())
