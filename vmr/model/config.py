@@ -159,6 +159,8 @@ def check_config(cfg: Config) -> None:
         raise VmrError("train.batch_size and train.lr must be positive, train.epochs >= 0")
     if not 0 <= t.ema < 1:
         raise VmrError(f"train.ema must be in [0, 1) (0 = off), got {t.ema}")
+    if not 0 <= t.anchor < 1:
+        raise VmrError(f"train.anchor must be in [0, 1) (0 = off), got {t.anchor}")
     if t.id_warmup < 0 or t.freeze_epochs < 0 or t.transfer_lr <= 0:
         raise VmrError(f"train.id_warmup ({t.id_warmup}) and train.freeze_epochs "
                        f"({t.freeze_epochs}) must be >= 0, train.transfer_lr positive "

@@ -14,6 +14,7 @@ import vmr.parallel as parallel
 from vmr.model.config_keys import Config
 from vmr.model.pretrain import PretrainHeads
 from vmr.model.rundir import CHECKPOINT_FORMAT, RunDir, save_checkpoint
+from vmr.train.anchor import StartAnchor
 from vmr.train.data import TrainData
 from vmr.train.device_rng import rng_state
 from vmr.train.distributed import Dist
@@ -39,6 +40,7 @@ class TrainState:
     from_source: bool = False        # a --init-from run, fresh or resumed
     threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
     ema: WeightAverage | None = None  # train.ema: the averaged weights validation uses
+    anchor: StartAnchor | None = None  # train.anchor: the loaded weights' start, pulled toward
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -49,7 +51,8 @@ class TrainState:
                 "heads": self.heads.state_dict(), "optimizer": opt.state_dict() if opt else None,
                 "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
                 "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__,
-                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                **({"anchor": self.anchor.state_dict()} if self.anchor is not None else {})}
 
     def save(self, path: Path, ckpt: dict) -> None:
         if self.dist.main:

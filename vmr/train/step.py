@@ -64,6 +64,8 @@ def batch_step(st: TrainState, opt, objective: Objective):
         for p in hold:   # id_warmup, freeze_epochs: Adam skips a parameter without grad
             p.grad = None
         opt.step()
+        if st.anchor is not None:
+            st.anchor.step()
         if st.ema is not None:
             st.ema.update()
         return ce, n_tgt

@@ -34,6 +34,7 @@ from vmr.train.state import TrainState
 from vmr.train.step import batch_step, content_params, id_params, make_optimizer
 from vmr.train.runlog import MetricsLog, plot_curves
 from vmr.train.device_rng import pick_device, seed_all, set_rng_state
+from vmr.train.anchor import StartAnchor
 from vmr.train.ema import WeightAverage
 
 METRIC = "NDCG@10"
@@ -208,6 +209,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     opt = make_optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
     st.ema = _weight_average(st, state)
+    st.anchor = _anchor(st, state)
     step = batch_step(st, opt, objective)
     id_ps, content = id_params(st.model), content_params(st)
     for epoch in range(start + 1, t.epochs + 1):
@@ -287,11 +289,26 @@ def _weight_average(st: TrainState, state: dict | None) -> WeightAverage | None:
     return ema
 
 
+def _anchor(st: TrainState, state: dict | None) -> StartAnchor | None:
+    """train.anchor > 0 (an --init-from run): the loaded weights as they start, every weight but
+    the item-ID rows (vmr/train/anchor.py); the checkpoint's when resuming."""
+    pull = st.cfg.train.anchor
+    if not pull:
+        return None
+    anchor = StartAnchor(st.model, pull, set(getattr(st.model, "id_keys", ())))
+    if state is not None:
+        if "anchor" not in state:
+            raise VmrError(f"{st.run.last}: this checkpoint has no starting weights, but "
+                           f"train.anchor = {pull}; resume with the run's own config")
+        anchor.load_state_dict(state["anchor"])
+    return anchor
+
+
 def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
     """The new best (its validation scores and epoch), saved as best.pt (no optimizer state)."""
     best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
     ck = st.checkpoint(None, "sequence", epoch, best)
-    st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng")})
+    st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng", "anchor")})
     return best
 
 
