@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from vmr.train.ema import load_copies
+
 
 class StartAnchor:
     def __init__(self, model: torch.nn.Module, pull: float, free: set[str]):
@@ -36,10 +38,4 @@ class StartAnchor:
         return {"pull": self.pull, "start": dict(zip(self.names, self.start))}
 
     def load_state_dict(self, state: dict) -> None:
-        start = state["start"]
-        missing = [n for n in self.names if n not in start]
-        if missing:
-            raise KeyError(f"the starting weights lack {missing[0]}")
-        with torch.no_grad():
-            for s, n in zip(self.start, self.names):
-                s.copy_(start[n])
+        load_copies(self.start, self.names, state["start"], "the starting weights")

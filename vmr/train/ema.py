@@ -44,10 +44,15 @@ class WeightAverage:
         return {"decay": self.decay, "shadow": dict(zip(self.names, self.shadow))}
 
     def load_state_dict(self, state: dict) -> None:
-        shadow = state["shadow"]
-        missing = [n for n in self.names if n not in shadow]
-        if missing:
-            raise KeyError(f"the averaged weights lack {missing[0]}")
-        with torch.no_grad():
-            for s, n in zip(self.shadow, self.names):
-                s.copy_(shadow[n])
+        load_copies(self.shadow, self.names, state["shadow"], "the averaged weights")
+
+
+def load_copies(copies: list[torch.Tensor], names: list[str], saved: dict, what: str) -> None:
+    """Fill `copies` (one tensor per name) from a saved {name: tensor}; KeyError naming the first
+    missing one."""
+    missing = [n for n in names if n not in saved]
+    if missing:
+        raise KeyError(f"{what} lack {missing[0]}")
+    with torch.no_grad():
+        for c, n in zip(copies, names):
+            c.copy_(saved[n])

@@ -280,13 +280,8 @@ def _weight_average(st: TrainState, state: dict | None) -> WeightAverage | None:
     decay = st.cfg.train.ema
     if not decay:
         return None
-    ema = WeightAverage(st.model, decay)
-    if state is not None:
-        if "ema" not in state:
-            raise VmrError(f"{st.run.last}: this checkpoint has no averaged weights, but "
-                           f"train.ema = {decay}; resume with the run's own config")
-        ema.load_state_dict(state["ema"])
-    return ema
+    return _continued(st, state, WeightAverage(st.model, decay), "ema", "averaged weights",
+                      f"train.ema = {decay}")
 
 
 def _anchor(st: TrainState, state: dict | None) -> StartAnchor | None:
@@ -296,12 +291,18 @@ def _anchor(st: TrainState, state: dict | None) -> StartAnchor | None:
     if not pull:
         return None
     anchor = StartAnchor(st.model, pull, set(getattr(st.model, "id_keys", ())))
+    return _continued(st, state, anchor, "anchor", "starting weights", f"train.anchor = {pull}")
+
+
+def _continued(st: TrainState, state: dict | None, obj, key: str, what: str, setting: str):
+    """obj as it starts, or, when resuming, loaded from the checkpoint's `key` (a run must resume
+    with the settings it was started with)."""
     if state is not None:
-        if "anchor" not in state:
-            raise VmrError(f"{st.run.last}: this checkpoint has no starting weights, but "
-                           f"train.anchor = {pull}; resume with the run's own config")
-        anchor.load_state_dict(state["anchor"])
-    return anchor
+        if key not in state:
+            raise VmrError(f"{st.run.last}: this checkpoint has no {what}, but {setting}; "
+                           "resume with the run's own config")
+        obj.load_state_dict(state[key])
+    return obj
 
 
 def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
