@@ -142,12 +142,17 @@ def test_thread_count_changes_no_metric(tmp_path, kind):
     assert [info[k]["parallelism"]["threads"] for k in "abc"] == [1, 2, 1]
     assert info["a"]["parallelism"]["source"] == "setting"
     a, b, c = (_weights(runs[k]) for k in "abc")
-    # Per tensor, relative to its norm: Adam divides by the gradient's size, so a weight whose
-    # gradient is near zero may move by ~lr either way on another CPU's summation order; one such
-    # element must not fail the test, a model that trained differently does.
+    # Over the whole model, relative to its norm: Adam divides by the gradient's size, so a
+    # weight whose gradient is analytically zero (the attention key bias) moves by ~lr either way
+    # on rounding noise, which another summation order changes: a small tensor can differ by a
+    # few per mille of its own norm. A model that trained differently differs by order 1.
     assert a.keys() == b.keys()
-    drift = {k: float((a[k] - b[k]).norm() / (b[k].norm() + 1e-8)) for k in a}
-    assert max(drift.values()) < 1e-3, sorted(drift.items(), key=lambda kv: -kv[1])[:3]
+    diff = torch.cat([(a[k] - b[k]).flatten().double() for k in a]).norm()
+    total = torch.cat([b[k].flatten().double() for k in a]).norm()
+    per_tensor = {k: float((a[k] - b[k]).norm() / (b[k].norm() + 1e-8)) for k in a}
+    assert float(diff / total) < 1e-4, sorted(per_tensor.items(), key=lambda kv: -kv[1])[:3]
+    matrices = {k: v for k, v in per_tensor.items() if a[k].dim() >= 2}   # no bias among them
+    assert max(matrices.values()) < 1e-3, sorted(matrices.items(), key=lambda kv: -kv[1])[:3]
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
