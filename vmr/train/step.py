@@ -1,6 +1,6 @@
 """One optimiser step of the sequence stage: the optimizer (with discriminative learning rates for
 a transferred run), the parameters it holds back, and the step itself (compiled and distributed
-forward where those are on, weight averaging after it)."""
+forward where those are on; the anchor's pull and the weight average after it)."""
 
 from __future__ import annotations
 
