@@ -25,7 +25,7 @@ from vmr.model.kinds import model_kind
 from vmr.model.objectives import Objective, objective_of
 from vmr.model.registry import (attach_features, build_model, exclude_from_training,
                                 make_model_args, mark_unknown_ids)
-from vmr.model.rundir import (RunDir, identity_diff, read_checkpoint)
+from vmr.model.rundir import RunDir, identity_diff, read_checkpoint
 from vmr.model.towers import TowerView, trim_padding
 from vmr.train.batches import length_bucketed_batches, window_rows
 from vmr.train.data import TrainData
