@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from helpers import cli_one_line, run_cli
-from helpers.synth import make_dataset, same_encoder
+from helpers import cli_one_line
+from helpers.transfer import source_and_target, train_target
 from vmr.errors import VmrError
 from vmr.model.config import load_config
 from vmr.model.rundir import read_checkpoint
@@ -41,25 +41,7 @@ def test_anchor_outside_its_range_is_a_config_error():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("anchor")
-    src = make_dataset(root / "a", n_users=80, length=7, seed=0)
-    tgt = make_dataset(root / "b", n_topics=3, per_topic=9, n_users=60, length=7, seed=1)
-    same_encoder(src)
-    same_encoder(tgt)
-    run = root / "src_run"
-    code, _, err = run_cli("train", "--data", src, "--out", run, "--set", "train.epochs=2",
-                           "--set", "model.d_model=16", "--set", "train.device=cpu")
-    assert code == 0, err
-    return {"src": src, "tgt": tgt, "run": run}
-
-
-def _train(setup, out, *sets, resume=False):
-    args = ["train", "--data", setup["tgt"], "--out", out]
-    args += ["--resume"] if resume else ["--init-from", setup["run"]]
-    for s in sets:
-        args += ["--set", s]
-    code, _, err = run_cli(*args)
-    assert code == 0, err
+    return source_and_target(tmp_path_factory.mktemp("anchor"))
 
 
 def _drift(a: dict, b: dict, key: str) -> float:
@@ -69,8 +51,8 @@ def _drift(a: dict, b: dict, key: str) -> float:
 def test_a_strong_anchor_holds_the_loaded_weights_and_frees_the_ids(setup, tmp_path):
     src = read_checkpoint(setup["run"] / "best.pt")["model"]
     common = ["train.epochs=2", "train.lr=0.01", "train.patience=100"]
-    _train(setup, tmp_path / "plain", *common)
-    _train(setup, tmp_path / "held", *common, "train.anchor=0.9")
+    train_target(setup, tmp_path / "plain", *common)
+    train_target(setup, tmp_path / "held", *common, "train.anchor=0.9")
     plain = read_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"]
     held = read_checkpoint(tmp_path / "held" / "checkpoint.pt")
     key = "items.proj.text.weight"
@@ -86,9 +68,9 @@ def test_a_strong_anchor_holds_the_loaded_weights_and_frees_the_ids(setup, tmp_p
 
 def test_resume_continues_the_anchored_run_exactly(setup, tmp_path):
     common = ["train.lr=0.01", "train.patience=100", "train.anchor=0.1"]
-    _train(setup, tmp_path / "ref", "train.epochs=2", *common)
-    _train(setup, tmp_path / "part", "train.epochs=1", *common)
-    _train(setup, tmp_path / "part", "train.epochs=2", resume=True)
+    train_target(setup, tmp_path / "ref", "train.epochs=2", *common)
+    train_target(setup, tmp_path / "part", "train.epochs=1", *common)
+    train_target(setup, tmp_path / "part", "train.epochs=2", resume=True)
     ref = read_checkpoint(tmp_path / "ref" / "checkpoint.pt")["model"]
     again = read_checkpoint(tmp_path / "part" / "checkpoint.pt")["model"]
     assert all(torch.equal(ref[k], again[k]) for k in ref)

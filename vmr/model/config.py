@@ -161,6 +161,9 @@ def check_config(cfg: Config) -> None:
         raise VmrError(f"train.ema must be in [0, 1) (0 = off), got {t.ema}")
     if not 0 <= t.anchor < 1:
         raise VmrError(f"train.anchor must be in [0, 1) (0 = off), got {t.anchor}")
+    if t.lowrank < 0 or (t.lowrank and t.anchor):
+        raise VmrError(f"train.lowrank must be >= 0 (0 = off), got {t.lowrank}, and holds the "
+                       "loaded weights near their start on its own: leave train.anchor at 0")
     if t.id_warmup < 0 or t.freeze_epochs < 0 or t.transfer_lr <= 0:
         raise VmrError(f"train.id_warmup ({t.id_warmup}) and train.freeze_epochs "
                        f"({t.freeze_epochs}) must be >= 0, train.transfer_lr positive "

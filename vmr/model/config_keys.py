@@ -62,6 +62,7 @@ class TrainConfig:
     transfer_lr: float = 1.0     # --init-from: lr multiplier for the weights loaded from the source
     freeze_epochs: int = 0       # --init-from: the content parts --freeze fixes stay fixed N epochs
     anchor: float = 0.0          # --init-from: pull the loaded weights toward the source's, per step
+    lowrank: int = 0             # --init-from: train each loaded weight matrix as start + a rank-r update
     patience: int = 10           # epochs without a better valid NDCG@10 before stopping
     loss: str = "full"           # full (softmax over all items) | sampled (shared sampled negatives)
     n_negatives: int = 1024      # sampled loss: negatives shared across the batch

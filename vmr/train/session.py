@@ -141,6 +141,8 @@ def _meta(req: TrainRequest, cfg: Config, data, cache, init) -> dict:
             meta["label"] += f"-freeze{cfg.train.freeze_epochs}"
         if cfg.train.anchor:
             meta["label"] += f"-anchor{cfg.train.anchor:g}"
+        if cfg.train.lowrank:
+            meta["label"] += f"-lowrank{cfg.train.lowrank}"
         meta["init"] = init.record()
     if cfg.train.id_warmup:
         meta["label"] += f"-idwarmup{cfg.train.id_warmup}"
@@ -192,6 +194,9 @@ def _fresh_config(req: TrainRequest, run: RunDir) -> Config:
     if cfg.train.anchor and not req.init_from:
         raise VmrError(f"train.anchor = {cfg.train.anchor:g} holds weights loaded by --init-from "
                        "RUN_DIR near their start; without --init-from leave it at 0")
+    if cfg.train.lowrank and not req.init_from:
+        raise VmrError(f"train.lowrank = {cfg.train.lowrank} trains low-rank updates of weights "
+                       "loaded by --init-from RUN_DIR; without --init-from leave it at 0")
     if cfg.train.freeze_epochs and not req.init_from:
         raise VmrError(f"train.freeze_epochs = {cfg.train.freeze_epochs} keeps weights loaded by "
                        "--init-from RUN_DIR fixed at first; without --init-from leave it at 0")

@@ -19,6 +19,7 @@ from vmr.train.data import TrainData
 from vmr.train.device_rng import rng_state
 from vmr.train.distributed import Dist
 from vmr.train.ema import WeightAverage
+from vmr.train.lowrank import LowRankUpdate
 from vmr.train.runlog import MetricsLog
 
 
@@ -41,6 +42,7 @@ class TrainState:
     threads: parallel.EpochThreads | None = None   # the thread count, re-checked per epoch
     ema: WeightAverage | None = None  # train.ema: the averaged weights validation uses
     anchor: StartAnchor | None = None  # train.anchor: the loaded weights' start, pulled toward
+    lowrank: LowRankUpdate | None = None  # train.lowrank: the loaded matrices' start and factors
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -52,7 +54,8 @@ class TrainState:
                 "config": self.cfg.to_dict(), "stage": stage, "epoch": epoch, "best": best,
                 "bad_epochs": bad, "rng": rng_state(), "vmr_version": __version__,
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-                **({"anchor": self.anchor.state_dict()} if self.anchor is not None else {})}
+                **({"anchor": self.anchor.state_dict()} if self.anchor is not None else {}),
+                **({"lowrank": self.lowrank.state_dict()} if self.lowrank is not None else {})}
 
     def save(self, path: Path, ckpt: dict) -> None:
         if self.dist.main:

@@ -1,6 +1,7 @@
 """One optimiser step of the sequence stage: the optimizer (with discriminative learning rates for
 a transferred run), the parameters it holds back, and the step itself (compiled and distributed
-forward where those are on; the anchor's pull and the weight average after it)."""
+forward where those are on; the low-rank factors' gradients before it, the anchor's pull and the
+weight average after it)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from vmr.train.state import TrainState
 def make_optimizer(st: TrainState) -> torch.optim.Optimizer:
     """Adam over the model. A run started from another catalogue (`--init-from`) with
     train.transfer_lr != 1 trains the loaded weights at lr x transfer_lr and the fresh item-ID
-    rows at lr (discriminative learning rates; two parameter groups, also when resumed)."""
+    rows at lr (discriminative learning rates; two parameter groups, also when resumed);
+    train.lowrank adds a group of the low-rank factors, at lr x transfer_lr."""
     t, model = st.cfg.train, st.model
+    factors = ([{"params": st.lowrank.params(), "lr": t.lr * t.transfer_lr}]
+               if st.lowrank is not None else [])
     if not (st.from_source and t.transfer_lr != 1.0):
-        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    ids = {id(p) for p in id_params(model)}
-    own = [p for p in model.parameters() if id(p) in ids]
-    loaded = [p for p in model.parameters() if id(p) not in ids]
-    return torch.optim.Adam([{"params": own, "lr": t.lr},
-                             {"params": loaded, "lr": t.lr * t.transfer_lr}],
-                            lr=t.lr, weight_decay=t.weight_decay)
+        groups = [{"params": list(model.parameters()), "lr": t.lr}]
+    else:
+        ids = {id(p) for p in id_params(model)}
+        own = [p for p in model.parameters() if id(p) in ids]
+        loaded = [p for p in model.parameters() if id(p) not in ids]
+        groups = [{"params": own, "lr": t.lr}, {"params": loaded, "lr": t.lr * t.transfer_lr}]
+    return torch.optim.Adam(groups + factors, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def content_params(st: TrainState) -> list[torch.nn.Parameter]:
@@ -63,7 +67,11 @@ def batch_step(st: TrainState, opt, objective: Objective):
         loss.backward()
         for p in hold:   # id_warmup, freeze_epochs: Adam skips a parameter without grad
             p.grad = None
+        if st.lowrank is not None:
+            st.lowrank.move_grads()
         opt.step()
+        if st.lowrank is not None:
+            st.lowrank.apply()
         if st.anchor is not None:
             st.anchor.step()
         if st.ema is not None:

@@ -35,6 +35,7 @@ from vmr.train.step import batch_step, content_params, id_params, make_optimizer
 from vmr.train.runlog import MetricsLog, plot_curves
 from vmr.train.device_rng import pick_device, seed_all, set_rng_state
 from vmr.train.anchor import StartAnchor
+from vmr.train.lowrank import LowRankUpdate
 from vmr.train.ema import WeightAverage
 
 METRIC = "NDCG@10"
@@ -206,6 +207,7 @@ def sequence_stage(st: TrainState, state: dict | None) -> dict:
     t, m = st.cfg.train, st.cfg.model
     objective = objective_of(m)
     rows = window_rows(st.data.prefixes, *objective.window(m.max_len))
+    st.lowrank = _lowrank(st, state)
     opt = make_optimizer(st)
     start, best, bad = _resume_or_start(st, opt, state)
     st.ema = _weight_average(st, state)
@@ -294,6 +296,16 @@ def _anchor(st: TrainState, state: dict | None) -> StartAnchor | None:
     return _continued(st, state, anchor, "anchor", "starting weights", f"train.anchor = {pull}")
 
 
+def _lowrank(st: TrainState, state: dict | None) -> LowRankUpdate | None:
+    """train.lowrank > 0 (an --init-from run): the loaded weight matrices' start and low-rank
+    factors (vmr/train/lowrank.py); the checkpoint's when resuming."""
+    rank = st.cfg.train.lowrank
+    if not rank:
+        return None
+    lr = LowRankUpdate(st.model, rank, set(getattr(st.model, "id_keys", ())), st.cfg.train.seed)
+    return _continued(st, state, lr, "lowrank", "low-rank factors", f"train.lowrank = {rank}")
+
+
 def _continued(st: TrainState, state: dict | None, obj, key: str, what: str, setting: str):
     """obj as it starts, or, when resuming, loaded from the checkpoint's `key` (a run must resume
     with the settings it was started with)."""
@@ -309,7 +321,8 @@ def _save_best(st: TrainState, res: dict, epoch: int) -> dict:
     """The new best (its validation scores and epoch), saved as best.pt (no optimizer state)."""
     best = {**{k: v for k, v in res.items() if "@" in k or k == "MRR"}, "epoch": epoch}
     ck = st.checkpoint(None, "sequence", epoch, best)
-    st.save(st.run.best, {k: v for k, v in ck.items() if k not in ("optimizer", "heads", "rng", "anchor")})
+    resume_only = ("optimizer", "heads", "rng", "anchor", "lowrank")
+    st.save(st.run.best, {k: v for k, v in ck.items() if k not in resume_only})
     return best
 
 
