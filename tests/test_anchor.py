@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from helpers import cli_one_line
-from helpers.transfer import source_and_target, train_target
+from helpers.transfer import (line_without_source, resumed_equals_straight, source_and_target,
+                              train_target)
 from vmr.errors import VmrError
 from vmr.model.config import load_config
 from vmr.model.rundir import read_checkpoint
@@ -67,16 +67,9 @@ def test_a_strong_anchor_holds_the_loaded_weights_and_frees_the_ids(setup, tmp_p
 
 
 def test_resume_continues_the_anchored_run_exactly(setup, tmp_path):
-    common = ["train.lr=0.01", "train.patience=100", "train.anchor=0.1"]
-    train_target(setup, tmp_path / "ref", "train.epochs=2", *common)
-    train_target(setup, tmp_path / "part", "train.epochs=1", *common)
-    train_target(setup, tmp_path / "part", "train.epochs=2", resume=True)
-    ref = read_checkpoint(tmp_path / "ref" / "checkpoint.pt")["model"]
-    again = read_checkpoint(tmp_path / "part" / "checkpoint.pt")["model"]
-    assert all(torch.equal(ref[k], again[k]) for k in ref)
+    assert resumed_equals_straight(setup, tmp_path, "train.anchor=0.1")
 
 
 def test_anchor_without_a_source_is_refused(setup, tmp_path):
-    line = cli_one_line("train", "--data", setup["tgt"], "--out", tmp_path / "no",
-                        "--set", "train.anchor=0.1", "--set", "model.d_model=16")
+    line = line_without_source(setup, tmp_path, "train.anchor=0.1")
     assert "train.anchor" in line and "--init-from" in line

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import run_cli
+import torch
+
+from helpers import cli_one_line, run_cli
 from helpers.synth import make_dataset, same_encoder
+from vmr.model.rundir import read_checkpoint
 
 
 def source_and_target(root: Path) -> dict:
@@ -30,3 +33,20 @@ def train_target(setup: dict, out: Path, *sets: str, resume: bool = False) -> No
         args += ["--set", s]
     code, _, err = run_cli(*args)
     assert code == 0, err
+
+
+def resumed_equals_straight(setup: dict, root: Path, *sets: str) -> bool:
+    """Two epochs in one go and one epoch then --resume to two give the same weights, bit for bit."""
+    common = ["train.lr=0.01", "train.patience=100", *sets]
+    train_target(setup, root / "ref", "train.epochs=2", *common)
+    train_target(setup, root / "part", "train.epochs=1", *common)
+    train_target(setup, root / "part", "train.epochs=2", resume=True)
+    ref = read_checkpoint(root / "ref" / "checkpoint.pt")["model"]
+    again = read_checkpoint(root / "part" / "checkpoint.pt")["model"]
+    return all(torch.equal(ref[k], again[k]) for k in ref)
+
+
+def line_without_source(setup: dict, root: Path, setting: str) -> str:
+    """The one-line error of `vmr train --set SETTING` without --init-from."""
+    return cli_one_line("train", "--data", setup["tgt"], "--out", root / "no",
+                        "--set", setting, "--set", "model.d_model=16")
