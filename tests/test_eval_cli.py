@@ -71,7 +71,7 @@ def test_eval_matches_brute_force_and_writes_json(runs, kind):
     assert list(by_freq) == ["0", "1-4", "5-19", "20+"]
     assert sum(g["users"] for g in by_freq.values()) == written["users"]
     assert protocol == {"split": "test", "include_history": False, "checkpoint": "best.pt",
-                        "ranking": "full", "ties": "against the target"}
+                        "ranking": "full", "ties": "against the target", "similarity_weight": 0.0}
     assert list(written) == ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR", "users", "items"]
     assert written["users"] == 45 and written["items"] == len(ITEMS)
     assert close(written, brute_metrics(run, "test", include_history=False))
@@ -115,7 +115,7 @@ def test_eval_valid_split_include_history_and_last_checkpoint(runs):
     m = json.loads((run / "metrics_valid.json").read_text())
     assert m.pop("protocol") == {"split": "valid", "include_history": True,
                                  "checkpoint": "checkpoint.pt", "ranking": "full",
-                                 "ties": "against the target"}
+                                 "ties": "against the target", "similarity_weight": 0.0}
     assert m.pop("buckets")["edges"] == [1, 5, 20]
     m.pop("parallelism")
     assert close(m, brute_metrics(run, "valid", include_history=True, checkpoint="last"))

@@ -5,11 +5,10 @@ model ranked none of 2,279 new-item test targets in its top 10. One scalar, chos
 validation split (the gain with the best validation NDCG@10 over all targets, the smallest on a
 tie), multiplies the new items' *candidate* vectors; their vectors as inputs in a history stay as
 they are. run.json records it (`new_item_gain`, and `new_item_gain_valid`: the metric at every
-gain tried); `load_run` applies it to evaluation, recommendation and export."""
+gain tried; vmr/evaluate/calibrate.py chooses it after training); `load_run` applies it to
+evaluation, recommendation and export."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 GAINS = tuple(round(1.0 + 0.05 * i, 2) for i in range(11))     # 1.0 .. 1.5
 METRIC = "NDCG@10"
@@ -24,6 +23,7 @@ def choose_new_item_gain(loaded, gains=GAINS) -> tuple[float, dict[float, float]
     from vmr.model.towers import TowerView
 
     hist, tgt = split_targets(loaded.dataset, "valid")
+    # the model as loaded: with the similarity weight it carries (chosen before the gain)
     plain = TowerView(loaded.model, loaded.device, loaded.config.train.amp)
     hist = [np.asarray(h, dtype=np.int64) for h in hist]
     users = plain.user_vectors(hist)     # histories never carry the gain: computed once
@@ -34,20 +34,3 @@ def choose_new_item_gain(loaded, gains=GAINS) -> tuple[float, dict[float, float]
                                    include_history=include)[METRIC]
     best = max(gains, key=lambda g: (scores[g], -g))
     return best, scores
-
-
-def calibrate_run(run: str | Path) -> tuple[float, dict] | None:
-    """Choose a run's new-item gain on validation and record it in run.json; None (and nothing
-    written) when the run's model scores no item without a trained ID."""
-    from vmr.model.loaded import load_run
-
-    loaded = load_run(run, "best")
-    items = getattr(loaded.model, "items", None)
-    if not loaded.dataset.new_items or items is None or not getattr(items, "any_unknown", False):
-        return None
-    gain, scores = choose_new_item_gain(loaded)
-    info = loaded.run.read_info()
-    info["new_item_gain"] = gain
-    info["new_item_gain_valid"] = {f"{g:g}": v for g, v in scores.items()}
-    loaded.run.write_info(info)
-    return gain, scores

@@ -62,8 +62,10 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     histories, targets = split_targets(loaded.dataset, split)
     threads = parallel.apply()          # OMP_NUM_THREADS, else the cores others leave free
     t0 = time.perf_counter()
-    result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
-                            progress=progress, return_ranks=True)
+    with loaded.ranking_history(include_history):
+        weight = float(getattr(loaded.model, "similarity_weight", 0.0))
+        result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
+                                progress=progress, return_ranks=True)
     secs = time.perf_counter() - t0
     metrics = {key: result[key] for k in ks for key in (f"HR@{k}", f"NDCG@{k}")}
     metrics.update({key: result[key] for key in ("MRR", "users", "items")})
@@ -72,7 +74,7 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
                                         ds.new_item_indices())
     metrics["protocol"] = {"split": split, "include_history": bool(include_history),
                            "checkpoint": loaded.checkpoint.name, "ranking": "full",
-                           "ties": "against the target"}
+                           "ties": "against the target", "similarity_weight": weight}
     metrics["parallelism"] = {**threads, "seconds": round(secs, 3),
                               "users_per_s": round(len(targets) / max(secs, 1e-9), 1)}
     if ds.new_items:

@@ -87,6 +87,9 @@ class DataConfig:
 class EvalConfig:
     # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
     history: str = "exclude"
+    # after training, choose the weight of the last-item similarity term on validation
+    # (vmr/evaluate/similarity.py; history excluded only); false: the model alone
+    similarity: bool = True
 
 
 @dataclass

@@ -129,6 +129,9 @@ def load_run_on(run: str | Path, data: str | Path, cache: str | Path | None = No
     mark_unknown_ids(model, np.arange(dataset.n_items))
     dev = torch.device(device)
     model.to(dev).eval()
-    info = {**info, "trained_on": info.get("data"), "data": str(dataset.path),
+    # the similarity weight was chosen on the run's own catalogue: zero-shot is the model
+    # alone, the state a transferred run starts from (vmr/train/init_from.py)
+    info = {**{k: v for k, v in info.items() if k != "similarity_weight"},
+            "trained_on": info.get("data"), "data": str(dataset.path),
             "cache": str(cache_path.resolve())}
     return LoadedRun(rd, path, ckpt, cfg, dataset, model, dev, info)

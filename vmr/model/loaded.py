@@ -6,6 +6,8 @@ run.json recorded, so a re-prepared dataset or a re-extracted cache is refused, 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,36 @@ class LoadedRun:
         gain = info.get("new_item_gain", 1.0)
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 < gain < 100:
             raise VmrError(f"{run.info}: new_item_gain must be a positive number, not {gain!r}")
+        weight = info.get("similarity_weight", 0.0)
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not 0 <= weight < 1000):
+            raise VmrError(f"{run.info}: similarity_weight must be a number >= 0, not {weight!r}")
+        if weight and not hasattr(model, "similarity_weight"):
+            raise VmrError(f"{run.info}: similarity_weight {weight:g} given for a model of kind "
+                           f"{model.kind}, which has no content to compare")
+        if weight:
+            model.similarity_weight = float(weight)    # vmr/evaluate/similarity.py
         self.tower = TowerView(model, device, config.train.amp, new_item_gain=gain)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.tower.item_embeddings()
+
+    @contextmanager
+    def ranking_history(self, include: bool):
+        """Within: scored for a ranking that includes the history (include) or not. Ranked
+        among the others, the last item would get the whole last-item similarity weight
+        (vmr/evaluate/similarity.py) from its similarity to itself, so the term is off there."""
+        weight = getattr(self.model, "similarity_weight", 0.0)
+        if not include or not weight:
+            yield self
+            return
+        tower = self.tower
+        self.model.similarity_weight = 0.0
+        self.tower = TowerView(self.model, self.device, tower.amp, tower.new_item_gain)
+        try:
+            yield self
+        finally:
+            self.model.similarity_weight, self.tower = weight, tower
 
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         return self.tower.user_vectors(histories)

@@ -97,6 +97,16 @@ class ItemEncoder(nn.Module):
         unk = self.unk_id.to(ids.dtype) if self.unk_id is not None else ids.new_zeros(self.d)
         return torch.where(drop.unsqueeze(-1), unk, ids)
 
+    def unit_content(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, D] the frozen features as the last-item similarity term reads them: each
+        modality's vector scaled to unit length (zero where absent), concatenated and divided
+        by sqrt(M), so that the dot product of two rows is their mean cosine over modalities."""
+        if idx is None:
+            idx = torch.arange(self.n_items, device=self.mod_emb.device)
+        cols = [F.normalize(getattr(self, f"feat_{m}")[idx].float(), dim=-1)
+                * getattr(self, f"present_{m}")[idx].unsqueeze(1) for m in self.modalities]
+        return torch.cat(cols, 1) / max(1, len(cols)) ** 0.5
+
     def present(self, idx: torch.Tensor) -> torch.Tensor:
         """[n, M] bool: which modality of each item has content."""
         if not self.modalities:
@@ -159,6 +169,9 @@ class Recommender(SequenceModel):
     uses_features = True
     pretrains = True
     id_keys = ("items.id_emb.weight",)
+    # the weight of the last-item similarity term (vmr/evaluate/similarity.py): 0 in training;
+    # a loaded run takes the weight `vmr train` chose on validation (run.json)
+    similarity_weight: float = 0.0
 
     @classmethod
     def build(cls, cfg: ModelConfig, n_items: int, dims: dict[str, int]) -> "Recommender":
@@ -193,7 +206,24 @@ class Recommender(SequenceModel):
         self.items = ItemEncoder(cfg, n_items, dims, item_blocks)
 
     def item_embeddings(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        return self.items(idx)
+        """[N, d] the item encoder's vectors; with a similarity weight, [N, d + D]: each item's
+        unit content (`ItemEncoder.unit_content`) appended, for the last-item similarity term."""
+        h = self.items(idx)
+        if self.similarity_weight > 0 and self.items.modalities:
+            h = torch.cat([h, self.items.unit_content(idx).to(h.dtype)], 1)
+        return h
+
+    def user_vectors(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """The sequence tower's user vector; with a similarity weight w and a table from
+        `item_embeddings`, w times the last history item's unit content appended, so that
+        score(u, j) = <u, h_j> + w * cos(last item, j) (vmr/evaluate/similarity.py)."""
+        d = self.cfg.d_model
+        u = super().user_vectors(seq, table[:, :d])
+        if self.similarity_weight <= 0 or table.shape[1] == d:
+            return u
+        last = seq[:, -1 - objective_of(self.cfg).prediction_slots]
+        extra = table[last.clamp(min=0), d:] * (last >= 0).unsqueeze(1).to(table.dtype)
+        return torch.cat([u, (extra * self.similarity_weight).to(u.dtype)], 1)
 
     def copy_item_blocks_into_sequence(self) -> None:
         """share = init: start the sequence blocks from the (pre-trained) item blocks."""

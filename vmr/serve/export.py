@@ -30,7 +30,8 @@ Without vmr (the top 10 of a history, by inner product, history items left out):
 
 To rank history items too, add manifest.json's `repeat_term` to their scores instead: for the
 item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)]
-(plus item_values[j] for item j, when the run learned a term per item).
+(plus item_values[j] for item j, when the run learned a term per item), and zero the user
+vector's columns of manifest.json's `similarity_term`, when it has one.
 
 user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
 false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
@@ -83,7 +84,8 @@ def _tower_state(loaded) -> dict:
     weights, enough for `build_model` to rebuild it (read back with weights_only)."""
     ck = loaded.ckpt
     return {"format": FORMAT, "kind": ck["model_args"]["kind"], "model_args": ck["model_args"],
-            "config": ck["config"], "model": ck["model"]}
+            "config": ck["config"], "model": ck["model"],
+            "similarity_weight": float(getattr(loaded.model, "similarity_weight", 0.0))}
 
 
 def _repeat_term(loaded) -> dict | None:
@@ -99,6 +101,19 @@ def _repeat_term(loaded) -> dict | None:
                       "the item's most recent occurrence (0 = the last item)",
             "applies": "added to score(u, j) of every item j in the history, when history items "
                        "are ranked at all"}
+
+
+def _similarity_term(loaded) -> dict | None:
+    """What manifest.json says about the last-item similarity term, None without one."""
+    w = float(getattr(loaded.model, "similarity_weight", 0.0))
+    if not w:
+        return None
+    d = loaded.model.cfg.d_model
+    return {"weight": w, "columns": [d, int(loaded.item_embeddings().shape[1])],
+            "applies": "inside the inner product: columns [a, b) of item_embeddings hold each "
+                       "item's unit content, of a user vector the weight times its last item's; "
+                       "when history items are ranked too, zero those columns of the user vector "
+                       "(the last item would get the whole weight from itself)"}
 
 
 def _embeddings(run_dir: Path):
@@ -146,7 +161,8 @@ def _write_export(tmp: Path, loaded, emb: np.ndarray, item_ids: list[str], run_d
         "dataset": str(getattr(loaded.dataset, "path", "") or ""),
         "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
         "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
-        "repeat_term": _repeat_term(loaded), "user_tower_ts": tower_manifest(loaded),
+        "repeat_term": _repeat_term(loaded), "similarity_term": _similarity_term(loaded),
+        "user_tower_ts": tower_manifest(loaded),
         "index": ("faiss-hnsw" if index == "faiss" else "exact"),
         "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
                    "efSearch": HNSW_EF_SEARCH} if index == "faiss" else None),
@@ -268,6 +284,9 @@ class Export:
             except RuntimeError as e:
                 raise VmrError(f"{path}: the weights do not fit its model_args "
                                f"({str(e).splitlines()[0][:160]})") from None
+            weight = state.get("similarity_weight", 0.0)    # vmr/evaluate/similarity.py
+            if weight:
+                model.similarity_weight = float(weight)
             self._tower = model.eval()
         return self._tower
 

@@ -115,7 +115,8 @@ def recommend_for(loaded, user: str | None = None, history=None, top: int = 10,
     ds = loaded.dataset
     hist = (user_history(ds, user) if user is not None
             else parse_history(history, ds.item_index, what))
-    best = top_items(loaded, hist, top, exclude_history)
+    with loaded.ranking_history(not exclude_history):
+        best = top_items(loaded, hist, top, exclude_history)
     idx = [i for i, _ in best]
     rows = [{"rank": r + 1, "item": ds.item_ids[i], "score": s, "title": t}
             for r, ((i, s), t) in enumerate(zip(best, _titles(ds, idx)))]

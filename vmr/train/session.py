@@ -75,7 +75,7 @@ def _start(d, req: TrainRequest) -> Path:
     summary = train(cfg, data, run.path, stage=req.stage, resume=resume,
                     meta=_meta(req, cfg, data, cache, init), dist=d, init=init)
     if summary.get("best_valid") and d.main:
-        _report(summary, data, run)
+        _report(summary, cfg, data, run)
     return run.path
 
 
@@ -149,19 +149,23 @@ def _meta(req: TrainRequest, cfg: Config, data, cache, init) -> dict:
     return meta
 
 
-def _report(summary: dict, data, run: RunDir) -> None:
-    """Print the best validation scores; with new items, the new-item gain chosen on them."""
+def _report(summary: dict, cfg: Config, data, run: RunDir) -> None:
+    """Print the best validation scores, then what is chosen on them after training
+    (vmr/evaluate/calibrate.py): the last-item similarity weight and the new-item gain."""
     bv = summary["best_valid"]
     print(f"best valid NDCG@10 {bv.get('NDCG@10', float('nan')):.4f} "
           f"HR@10 {bv.get('HR@10', float('nan')):.4f} at epoch {summary['best_epoch']}")
-    if data.new_items is not None and len(data.new_items):
-        from vmr.evaluate.new_item_gain import calibrate_run
+    if not model_kind(cfg.model.kind).uses_features:
+        return
+    from vmr.evaluate.calibrate import calibrate_run
 
-        chosen = calibrate_run(run.path)
-        if chosen is not None:
-            g, scores = chosen
-            print(f"new-item gain {g:g}, chosen on validation (NDCG@10 {scores[1.0]:.4f} "
-                  f"at 1 -> {scores[g]:.4f})")
+    chosen = calibrate_run(run.path)
+    for key, what, off in (("similarity", "last-item similarity weight", 0.0),
+                           ("gain", "new-item gain", 1.0)):
+        if key in chosen:
+            v, scores = chosen[key]
+            print(f"{what} {v:g}, chosen on validation (NDCG@10 {scores[off]:.4f} at {off:g} "
+                  f"-> {scores[v]:.4f})")
 
 
 def _init(req: TrainRequest, run: RunDir, cfg: Config, data, cache, resume: bool):
