@@ -10,9 +10,8 @@ A run directory named NAME-s<seed> counts as seed <seed> of row NAME. Runs train
 term existed (no `similarity_weight` in run.json) are what this compares; a run that already
 has one is scored with weight 0 in its "model" copy. Writes WORK/summary.md and
 WORK/summary.json: per row, validation NDCG@10 at weight 0 and at the chosen one (before the
-new-item gain), the weights
-chosen, and test NDCG@10 / HR@10 over all targets (and seen / new items on a dataset prepared
-with --new-items).
+new-item gain), the weights chosen, and test NDCG@10 / HR@10 over all targets (and seen / new
+items on a dataset prepared with --new-items).
 """
 
 from __future__ import annotations
