@@ -7,7 +7,6 @@ run.json recorded, so a re-prepared dataset or a re-extracted cache is refused, 
 from __future__ import annotations
 
 from contextlib import contextmanager
-
 from pathlib import Path
 
 import numpy as np

@@ -103,13 +103,13 @@ def _repeat_term(loaded) -> dict | None:
                        "are ranked at all"}
 
 
-def _similarity_term(loaded) -> dict | None:
-    """What manifest.json says about the last-item similarity term, None without one."""
+def _similarity_term(loaded, dim: int) -> dict | None:
+    """What manifest.json says about the last-item similarity term (item embeddings `dim` wide),
+    None without one."""
     w = float(getattr(loaded.model, "similarity_weight", 0.0))
     if not w:
         return None
-    d = loaded.model.cfg.d_model
-    return {"weight": w, "columns": [d, int(loaded.item_embeddings().shape[1])],
+    return {"weight": w, "columns": [loaded.model.cfg.d_model, int(dim)],
             "applies": "inside the inner product: columns [a, b) of item_embeddings hold each "
                        "item's unit content, of a user vector the weight times its last item's; "
                        "when history items are ranked too, zero those columns of the user vector "
@@ -161,7 +161,7 @@ def _write_export(tmp: Path, loaded, emb: np.ndarray, item_ids: list[str], run_d
         "dataset": str(getattr(loaded.dataset, "path", "") or ""),
         "items": int(emb.shape[0]), "dim": int(emb.shape[1]),
         "score": "inner_product: score(u, j) = <user_vector(u), item_embeddings[j]>",
-        "repeat_term": _repeat_term(loaded), "similarity_term": _similarity_term(loaded),
+        "repeat_term": _repeat_term(loaded), "similarity_term": _similarity_term(loaded, emb.shape[1]),
         "user_tower_ts": tower_manifest(loaded),
         "index": ("faiss-hnsw" if index == "faiss" else "exact"),
         "faiss": ({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
