@@ -162,8 +162,12 @@ def _report(summary: dict, cfg: Config, data, run: RunDir) -> None:
     chosen = calibrate_run(run.path)
     for key, what, off in (("similarity", "last-item similarity weight", 0.0),
                            ("gain", "new-item gain", 1.0)):
-        if key in chosen:
-            v, scores = chosen[key]
+        if key not in chosen:
+            continue
+        v, scores = chosen[key]
+        if v == off:
+            print(f"{what} {v:g}: none other helps on validation (NDCG@10 {scores[off]:.4f})")
+        else:
             print(f"{what} {v:g}, chosen on validation (NDCG@10 {scores[off]:.4f} at {off:g} "
                   f"-> {scores[v]:.4f})")
 
