@@ -107,6 +107,12 @@ def test_eval_recommend_and_export_score_with_the_chosen_weight(twin_run, tmp_pa
     code, _, err = run_cli("eval", "--run", run, "--split", "valid", "--include-history")
     assert code == 0, err                          # ranking the history: the term is off
     assert json.loads((run / "metrics_valid.json").read_text())["protocol"]["similarity_weight"] == 0
+    code, _, err = run_cli("eval", "--run", run, "--k", "10")
+    assert code == 0, err
+    code, _, err = run_cli("report", run, "--out", tmp_path / "rep")
+    assert code == 0, err
+    w = info["similarity_weight"]
+    assert f"last-item similarity weight {w:g}" in (tmp_path / "rep" / "report.md").read_text()
     loaded = load_run(run)
     assert loaded.model.similarity_weight == info["similarity_weight"]
     code, _, err = run_cli("export", "--run", run, "--out", tmp_path / "exp")

@@ -230,8 +230,11 @@ def render_markdown(groups: list[Group], columns: list[str], split: str) -> str:
         users = sorted({r.metrics.get("users") for r in g.runs}, key=str)
         items = sorted({r.metrics.get("items") for r in g.runs}, key=str)
         seeds = ", ".join(str(r.seed) for r in g.runs)
+        weights = [(r.protocol or {}).get("similarity_weight") or 0 for r in g.runs]
+        chosen = ("; last-item similarity weight " + ", ".join(f"{w:g}" for w in weights)
+                  if any(weights) else "")
         lines.append(f"- **{g.label}** (seeds {seeds}; users {'/'.join(map(str, users))}, "
-                     f"items {'/'.join(map(str, items))}): "
+                     f"items {'/'.join(map(str, items))}{chosen}): "
                      + ", ".join(f"`{r.path}`" for r in g.runs))
     return "\n".join(lines) + "\n"
 
