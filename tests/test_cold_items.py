@@ -264,7 +264,9 @@ def test_new_item_gain_is_chosen_on_validation_and_applied(new_ds, tmp_path, mon
     seen = torch.ones(loaded.dataset.n_items, dtype=torch.bool)
     seen[new] = False
     raw, cand = loaded.tower.input_table(), loaded.item_embeddings()
-    assert torch.equal(cand[seen], raw[seen]) and torch.allclose(cand[new], 1.4 * raw[new])
+    d = loaded.model.cfg.d_model         # the model's own columns; beyond: the similarity term's
+    assert torch.equal(cand[seen], raw[seen]) and torch.allclose(cand[new, :d], 1.4 * raw[new, :d])
+    assert torch.equal(cand[new, d:], raw[new, d:])
     from vmr.model.towers import TowerView
 
     plain = TowerView(loaded.model, loaded.device, loaded.config.train.amp, new_item_gain=1.0)

@@ -42,14 +42,19 @@ class TowerView:
     def item_embeddings(self) -> torch.Tensor:
         """[N, d] the candidates users are scored against: the input table, with the items
         scored without a trained ID (the item encoder's unknown items) times new_item_gain
-        (vmr/evaluate/new_item_gain.py)."""
+        (vmr/evaluate/new_item_gain.py). Only the model's own d columns: the gain stands in for
+        the missing ID, and the last-item similarity columns (vmr/evaluate/similarity.py) carry
+        no ID for any item."""
         table = self.input_table()
         items = getattr(self.model, "items", None)
         if self.new_item_gain == 1.0 or items is None or not getattr(items, "any_unknown", False):
             return table
         if self._scored is None:
+            d = self.model.cfg.d_model
             scale = torch.where(items.unknown.to(table.device), self.new_item_gain, 1.0)
-            self._scored = table * scale.unsqueeze(1).to(table.dtype)
+            scored = table.clone()
+            scored[:, :d] *= scale.unsqueeze(1).to(table.dtype)
+            self._scored = scored
         return self._scored
 
     @torch.no_grad()
