@@ -3,8 +3,9 @@
 vector adds to their score: their scores come out systematically low, and on Beauty the default
 model ranked none of 2,279 new-item test targets in its top 10. One scalar, chosen on the
 validation split (the gain with the best validation NDCG@10 over all targets, the smallest on a
-tie), multiplies the new items' *candidate* vectors; their vectors as inputs in a history stay as
-they are. run.json records it (`new_item_gain`, and `new_item_gain_valid`: the metric at every
+tie), multiplies the new items' *candidate* vectors (the model's own columns: not those of the
+last-item similarity term, which carry no ID for any item); their vectors as inputs in a history
+stay as they are. run.json records it (`new_item_gain`, and `new_item_gain_valid`: the metric at every
 gain tried; vmr/evaluate/calibrate.py chooses it after training); `load_run` applies it to
 evaluation, recommendation and export."""
 
