@@ -217,13 +217,14 @@ def evaluate(run: Path, data: Path | None = None, split: str = "test") -> dict:
 
 def calibrated(run: Path) -> float | None:
     """The run's new-item gain (vmr/evaluate/new_item_gain.py). `vmr train` chooses it on
-    validation since this issue's work; a run trained before gets the same choice here, and its
-    test metrics are computed again with it."""
+    validation since this issue's work; a run trained before gets the same choice here (with
+    the last-item similarity weight, vmr/evaluate/calibrate.py), and its test metrics are
+    computed again with them."""
     info = json.loads((run / "run.json").read_text())
     if "new_item_gain" not in info and info.get("model") == "vmr":
-        from vmr.evaluate.new_item_gain import calibrate_run
+        from vmr.evaluate.calibrate import calibrate_run
 
-        if calibrate_run(run) is not None:
+        if calibrate_run(run):
             (run / "metrics_test.json").unlink(missing_ok=True)
         info = json.loads((run / "run.json").read_text())
     return info.get("new_item_gain")
