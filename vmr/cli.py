@@ -326,8 +326,8 @@ def eval_cmd(run, ks, split, include_history, checkpoint, freq_edges, data, cach
               help="Compare the runs' zero-shot evaluations on another dataset instead "
                    "(metrics_<split>@NAME-FP.json from `vmr eval --run RUN --data .../NAME`).")
 def report(runs, out, split, on):
-    """Compare evaluated runs: a Markdown table (mean ± std over seeds of one config) and a PNG
-    bar chart."""
+    """Compare evaluated runs: a table (mean ± std over seeds), a bar chart, and every group
+    against the FIRST run named, user by user (ratio, 95 % interval over resampled users)."""
     from vmr.evaluate.report import write_report
 
     click.echo(write_report(list(runs), out=out, split=split, on=on))

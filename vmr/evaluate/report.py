@@ -3,7 +3,9 @@
 Runs that share a configuration except the seed form a group (a `vmr train --seeds` parent
 directory stands for its seed runs, listed in its seeds.json); each group becomes one row of a
 Markdown table (mean ± sample std over its seeds, and the number of seeds) and one pair of bars
-(HR@10, NDCG@10 with std error bars) in a PNG chart.
+(HR@10, NDCG@10 with std error bars) in a PNG chart. When the runs' `vmr eval` wrote each
+user's rank, every group is also set against the first user by user, with a 95 % interval over
+resampled users (vmr/evaluate/paired.py): how much of a difference the split's users resolve.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class RunInfo:
     seed: object = None
     protocol: dict | None = None     # how metrics_<split>.json was measured (vmr eval)
     buckets: dict | None = None      # metrics per group of targets (vmr/evaluate/buckets.py)
+    ranks: Path | None = None        # each user's rank (vmr/evaluate/paired.py), if written
 
 
 @dataclass
@@ -111,8 +114,12 @@ def read_run(run: str | Path, split: str, on: str | None = None) -> RunInfo:
     metrics = {k: v for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     seed = next((v for k, v in config.items() if k.rsplit(".", 1)[-1] == "seed"), None)
+    from vmr.evaluate.paired import ranks_path
+
+    ranks = ranks_path(metrics_path)
     return RunInfo(path=path, config=config, meta=meta, metrics=metrics, seed=seed,
-                   protocol=protocol, buckets=buckets if isinstance(buckets, dict) else None)
+                   protocol=protocol, buckets=buckets if isinstance(buckets, dict) else None,
+                   ranks=ranks if ranks.is_file() else None)
 
 
 def _group_key(r: RunInfo) -> tuple:
@@ -289,6 +296,22 @@ def _check_protocols(infos: list[RunInfo], split: str) -> None:
                        "`vmr eval` on them with the same options")
 
 
+def _paired_section(groups: list[Group], metric: str) -> str:
+    """Every group against the first, user by user (vmr/evaluate/paired.py)."""
+    from vmr.evaluate.paired import DRAWS, paired_lines
+
+    lines = paired_lines([(g.label, [(r.ranks, float(r.metrics[metric])) for r in g.runs]
+                           if all(r.ranks for r in g.runs) else []) for g in groups], metric)
+    if not lines:
+        return ""
+    return (f"\n## Paired against {groups[0].label} (the first run named)\n\nThe std above is "
+            "the seeds' (training noise). Here every group is set against the first on the "
+            f"same users: each user's {metric}, averaged over a group's seeds, and {DRAWS:,} "
+            "resamples of the users for a 95 % interval of the ratio of the means. An interval "
+            "that leaves out 1 is a difference these users resolve; one that holds 1 could be "
+            "which users the split happens to hold.\n\n" + "\n".join(lines) + "\n")
+
+
 def write_report(runs: list[str], out: str | Path = "report", split: str = "test",
                  on: str | None = None) -> str:
     """Write OUT/report.md and OUT/report.png for the given run directories (with `on`: their
@@ -327,6 +350,8 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
         md += ("\n## By target item\n\nTargets grouped by their item's interactions in the "
                "training split, and new items (kept out of training) against seen ones; n = "
                "targets in the group. Chart: report_buckets.png.\n\n" + "\n".join(lines) + "\n")
+    paired = _paired_section(groups, metric)
+    md += paired
     try:
         atomic_write_text(md_path, md)
         render_chart(groups, columns, out_dir / "report.png")
@@ -336,4 +361,6 @@ def write_report(runs: list[str], out: str | Path = "report", split: str = "test
         raise VmrError(f"cannot write the report in {out_dir}: {os_reason(e)}") from None
     table = "\n".join(render_table(groups, columns))       # the by-target table: report.md
     extra = f" and {out_dir / 'report_buckets.png'}" if by_target else ""
+    if paired:
+        table += "\n\n" + paired.split("\n\n", 2)[-1].rstrip()   # the paired table itself
     return f"{table}\nwrote {md_path} and {out_dir / 'report.png'}{extra}"

@@ -3,10 +3,12 @@
 Loads the run (`vmr.model.loaded.load_run`), ranks every user's valid or test target (the one
 split rule of vmr/data/splits.py) among ALL items, writes `RUN_DIR/metrics_<split>.json`
 atomically, with the protocol it was measured under and the metrics per group of targets
-(vmr/evaluate/buckets.py: by training frequency, new vs seen items), and returns the same dict
-(`evaluate_run`); `format_eval` is the table the CLI prints. With `data`, the run is evaluated
-zero-shot on another dataset (vmr/model/cross_catalogue.py) into metrics_<split>@<name>-<fp>.json
-(the target folder's name and the first 8 hex digits of its fingerprint).
+(vmr/evaluate/buckets.py: by training frequency, new vs seen items), and each user's rank in
+ranks_<split>.parquet (for `vmr report`'s paired comparison, vmr/evaluate/paired.py), and
+returns the same dict (`evaluate_run`); `format_eval` is the table the CLI prints. With `data`,
+the run is evaluated zero-shot on another dataset (vmr/model/cross_catalogue.py) into
+metrics_<split>@<name>-<fp>.json (the target folder's name and the first 8 hex digits of its
+fingerprint).
 """
 
 from __future__ import annotations
@@ -86,12 +88,20 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
         target = zero_shot_tag(ds)
         metrics["protocol"].update({"zero_shot": True, "data": str(ds.path), "target": target,
                                     "trained_on": loaded.info["trained_on"]})
-    out = loaded.run.metrics_json(split, target)
+    _save(loaded.run.metrics_json(split, target), metrics, ds, split, targets, result["ranks"])
+    return metrics
+
+
+def _save(out: Path, metrics: dict, ds, split: str, targets: list[int], ranks) -> None:
+    """Each user's rank (ranks_<split>.parquet), then the metrics file, both atomically."""
+    from vmr.evaluate.paired import ranks_path, write_ranks
+
+    users = [ds.user_ids[int(u)] for u in ds.split_users(split)]
     try:
+        write_ranks(ranks_path(out), users, [ds.item_ids[t] for t in targets], ranks.tolist())
         write_json_atomic(out, metrics)
     except OSError as e:  # a full disk, a read-only run directory
         raise VmrError(f"cannot write {out}: {os_reason(e)}") from None
-    return metrics
 
 
 def _open_run(run, data, cache, checkpoint: str):
@@ -130,4 +140,7 @@ def format_eval(run: str | Path, metrics: dict) -> str:
     head = (f"{Path(run)}: {p['checkpoint']}, split {p['split']}, full ranking over all "
             f"items, history {'included' if p['include_history'] else 'excluded'}"
             + (f", zero-shot on {p['data']}" if target else ""))
-    return f"{head}\n{table}\nwrote {RunDir(run).metrics_json(p['split'], target)}"
+    from vmr.evaluate.paired import ranks_path
+
+    out = RunDir(run).metrics_json(p["split"], target)
+    return f"{head}\n{table}\nwrote {out} and {ranks_path(out).name} (each user's rank)"
