@@ -98,6 +98,7 @@ def test_eval_recommend_and_export_score_with_the_chosen_weight(twin_run, tmp_pa
 
     data, run, _ = twin_run
     info = json.loads((run / "run.json").read_text())
+    w0 = info["similarity_weight"]
     code, _, err = run_cli("eval", "--run", run, "--split", "valid", "--k", "10")
     assert code == 0, err
     m = json.loads((run / "metrics_valid.json").read_text())
@@ -105,8 +106,8 @@ def test_eval_recommend_and_export_score_with_the_chosen_weight(twin_run, tmp_pa
                                          abs=1e-6)
     assert m["protocol"]["similarity_weight"] == info["similarity_weight"]
     code, _, err = run_cli("eval", "--run", run, "--split", "valid", "--include-history")
-    assert code == 0, err                          # ranking the history: the term is off
-    assert json.loads((run / "metrics_valid.json").read_text())["protocol"]["similarity_weight"] == 0
+    assert code == 0, err                          # ranking the history too: the term stays
+    assert json.loads((run / "metrics_valid.json").read_text())["protocol"]["similarity_weight"] == w0
     code, _, err = run_cli("eval", "--run", run, "--k", "10")
     assert code == 0, err
     code, _, err = run_cli("report", run, "--out", tmp_path / "rep")
@@ -127,16 +128,58 @@ def test_eval_recommend_and_export_score_with_the_chosen_weight(twin_run, tmp_pa
     assert np.allclose(mine.numpy(), theirs, atol=1e-4)
 
 
-def test_without_the_setting_or_with_history_ranked_nothing_is_chosen(twin_run, tmp_path):
+def test_without_the_setting_nothing_is_chosen(twin_run, tmp_path):
     data, _, _ = twin_run
-    for name, sets in (("off", ["eval.similarity=false"]), ("include", ["eval.history=include"])):
-        args = ["train", "--data", data, "--out", tmp_path / name, *TINY]
-        for s in sets:
-            args += ["--set", s]
-        code, out, err = run_cli(*args)
-        assert code == 0, err
-        info = json.loads((tmp_path / name / "run.json").read_text())
-        assert "similarity_weight" not in info and "similarity weight" not in out
+    code, out, err = run_cli("train", "--data", data, "--out", tmp_path / "off", *TINY,
+                             "--set", "eval.similarity=false")
+    assert code == 0, err
+    info = json.loads((tmp_path / "off" / "run.json").read_text())
+    assert "similarity_weight" not in info and "similarity weight" not in out
+
+
+def test_with_history_ranked_the_weight_is_chosen_under_that_protocol(twin_run, tmp_path):
+    data, _, _ = twin_run
+    run = tmp_path / "include"
+    code, out, err = run_cli("train", "--data", data, "--out", run, *TINY,
+                             "--set", "eval.history=include")
+    assert code == 0, err
+    info = json.loads((run / "run.json").read_text())
+    w = info["similarity_weight"]
+    assert w > 0 and f"last-item similarity weight {w:g}" in out
+    code, _, err = run_cli("eval", "--run", run, "--split", "valid", "--k", "10")
+    assert code == 0, err                           # the run's protocol: history included
+    m = json.loads((run / "metrics_valid.json").read_text())
+    assert m["protocol"]["include_history"] and m["protocol"]["similarity_weight"] == w
+    assert m["NDCG@10"] == pytest.approx(info["similarity_weight_valid"][f"{w:g}"], abs=1e-6)
+
+
+def test_history_ranked_the_last_item_gets_nothing_from_itself(twin_run, tmp_path):
+    """With the history ranked, every item gets w * cos(last, j) on top of what it scores
+    without the term (the repeat term included), except the last item itself."""
+    import shutil
+
+    from vmr.model.loaded import load_run
+    from vmr.serve.recommend import top_items
+
+    _, run, _ = twin_run
+    plain = tmp_path / "plain"
+    shutil.copytree(run, plain)
+    info = json.loads((plain / "run.json").read_text())
+    w = info.pop("similarity_weight")
+    (plain / "run.json").write_text(json.dumps(info))
+    with_term, without = load_run(run), load_run(plain)
+    assert with_term.history_bias() is not None           # the repeat term is there too
+    hist = np.asarray(with_term.dataset.sequences[3][:5], dtype=np.int64)
+    n = len(with_term.dataset.item_ids)
+    got = dict(top_items(with_term, hist, n, exclude_history=False))
+    base = dict(top_items(without, hist, n, exclude_history=False))
+    unit = with_term.model.items.unit_content().float()
+    cos = (unit @ unit[int(hist[-1])]).numpy()
+    last = int(hist[-1])
+    for j in range(n):
+        want = base[j] + (0.0 if j == last else w * float(cos[j]))
+        assert got[j] == pytest.approx(want, abs=1e-4), j
+    assert cos[last] == pytest.approx(1.0, abs=1e-5)       # what is taken out is the whole w
 
 
 def test_a_bad_weight_in_run_json_is_a_one_line_error(twin_run, tmp_path):

@@ -23,7 +23,9 @@ class DualTower(Protocol):
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor: ...
 
     # optional: history_bias() -> [N_BUCKETS] tensor or None, the repeat term added to the
-    # scores of history items when they are ranked (vmr/model/history.py)
+    # scores of history items when they are ranked (vmr/model/history.py); similarity_start()
+    # -> int or None, the first column of the last-item similarity term (its share of the last
+    # item's own score is taken out when history items are ranked)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
@@ -70,19 +72,6 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray | Sequence[int],
     return out
 
 
-def _history_terms(histories: Sequence[np.ndarray], bias: torch.Tensor, device,
-                   item_bias: torch.Tensor | None = None):
-    """(rows, items, values): the repeat term of each distinct history item of a batch."""
-    from vmr.model.history import history_pairs, history_scores
-
-    r, c, rec = history_pairs(histories)
-    vals = history_scores(bias.to(device), rec)
-    cols = torch.from_numpy(c).to(device)
-    if item_bias is not None:
-        vals = vals + item_bias.to(device)[cols]
-    return torch.from_numpy(r).to(device), cols, vals
-
-
 def _exclusion_pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) index pairs of every history item of a batch, for a scatter into the scores."""
     lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
@@ -92,17 +81,29 @@ def _exclusion_pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.nd
     return rows, cols
 
 
+def _ranked_terms(histories, bias, item_bias, users, items, sim_start):
+    """(rows, items, values) added to the scores of ranked history items, or None."""
+    if histories is None or (bias is None and item_bias is None and sim_start is None):
+        return None
+    from vmr.model.history import ranked_history_terms
+
+    return ranked_history_terms(histories, bias, item_bias, users, items, sim_start)
+
+
 @torch.no_grad()
 def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                 histories: Sequence[np.ndarray] | None = None,
                 item_chunk: int = 65536, history_bias: torch.Tensor | None = None,
                 ranked_histories: Sequence[np.ndarray] | None = None,
-                item_bias: torch.Tensor | None = None) -> torch.Tensor:
+                item_bias: torch.Tensor | None = None,
+                sim_start: int | None = None) -> torch.Tensor:
     """Ranks of `targets` for a batch of user vectors [B, d] against item embeddings [N, d].
 
     Scores are computed chunk by chunk over items ([B, item_chunk] at a time). Items of
     `histories` (if given) are excluded, except the target. Items of `ranked_histories` are
-    ranked with the repeat term `history_bias` added to their scores (vmr/model/history.py).
+    ranked with the repeat term `history_bias` (and `item_bias`) added to their scores, and,
+    with the last-item similarity term in columns [sim_start:], without what it gives the last
+    item from itself (vmr/model/history.py, `ranked_history_terms`).
     Each target's score is read from the same matrix product that scores the other items, so
     exact ties stay exact ties.
     """
@@ -116,9 +117,7 @@ def batch_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
         ex_rows = torch.from_numpy(r).to(device)
         ex_cols = torch.from_numpy(c).to(device)
     bounds = [(s, min(s + item_chunk, N)) for s in range(0, N, item_chunk)]
-    bonus = None
-    if ranked_histories is not None and history_bias is not None:
-        bonus = _history_terms(ranked_histories, history_bias, device, item_bias)
+    bonus = _ranked_terms(ranked_histories, history_bias, item_bias, users, items, sim_start)
 
     def chunk_scores(s: int, e: int) -> torch.Tensor:
         # users and items are finite (evaluate_model checks), so the scores are too
@@ -163,7 +162,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
 
     histories: item index arrays, oldest first (one per user); targets: the held-out item index
     per user. The history is excluded from the ranking unless include_history; then history
-    items are ranked with the model's repeat term (`history_bias()`, if it has one) added.
+    items are ranked with the model's repeat term (`history_bias()`, if it has one) added, and
+    without the last-item similarity term's share of the last item's own score.
     """
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
@@ -181,6 +181,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
     bias = bias_fn() if include_history and bias_fn is not None else None
     item_fn = getattr(model, "item_repeat_bias", None)
     item_bias = item_fn() if bias is not None and item_fn is not None else None
+    sim_fn = getattr(model, "similarity_start", None)
+    sim_start = sim_fn() if include_history and sim_fn is not None else None
     starts = range(0, len(histories), user_batch)
     if progress:
         from tqdm import tqdm
@@ -199,7 +201,8 @@ def evaluate_model(model: DualTower, histories: Sequence[np.ndarray], targets: S
         hist = blk[o:o + user_batch]
         ranks.append(batch_ranks(users_all[o:o + user_batch], items, targets_t[s:s + user_batch],
                                  None if include_history else hist, item_chunk,
-                                 bias, hist if include_history else None, item_bias).cpu())
+                                 bias, hist if include_history else None, item_bias,
+                                 sim_start).cpu())
     ranks_t = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
     out: dict = metrics_from_ranks(ranks_t, ks)
     out["users"] = int(len(ranks_t))

@@ -64,10 +64,9 @@ def evaluate_run(run: str | Path, ks: list[int] = (5, 10), split: str = "test",
     histories, targets = split_targets(loaded.dataset, split)
     threads = parallel.apply()          # OMP_NUM_THREADS, else the cores others leave free
     t0 = time.perf_counter()
-    with loaded.ranking_history(include_history):
-        weight = float(getattr(loaded.model, "similarity_weight", 0.0))
-        result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
-                                progress=progress, return_ranks=True)
+    weight = float(getattr(loaded.model, "similarity_weight", 0.0))
+    result = evaluate_model(loaded, histories, targets, ks, include_history=include_history,
+                            progress=progress, return_ranks=True)
     secs = time.perf_counter() - t0
     metrics = {key: result[key] for k in ks for key in (f"HR@{k}", f"NDCG@{k}")}
     metrics.update({key: result[key] for key in ("MRR", "users", "items")})

@@ -16,8 +16,11 @@ The term keeps the dual tower: the model appends the unit content to every item 
 w * (the last item's) to every user vector (vmr/model/recommender.py), so evaluation,
 `vmr recommend`, the export and its ANN index score it with one dot product. run.json records it
 (`similarity_weight`, and `similarity_weight_valid`: the metric at every w tried); `load_run`
-applies it. It is chosen only where the history is excluded from the ranking (the default
-protocol): with the history ranked too, the last item itself would get the whole weight."""
+applies it. It is chosen under the run's own protocol (`eval.history`). Where the history is
+ranked too, the last item would get the whole weight from its similarity to itself; that share
+is taken out of its score (vmr/model/history.py, `ranked_history_terms`), so the term ranks the
+other items, past ones included, by their similarity to the last item, and the last item as
+the model and its repeat term do."""
 
 from __future__ import annotations
 
@@ -26,18 +29,16 @@ METRIC = "NDCG@10"
 
 
 def applies(loaded) -> bool:
-    """Whether a loaded run gets the term: a model with content features, `eval.similarity`
-    on, and the run's protocol excludes the history from the ranking."""
-    cfg = loaded.config
+    """Whether a loaded run gets the term: a model with content features and `eval.similarity`
+    on."""
     items = getattr(loaded.model, "items", None)
     return (hasattr(loaded.model, "similarity_weight") and items is not None
-            and bool(getattr(items, "modalities", None)) and cfg.eval.similarity
-            and cfg.eval.history == "exclude")
+            and bool(getattr(items, "modalities", None)) and bool(loaded.config.eval.similarity))
 
 
 def choose_similarity_weight(loaded, weights=WEIGHTS) -> tuple[float, dict[float, float]]:
-    """(the weight with the best validation METRIC, {weight: METRIC}) for a loaded run; the
-    model is left with weight 0."""
+    """(the weight with the best validation METRIC under the run's protocol, {weight: METRIC})
+    for a loaded run; the model is left with weight 0."""
     import numpy as np
 
     from vmr.evaluate.metrics import evaluate_model
@@ -45,6 +46,7 @@ def choose_similarity_weight(loaded, weights=WEIGHTS) -> tuple[float, dict[float
     from vmr.model.towers import TowerView
 
     model, d = loaded.model, loaded.model.cfg.d_model
+    include = loaded.config.eval.history == "include"
     hist, tgt = split_targets(loaded.dataset, "valid")
     hist = [np.asarray(h, dtype=np.int64) for h in hist]
     model.similarity_weight = 1.0
@@ -55,7 +57,8 @@ def choose_similarity_weight(loaded, weights=WEIGHTS) -> tuple[float, dict[float
         for w in weights:
             users = unit.clone()
             users[:, d:] *= w
-            scores[w] = evaluate_model(view, hist, tgt, [10], users=users)[METRIC]
+            scores[w] = evaluate_model(view, hist, tgt, [10], users=users,
+                                       include_history=include)[METRIC]
     finally:
         model.similarity_weight = 0.0
     best = max(weights, key=lambda w: (scores[w], -w))

@@ -87,8 +87,8 @@ class DataConfig:
 class EvalConfig:
     # exclude: the user's past items are not ranked (S3-Rec) | include: all items (RecBole)
     history: str = "exclude"
-    # after training, choose the weight of the last-item similarity term on validation
-    # (vmr/evaluate/similarity.py; history excluded only); false: the model alone
+    # after training, choose the weight of the last-item similarity term on validation, under
+    # this protocol (vmr/evaluate/similarity.py); false: the model alone
     similarity: bool = True
 
 

@@ -63,6 +63,32 @@ def history_scores(bias: torch.Tensor, recency) -> torch.Tensor:
     return bias[recency_bucket(rec)]
 
 
+def ranked_history_terms(histories, bias: torch.Tensor | None, item_bias: torch.Tensor | None,
+                         users: torch.Tensor, items: torch.Tensor, sim_start: int | None = None):
+    """(rows, items, values): what is added to the score of each distinct history item when the
+    history is ranked too: the repeat term b[bucket(r)] (bias, or nothing), its per-item part
+    (item_bias), and, with the last-item similarity term in columns [sim_start:] of users and
+    items (vmr/evaluate/similarity.py), minus what those columns give the last item (r = 0)
+    from its similarity to itself, so that the term ranks the other items by their similarity
+    to it and the last item exactly as without the term. users [B, D] and items [N, D]: the
+    dual tower's vectors (row i of users is histories[i]'s)."""
+    device = items.device
+    r, c, rec = history_pairs(histories)
+    rows, cols = torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)
+    if bias is not None:
+        vals = history_scores(bias.to(device), rec).to(items.dtype)
+    else:
+        vals = torch.zeros(len(c), device=device, dtype=items.dtype)
+    if item_bias is not None:
+        vals = vals + item_bias.to(device, items.dtype)[cols]
+    if sim_start is not None:
+        last = torch.from_numpy(rec == 0).to(device)
+        own = (users[rows[last], sim_start:].to(items.dtype)
+               * items[cols[last], sim_start:]).sum(1)
+        vals = vals.index_put((torch.nonzero(last).flatten(),), -own, accumulate=True)
+    return rows, cols, vals
+
+
 def training_pairs(hist: torch.Tensor, sel: torch.Tensor, inclusive: bool):
     """For a training batch: (row, item, recency) of every distinct history item of every target.
 

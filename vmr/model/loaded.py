@@ -6,7 +6,6 @@ run.json recorded, so a re-prepared dataset or a re-extracted cache is refused, 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +49,6 @@ class LoadedRun:
     def item_embeddings(self) -> torch.Tensor:
         return self.tower.item_embeddings()
 
-    @contextmanager
-    def ranking_history(self, include: bool):
-        """Within: scored for a ranking that includes the history (include) or not. Ranked
-        among the others, the last item would get the whole last-item similarity weight
-        (vmr/evaluate/similarity.py) from its similarity to itself, so the term is off there."""
-        weight = getattr(self.model, "similarity_weight", 0.0)
-        if not include or not weight:
-            yield self
-            return
-        tower = self.tower
-        self.model.similarity_weight = 0.0
-        self.tower = TowerView(self.model, self.device, tower.amp, tower.new_item_gain)
-        try:
-            yield self
-        finally:
-            self.model.similarity_weight, self.tower = weight, tower
-
     def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         return self.tower.user_vectors(histories)
 
@@ -75,6 +57,9 @@ class LoadedRun:
 
     def item_repeat_bias(self) -> torch.Tensor | None:
         return self.tower.item_repeat_bias()
+
+    def similarity_start(self) -> int | None:
+        return self.tower.similarity_start()
 
 
 def load_run(run: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:

@@ -64,6 +64,12 @@ class TowerView:
         bias = fn() if fn is not None else None
         return None if bias is None else bias.detach().float()
 
+    def similarity_start(self) -> int | None:
+        """The first column of the last-item similarity term in both towers' vectors
+        (vmr/evaluate/similarity.py), None when the model has none."""
+        w = float(getattr(self.model, "similarity_weight", 0.0) or 0.0)
+        return int(self.model.cfg.d_model) if w > 0 else None
+
     @torch.no_grad()
     def item_repeat_bias(self) -> torch.Tensor | None:
         """[N] the per-item part of the repeat term, or None."""

@@ -112,8 +112,9 @@ def _similarity_term(loaded, dim: int) -> dict | None:
     return {"weight": w, "columns": [loaded.model.cfg.d_model, int(dim)],
             "applies": "inside the inner product: columns [a, b) of item_embeddings hold each "
                        "item's unit content, of a user vector the weight times its last item's; "
-                       "when history items are ranked too, zero those columns of the user vector "
-                       "(the last item would get the whole weight from itself)"}
+                       "when history items are ranked too, subtract from the last history "
+                       "item's score what those columns give it from itself (the user vector's "
+                       "columns [a, b) times that item's), as the repeat term is added"}
 
 
 def _embeddings(run_dir: Path):

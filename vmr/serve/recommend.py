@@ -50,15 +50,14 @@ def top_items(loaded, history: np.ndarray, top: int,
     if exclude_history and len(history):
         keep[torch.from_numpy(history)] = False
     bias = getattr(loaded, "history_bias", lambda: None)()
-    if not exclude_history and len(history) and bias is not None:   # the repeat term
-        from vmr.model.history import history_pairs, history_scores
+    start = getattr(loaded, "similarity_start", lambda: None)()
+    if not exclude_history and len(history) and (bias is not None or start is not None):
+        from vmr.model.history import ranked_history_terms   # the repeat term
 
-        _, cols, rec = history_pairs([history])
-        add = history_scores(bias.float().cpu(), rec)
-        item_bias = getattr(loaded, "item_repeat_bias", lambda: None)()
-        if item_bias is not None:
-            add = add + item_bias.float().cpu()[torch.from_numpy(cols)]
-        scores[torch.from_numpy(cols)] += add
+        item_bias = getattr(loaded, "item_repeat_bias", lambda: None)() if bias is not None else None
+        _, cols, add = ranked_history_terms([history], bias, item_bias, user.float().cpu(),
+                                            items.float().cpu(), start)
+        scores[cols] += add
     candidates = torch.nonzero(keep).flatten()
     # stable sort: equal scores keep dataset order (a deterministic tie-break)
     order = torch.sort(scores[candidates], descending=True, stable=True).indices[:top]
@@ -115,8 +114,7 @@ def recommend_for(loaded, user: str | None = None, history=None, top: int = 10,
     ds = loaded.dataset
     hist = (user_history(ds, user) if user is not None
             else parse_history(history, ds.item_index, what))
-    with loaded.ranking_history(not exclude_history):
-        best = top_items(loaded, hist, top, exclude_history)
+    best = top_items(loaded, hist, top, exclude_history)
     idx = [i for i, _ in best]
     rows = [{"rank": r + 1, "item": ds.item_ids[i], "score": s, "title": t}
             for r, ((i, s), t) in enumerate(zip(best, _titles(ds, idx)))]
