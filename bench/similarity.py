@@ -4,7 +4,7 @@ it is, the new-item gain it had), the other calibrated as `vmr train` now does a
 ("+ similarity": the weight chosen on validation, then the new-item gain with it in place);
 both are evaluated on the test split with `vmr eval`, in one invocation.
 
-    .venv/bin/python bench/similarity.py --work WORK RUN_DIR [RUN_DIR ...]
+    .venv/bin/python bench/similarity.py [--include-history] --work WORK RUN_DIR [RUN_DIR ...]
 
 A run directory named NAME-s<seed> counts as seed <seed> of row NAME. Runs trained before the
 term existed (no `similarity_weight` in run.json) are what this compares; a run that already
@@ -42,7 +42,7 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def score(run: Path, work: Path) -> dict:
+def score(run: Path, work: Path, include: bool = False) -> dict:
     """{"seed", "row", "model": groups, "term": groups, "weight", "gain", "valid"} of one run."""
     from vmr.evaluate.calibrate import calibrate_run
 
@@ -59,8 +59,8 @@ def score(run: Path, work: Path) -> dict:
     for key, d in (("model", plain), ("term", term)):
         metrics = d / "metrics_test.json"
         if not metrics.exists():
-            sh(VMR + ["eval", "--run", d, "--k", "5", "10", "--split", "test"],
-               d.parent / f"{key}.eval.log")
+            sh(VMR + ["eval", "--run", d, "--k", "5", "10", "--split", "test"]
+               + (["--include-history"] if include else []), d.parent / f"{key}.eval.log")
         out[key] = groups_of(json.loads(metrics.read_text()))
     t = json.loads((term / "run.json").read_text())
     valid = t.get("similarity_weight_valid") or {}
@@ -108,11 +108,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="finished run directories")
     ap.add_argument("--work", type=Path, default=Path("bench/out/similarity"))
+    ap.add_argument("--include-history", action="store_true",
+                    help="score the test split with the history ranked too (RecBole's protocol; "
+                         "the weight is still the one chosen under each run's own protocol)")
     a = ap.parse_args()
     t0 = time.time()
-    results = [score(r.resolve(), a.work) for r in a.runs]
+    results = [score(r.resolve(), a.work, a.include_history) for r in a.runs]
+    flag = " --include-history" if a.include_history else ""
     lines = [f"# The last-item similarity term on {len(results)} finished run(s)", "",
-             f"`bench/similarity.py --work {a.work} {' '.join(map(str, a.runs))}` on "
+             f"`bench/similarity.py{flag} --work {a.work} {' '.join(map(str, a.runs))}` on "
              f"{platform.node()} ({platform.machine()}), {(time.time() - t0) / 60:.1f} min", "",
              *summary(results)]
     a.work.mkdir(parents=True, exist_ok=True)
