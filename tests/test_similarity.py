@@ -180,6 +180,21 @@ def test_history_ranked_the_last_item_gets_nothing_from_itself(twin_run, tmp_pat
         want = base[j] + (0.0 if j == last else w * float(cos[j]))
         assert got[j] == pytest.approx(want, abs=1e-4), j
     assert cos[last] == pytest.approx(1.0, abs=1e-5)       # what is taken out is the whole w
+    # the export's recipe (vmr/serve/export.py) gives the same scores without vmr's ranking code
+    from vmr.serve.export import load_export
+
+    code, _, err = run_cli("export", "--run", run, "--out", tmp_path / "exp")
+    assert code == 0, err
+    exp = load_export(tmp_path / "exp")
+    items = np.load(tmp_path / "exp" / "item_embeddings.npy")
+    user = exp.user_vectors([[with_term.dataset.item_ids[i] for i in hist]])[0]
+    scores = items @ user
+    values, (a, b) = exp.manifest["repeat_term"]["values"], exp.manifest["similarity_term"]["columns"]
+    for back, j in enumerate(hist[::-1].tolist()):
+        if back == hist[::-1].tolist().index(j):                # its most recent occurrence
+            scores[j] += values[min(back.bit_length(), 5)]
+    scores[last] -= user[a:b] @ items[last, a:b]
+    assert np.allclose(scores, [got[j] for j in range(n)], atol=1e-3)
 
 
 def test_a_bad_weight_in_run_json_is_a_one_line_error(twin_run, tmp_path):

@@ -30,8 +30,9 @@ Without vmr (the top 10 of a history, by inner product, history items left out):
 
 To rank history items too, add manifest.json's `repeat_term` to their scores instead: for the
 item r steps back from the last one (its most recent occurrence), values[min(r.bit_length(), 5)]
-(plus item_values[j] for item j, when the run learned a term per item), and zero the user
-vector's columns of manifest.json's `similarity_term`, when it has one.
+(plus item_values[j] for item j, when the run learned a term per item); with a
+`similarity_term`, also subtract from the last item's score what its columns [a, b) give it
+(user[a:b] @ items[last, a:b]).
 
 user_tower.ts runs in float32; it equals `vmr recommend` exactly for float32 runs (train.amp =
 false, or no native bfloat16 where the run was trained), and up to bfloat16 rounding for runs
