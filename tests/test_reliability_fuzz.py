@@ -128,7 +128,7 @@ def _fuzz_checkpoint(base: Path, data) -> None:
         _mutate_checkpoint(work / "run" / "best.pt", data)
         cmd = data.draw(st.sampled_from(["eval", "recommend", "export"]))
         if cmd == "eval":
-            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json",))
+            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json", "run/ranks_test.parquet"))
         elif cmd == "recommend":
             _check(work, ["recommend", "--run", work / "run", "--user", "u000"])
         else:
@@ -187,7 +187,7 @@ def _fuzz_cache(base: Path, data) -> None:
         _mutate_cache(work / "ds" / "features.h5", data)
         cmd = data.draw(st.sampled_from(["eval", "cache", "train"]))
         if cmd == "eval":
-            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json",))
+            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json", "run/ranks_test.parquet"))
         elif cmd == "cache":
             _check(work, ["cache", "info", work / "ds" / "features.h5"])
         else:
@@ -235,7 +235,7 @@ def _fuzz_dataset(base: Path, data) -> None:
         _mutate_dataset(work / "ds", data)
         cmd = data.draw(st.sampled_from(["eval", "recommend", "train"]))
         if cmd == "eval":
-            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json",))
+            _check(work, ["eval", "--run", work / "run"], ("run/metrics_test.json", "run/ranks_test.parquet"))
         elif cmd == "recommend":
             _check(work, ["recommend", "--run", work / "run", "--user", "u000"])
         else:

@@ -26,9 +26,11 @@ COLUMNS = ("user", "target", "rank")
 
 
 def ranks_path(metrics_path: str | Path) -> Path:
-    """ranks_<split>[@<target>].parquet beside metrics_<split>[@<target>].json."""
-    p = Path(metrics_path)
-    return p.with_name("ranks_" + p.name[len("metrics_"):-len(".json")] + ".parquet")
+    """ranks_<split>[@<target>].parquet beside metrics_<split>[@<target>].json (the run
+    directory's layout: vmr/model/rundir.py)."""
+    from vmr.model.rundir import RunDir
+
+    return RunDir.ranks_of(metrics_path)
 
 
 def write_ranks(path: str | Path, users: list[str], targets: list[str], ranks) -> None:

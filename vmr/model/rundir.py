@@ -59,6 +59,13 @@ class RunDir:
         another dataset (`target`: see `zero_shot_tag`)."""
         return self.path / (f"metrics_{split}@{target}.json" if target else f"metrics_{split}.json")
 
+    @staticmethod
+    def ranks_of(metrics_path: str | Path) -> Path:
+        """Each user's rank (vmr/evaluate/paired.py) beside a metrics file:
+        ranks_<split>[@<target>].parquet beside metrics_<split>[@<target>].json."""
+        p = Path(metrics_path)
+        return p.with_name("ranks_" + p.name[len("metrics_"):-len(".json")] + ".parquet")
+
     def find_zero_shot(self, split: str, on: str) -> Path | None:
         """The zero-shot metrics file `vmr report --on ON` means: metrics_<split>@ON.json when
         ON is a full tag (NAME-FINGERPRINT, or a file of older versions named NAME alone),
