@@ -114,9 +114,7 @@ def read_run(run: str | Path, split: str, on: str | None = None) -> RunInfo:
     metrics = {k: v for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     seed = next((v for k, v in config.items() if k.rsplit(".", 1)[-1] == "seed"), None)
-    from vmr.evaluate.paired import ranks_path
-
-    ranks = ranks_path(metrics_path)
+    ranks = rd.ranks_of(metrics_path)
     return RunInfo(path=path, config=config, meta=meta, metrics=metrics, seed=seed,
                    protocol=protocol, buckets=buckets if isinstance(buckets, dict) else None,
                    ranks=ranks if ranks.is_file() else None)
