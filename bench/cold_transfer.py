@@ -299,16 +299,18 @@ def table(title: str, results: list[dict], cols: list[str], metric: str) -> list
 
 
 def transfer_part(work: Path, sci: Path, user_fractions, seeds, rows, source, extra,
-                  jobs: int) -> list[dict]:
+                  jobs: int, sample_seed: int = 0) -> list[dict]:
     """Each fraction of Scientific's users prepared with MiniLM text; every row of `rows` per
     fraction and seed: from the Beauty source (`source(seed)`, None: no source, so the rows
-    that need one are skipped) or from scratch."""
+    that need one are skipped) or from scratch. sample_seed draws the users (0: the sample of
+    every session before the fifteenth; another draw lives in WORK/transfer-sample<N>)."""
     prev = None
     fractions = {}
+    tdir = work / ("transfer" if sample_seed == 0 else f"transfer-sample{sample_seed}")
     for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
-        seqs = sample_users(sci / "Scientific_dev.txt",
-                            work / "transfer" / f"Scientific_{pct}pct.txt", pct)
-        ds = prepare(work / "transfer" / f"scientific-minilm-{pct}", seqs,
+        seqs = sample_users(sci / "Scientific_dev.txt", tdir / f"Scientific_{pct}pct.txt", pct,
+                            sample_seed)
+        ds = prepare(tdir / f"scientific-minilm-{pct}", seqs,
                      sci / "Scientific_items.tsv", "text", 1, new=False)
         prev = minilm(ds, prev)
         fractions[pct] = ds
@@ -326,7 +328,8 @@ def transfer_part(work: Path, sci: Path, user_fractions, seeds, rows, source, ex
             run = train(ds, ds.parent / "runs" / f"{ds.name}-{row}-s{s}", s, sets_, extra,
                         init_from=src, freeze=freeze)
             m, v = evaluate(run), valid_best(run)
-        return {"fraction": pct, "label": row, "seed": s, "users": m["users"],
+        return {"fraction": pct, "label": row, "seed": s, "sample_seed": sample_seed,
+                "users": m["users"],
                 "groups": {f"{pct} % of users": groups_of(m)["all"], f"valid {pct} %": v}}
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -362,6 +365,9 @@ def main() -> None:
     ap.add_argument("--transfer-rows", nargs="+", default=list(DEFAULT_TRANSFER),
                     type=partial(extended_row, TRANSFER_ROWS),
                     help="transfer rows; ROW+KEY=VALUE[+...] adds --set overrides to ROW")
+    ap.add_argument("--sample-seed", type=int, default=0,
+                    help="which draw of Scientific's users the fractions keep (0: the draw of "
+                         "the earlier sessions' tables; each draw has its own datasets)")
     ap.add_argument("--fractions", nargs="+", type=int, default=None,
                     help=f"percent of Scientific's users kept [default: {USER_FRACTIONS}]")
     a = ap.parse_args()
@@ -433,7 +439,7 @@ def main() -> None:
             (lambda s: sets["beauty"][0].parent / "runs" / f"normal-default-s{s}")
             if "beauty" in sets else None)
         transfer_results = transfer_part(work, sci, user_fractions, seeds, a.transfer_rows,
-                                         source, extra, a.jobs)
+                                         source, extra, a.jobs, a.sample_seed)
 
     # ---- the summary
     md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
@@ -471,7 +477,8 @@ def main() -> None:
                     + ", ".join(f"{c[5:]} {users[c]}" for c in buckets) + ")",
                     norm, buckets, "NDCG@10")
     if transfer_results:
-        md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", ""]
+        md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", "",
+               f"Users drawn with sample seed {a.sample_seed}.", ""]
         if a.source:
             md += [f"Source: `{a.source}`. Validation, best epoch (zero-shot: the source on the "
                    "target's validation split):", ""]

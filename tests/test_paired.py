@@ -114,3 +114,17 @@ def test_vmr_eval_writes_each_users_rank(tmp_path):
     metrics = json.loads((run / "metrics_test.json").read_text())
     got = per_user([r for _, r in ranks.values()], "NDCG@10").mean()
     assert got == pytest.approx(metrics["NDCG@10"], abs=1e-9)
+
+
+def test_vmr_eval_names_the_file_it_cannot_write(tmp_path):
+    """A ranks file that cannot be written is the one the error names (not the metrics file),
+    and no metrics file is left without its ranks."""
+    runs = build_runs(tmp_path)
+    run = runs["sasrec"]
+    for f in run.glob("*_test.*"):
+        f.unlink()
+    (run / "ranks_test.parquet").mkdir()         # in the way, for root as for anyone
+    code, out, err = run_cli("eval", "--run", str(run))
+    assert code != 0 and "Traceback" not in err
+    assert "cannot write" in err and "ranks_test.parquet" in err and "metrics_test" not in err
+    assert not (run / "metrics_test.json").exists()

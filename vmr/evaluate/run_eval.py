@@ -96,11 +96,13 @@ def _save(out: Path, metrics: dict, ds, split: str, targets: list[int], ranks) -
     from vmr.evaluate.paired import ranks_path, write_ranks
 
     users = [ds.user_ids[int(u)] for u in ds.split_users(split)]
+    path = ranks_path(out)
     try:
-        write_ranks(ranks_path(out), users, [ds.item_ids[t] for t in targets], ranks.tolist())
+        write_ranks(path, users, [ds.item_ids[t] for t in targets], ranks.tolist())
+        path = out
         write_json_atomic(out, metrics)
-    except OSError as e:  # a full disk, a read-only run directory
-        raise VmrError(f"cannot write {out}: {os_reason(e)}") from None
+    except OSError as e:  # a full disk, a read-only run directory: name the file that failed
+        raise VmrError(f"cannot write {path}: {os_reason(e)}") from None
 
 
 def _open_run(run, data, cache, checkpoint: str):
