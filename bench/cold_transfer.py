@@ -130,6 +130,14 @@ def sample_users(src: Path, dst: Path, percent: int, seed: int = 0) -> Path:
     return dst
 
 
+def without_last(src: Path, dst: Path) -> Path:
+    """A sequences file with each user's last item dropped (users left with none are dropped)."""
+    if not dst.exists():
+        rows = [ln.split() for ln in src.read_text().splitlines() if ln.strip()]
+        dst.write_text("\n".join(" ".join(r[:-1]) for r in rows if len(r) > 2) + "\n")
+    return dst
+
+
 def prepare(ds: Path, seqs: Path, items: Path, text_cols: str, kcore: int,
             new: float | bool) -> Path:
     """`vmr prepare` into ds; new: the share of items held out as new (True: NEW_FRACTION)."""
@@ -202,11 +210,15 @@ def train(ds: Path, run: Path, seed: int, sets: list[str], extra: list[str],
 
 def evaluate(run: Path, data: Path | None = None, split: str = "test") -> dict:
     """`vmr eval` of run (zero-shot on `data` if given) unless done; its metrics."""
-    from vmr.model.rundir import RunDir
+    from vmr.data.dataset import load_dataset
+    from vmr.model.rundir import RunDir, zero_shot_tag
+
+    # a zero-shot file is found by its full tag: other draws of the users share the folder name
+    tag = zero_shot_tag(load_dataset(data)) if data is not None else None
 
     def done() -> Path | None:
         rd = RunDir(run)
-        return rd.find_zero_shot(split, data.name) if data is not None else (
+        return rd.find_zero_shot(split, tag) if data is not None else (
             rd.metrics_json(split) if rd.metrics_json(split).exists() else None)
     if done() is None:
         cmd = VMR + ["eval", "--run", run, "--k", "5", "10", "--split", split] + (
@@ -299,17 +311,22 @@ def table(title: str, results: list[dict], cols: list[str], metric: str) -> list
 
 
 def transfer_part(work: Path, sci: Path, user_fractions, seeds, rows, source, extra,
-                  jobs: int, sample_seed: int = 0) -> list[dict]:
+                  jobs: int, sample_seed: int = 0, drop_last: bool = False) -> list[dict]:
     """Each fraction of Scientific's users prepared with MiniLM text; every row of `rows` per
     fraction and seed: from the Beauty source (`source(seed)`, None: no source, so the rows
     that need one are skipped) or from scratch. sample_seed draws the users (0: the sample of
-    every session before the fifteenth; another draw lives in WORK/transfer-sample<N>)."""
+    every session before the fifteenth; another draw lives in WORK/transfer-sample<N>).
+    drop_last: the same users without each one's last interaction (WORK/...-droplast): its test
+    split mirrors the full data's one step back and holds none of the full data's test items."""
     prev = None
     fractions = {}
-    tdir = work / ("transfer" if sample_seed == 0 else f"transfer-sample{sample_seed}")
+    tdir = work / (("transfer" if sample_seed == 0 else f"transfer-sample{sample_seed}")
+                   + ("-droplast" if drop_last else ""))
     for pct in sorted(user_fractions):          # smallest first: each cache seeds the next
         seqs = sample_users(sci / "Scientific_dev.txt", tdir / f"Scientific_{pct}pct.txt", pct,
                             sample_seed)
+        if drop_last:
+            seqs = without_last(seqs, tdir / f"Scientific_{pct}pct_droplast.txt")
         ds = prepare(tdir / f"scientific-minilm-{pct}", seqs,
                      sci / "Scientific_items.tsv", "text", 1, new=False)
         prev = minilm(ds, prev)
@@ -368,6 +385,9 @@ def main() -> None:
     ap.add_argument("--sample-seed", type=int, default=0,
                     help="which draw of Scientific's users the fractions keep (0: the draw of "
                          "the earlier sessions' tables; each draw has its own datasets)")
+    ap.add_argument("--drop-last", action="store_true",
+                    help="the transfer part on the same users without each one's last item "
+                         "(a selection split that holds none of the full data's test items)")
     ap.add_argument("--fractions", nargs="+", type=int, default=None,
                     help=f"percent of Scientific's users kept [default: {USER_FRACTIONS}]")
     a = ap.parse_args()
@@ -439,7 +459,8 @@ def main() -> None:
             (lambda s: sets["beauty"][0].parent / "runs" / f"normal-default-s{s}")
             if "beauty" in sets else None)
         transfer_results = transfer_part(work, sci, user_fractions, seeds, a.transfer_rows,
-                                         source, extra, a.jobs, a.sample_seed)
+                                         source, extra, a.jobs, a.sample_seed,
+                                         a.drop_last)
 
     # ---- the summary
     md = [f"# Cold items and transfer ({'quick' if a.quick else 'full'}), seeds "
@@ -478,7 +499,8 @@ def main() -> None:
                     norm, buckets, "NDCG@10")
     if transfer_results:
         md += ["## Transfer Beauty -> Scientific (MiniLM text on both)", "",
-               f"Users drawn with sample seed {a.sample_seed}.", ""]
+               f"Users drawn with sample seed {a.sample_seed}"
+               + (", each without their last item (--drop-last)." if a.drop_last else "."), ""]
         if a.source:
             md += [f"Source: `{a.source}`. Validation, best epoch (zero-shot: the source on the "
                    "target's validation split):", ""]
