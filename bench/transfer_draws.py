@@ -102,6 +102,9 @@ def by_target(draws: dict, rows: list[str], pct: int, seeds) -> list[str]:
             users = [ds.user_ids[int(u)] for u in ds.split_users("test")]
             n = {u: count[t] for u, (_, t) in zip(users, ds.split_sequences("test"))}
             group = {u: "0" if n[u] == 0 else "1-4" if n[u] < 5 else "5+" for u in users}
+            for split in ("valid", "test"):      # is the history's last item a trained one?
+                cold = [count[h[-1]] == 0 for h, _ in ds.split_sequences(split) if len(h)]
+                pooled.setdefault(("last", kind, split), []).extend(cold)
             for r in rows:
                 ranks = [read_ranks(runs / f"scientific-minilm-{pct}-{r}-s{s}" / "ranks_test.parquet")
                          for s in seeds]
@@ -121,6 +124,12 @@ def by_target(draws: dict, rows: list[str], pct: int, seeds) -> list[str]:
             lines.append(f"| {kind} | {g} | {len(pooled[kind, g, 'scratch'])} | {base:.4f} | "
                          + " | ".join(f"{np.mean(pooled[kind, g, r]) / base:.3f}"
                                       for r in rows if r != "scratch") + " |")
+    lines.append("")
+    for kind in ("test", "without the last items"):
+        if ("last", kind, "test") in pooled:
+            lines.append(f"- {kind}: the history's last item has no training interaction for "
+                         + ", ".join(f"{np.mean(pooled['last', kind, sp]):.1%} of the {sp} users"
+                                     for sp in ("valid", "test")))
     return lines + [""]
 
 
